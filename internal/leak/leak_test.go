@@ -1,0 +1,60 @@
+package leak
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDescribeReportsTrackedAndUntrackedDescriptors(t *testing.T) {
+	enabled.Store(true)
+	defer enabled.Store(false)
+	before := openFDs()
+
+	tracked, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	Track(int(tracked.Fd()))
+	untracked, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := describe(before)
+	if !strings.Contains(report, "/dev/null") || !strings.Contains(report, "opened at:") || !strings.Contains(report, "TestDescribe") {
+		t.Errorf("tracked descriptor not reported with its stack:\n%s", report)
+	}
+	if !strings.Contains(report, "status") {
+		t.Errorf("untracked descriptor not reported:\n%s", report)
+	}
+
+	Untrack(int(tracked.Fd()))
+	tracked.Close()
+	untracked.Close()
+	if report := describe(before); report != "" {
+		t.Errorf("closed descriptors still reported:\n%s", report)
+	}
+}
+
+func TestTrackIsOffUntilEnabled(t *testing.T) {
+	Track(12345)
+	mu.Lock()
+	_, ok := opened[12345]
+	mu.Unlock()
+	if ok {
+		t.Fatal("Track recorded a descriptor while disabled")
+	}
+}
+
+func TestGoroutinesCountsMatchingStacks(t *testing.T) {
+	stop := make(chan struct{})
+	started := make(chan struct{})
+	go func() { close(started); parkForLeakTest(stop) }()
+	<-started
+	if n := Goroutines("parkForLeakTest"); n != 1 {
+		t.Errorf("Goroutines = %d, want 1", n)
+	}
+	close(stop)
+}
+
+func parkForLeakTest(stop chan struct{}) { <-stop }
