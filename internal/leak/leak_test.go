@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDescribeReportsTrackedAndUntrackedDescriptors(t *testing.T) {
@@ -48,10 +49,14 @@ func TestTrackIsOffUntilEnabled(t *testing.T) {
 
 func TestGoroutinesCountsMatchingStacks(t *testing.T) {
 	stop := make(chan struct{})
-	started := make(chan struct{})
-	go func() { close(started); parkForLeakTest(stop) }()
-	<-started
-	if n := Goroutines("parkForLeakTest"); n != 1 {
+	go parkForLeakTest(stop)
+	// The goroutine may not have started yet: wait (bounded) for it.
+	n := 0
+	for i := 0; i < 1000 && n != 1; i++ {
+		n = Goroutines("parkForLeakTest")
+		time.Sleep(time.Millisecond)
+	}
+	if n != 1 {
 		t.Errorf("Goroutines = %d, want 1", n)
 	}
 	close(stop)
