@@ -120,7 +120,7 @@ func attach(t *testing.T, link *topo.Link, opts Options) *Program {
 	return p
 }
 
-func counters(t *testing.T, m *Maps) Counters {
+func counters(t testing.TB, m *Maps) Counters {
 	t.Helper()
 	c, err := m.Counters()
 	if err != nil {
@@ -306,7 +306,7 @@ type frame struct {
 	payload   []byte
 }
 
-func (f frame) build(t *testing.T, link *topo.Link) []byte {
+func (f frame) build(t testing.TB, link *topo.Link) []byte {
 	t.Helper()
 	src, dst := f.src, f.dst
 	if !src.IsValid() {

@@ -86,16 +86,10 @@ func Attach(iface string, opts Options) (*Program, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w: %w", ErrNotFound, err))
 	}
-	var objs steerObjects
-	if err := loadSteerObjects(&objs, nil); err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return fail(fmt.Errorf("loading the XDP program (verifier log follows; needs CAP_BPF and CAP_NET_ADMIN): %+v", verr))
-		}
-		return fail(fmt.Errorf("loading the XDP program and maps (needs CAP_BPF and CAP_NET_ADMIN): %w", err))
+	p, err := load(iface)
+	if err != nil {
+		return fail(err)
 	}
-	p := &Program{Maps: newMaps(iface, &objs.steerMaps), prog: objs.ZerohopSteer}
-	leak.Track(p.prog.FD())
 	modes := []Mode{opts.Mode}
 	if opts.Mode == ModeAuto {
 		modes = []Mode{ModeNative, ModeGeneric}
@@ -127,6 +121,21 @@ func Attach(iface string, opts Options) (*Program, error) {
 			return fail(err)
 		}
 	}
+	return p, nil
+}
+
+// load loads the program and its maps without attaching them.
+func load(iface string) (*Program, error) {
+	var objs steerObjects
+	if err := loadSteerObjects(&objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading the XDP program (verifier log follows; needs CAP_BPF and CAP_NET_ADMIN): %+v", verr)
+		}
+		return nil, fmt.Errorf("loading the XDP program and maps (needs CAP_BPF and CAP_NET_ADMIN): %w", err)
+	}
+	p := &Program{Maps: newMaps(iface, &objs.steerMaps), prog: objs.ZerohopSteer}
+	leak.Track(p.prog.FD())
 	return p, nil
 }
 
