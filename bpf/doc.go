@@ -11,9 +11,15 @@
 //   - a registered Service for the destination port (and address) → the
 //     AF_XDP socket registered with SetSocket for the receive queue; with no
 //     socket there → XDP_PASS, counted as NoSocket;
-//   - anything else (ARP, ICMP, TCP, other ports, IP fragments, IPv6 with
-//     extension headers, truncated frames) → XDP_PASS, so the kernel keeps
-//     working; truncated frames also count as Malformed.
+//   - anything else (ARP, ICMP, TCP, other ports, IP fragments, truncated
+//     frames) → XDP_PASS, so the kernel keeps working; truncated frames also
+//     count as Malformed.
+//
+// The ACL covers UDP only. IPv6 extension headers are walked (up to four)
+// so they cannot hide the port; non-first fragments and deeper header
+// chains are checked against the any-port rules only. Fragments and
+// first fragments always go to the kernel (it reassembles), never to a
+// socket.
 //
 // Attach loads and attaches the program to one interface (native mode,
 // generic as fallback; Program.Mode says which) through a bpf_link, so a

@@ -1,8 +1,10 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -35,11 +37,49 @@ func loadOffline(tb testing.TB) *Program {
 	if err := p.AddService(Service{Port: 7000}); err != nil {
 		tb.Fatal(err)
 	}
-	if err := p.AddACLRule(ACLRule{Source: netip.MustParsePrefix("10.0.0.0/8"), Port: 7001, Action: Deny}); err != nil {
-		tb.Fatal(err)
+	for _, r := range []ACLRule{
+		{Source: netip.MustParsePrefix("10.0.0.0/8"), Port: 7001, Action: Deny},
+		{Source: netip.MustParsePrefix("fd00::/16"), Port: 7001, Action: Deny},
+		{Source: netip.MustParsePrefix("fd00::3/128"), Port: 7002, Action: Allow},
+		{Source: netip.MustParsePrefix("fd00::3/128"), Port: 0, Action: Deny},
+	} {
+		if err := p.AddACLRule(r); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	return p
 }
+
+// withExtHeaders inserts IPv6 extension headers (8 bytes each, given by
+// protocol number) between the IPv6 header and UDP of an untagged frame.
+// A fragment header gets fragOff (in 8-byte units) and the MF flag.
+func withExtHeaders(tb testing.TB, wire []byte, fragOff uint16, protos ...byte) []byte {
+	tb.Helper()
+	const ip6 = 14
+	out := slices.Clone(wire[:ip6+40])
+	next := out[ip6+6]
+	out[ip6+6] = protos[0]
+	for i, proto := range protos {
+		follow := next
+		if i+1 < len(protos) {
+			follow = protos[i+1]
+		}
+		hdr := make([]byte, 8)
+		hdr[0] = follow
+		if proto == 44 {
+			binary.BigEndian.PutUint16(hdr[2:], fragOff<<3|1)
+		} else {
+			hdr[2], hdr[3] = 1, 4 // PadN option filling the header
+		}
+		out = append(out, hdr...)
+	}
+	out = append(out, wire[ip6+40:]...)
+	binary.BigEndian.PutUint16(out[ip6+4:], uint16(len(out)-ip6-40))
+	return out
+}
+
+// blocked6 is denied on every port except 7002.
+var blocked6 = netip.MustParseAddr("fd00::3")
 
 var arpFrame = append([]byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x06}, make([]byte, 46)...)
 
@@ -59,7 +99,15 @@ func TestVerdictsByTestRun(t *testing.T) {
 		{"service over IPv6 in QinQ", frame{dport: 7000, v6: true, vlans: []uint16{1, 2}}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1, NoSocket: 1}},
 		{"denied", frame{dport: 7001}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
 		{"denied, IP options", frame{dport: 7001, ipOptions: true}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
-		{"denied port, IPv6 source", frame{dport: 7001, v6: true}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1}},
+		{"denied port, IPv6 source", frame{dport: 7001, v6: true}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
+		{"IPv6 hop-by-hop, denied port", withExtHeaders(t, frame{dport: 7001, v6: true}.build(t, offlineLink), 0, 0), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
+		{"IPv6 dst opts + first fragment, denied port", withExtHeaders(t, frame{dport: 7001, v6: true}.build(t, offlineLink), 0, 60, 44), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
+		{"IPv6 first fragment, service", withExtHeaders(t, frame{dport: 7000, v6: true}.build(t, offlineLink), 0, 44), xdpPass, Counters{Seen: 1, Passed: 1}},
+		{"IPv6 port rule beats any-port deny", frame{dport: 7002, v6: true, src: blocked6}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1}},
+		{"IPv6 any-port deny", frame{dport: 53, v6: true, src: blocked6}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
+		{"IPv6 later fragment, any-port deny", withExtHeaders(t, frame{dport: 7002, v6: true, src: blocked6}.build(t, offlineLink), 3, 44), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
+		{"IPv6 five extension headers, any-port deny", withExtHeaders(t, frame{dport: 7002, v6: true, src: blocked6}.build(t, offlineLink), 0, 0, 60, 60, 60, 60), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
+		{"IPv6 truncated extension header", withExtHeaders(t, frame{dport: 7000, v6: true}.build(t, offlineLink), 0, 0)[:14+40+1], xdpPass, Counters{Seen: 1, Passed: 1, Malformed: 1}},
 		{"truncated UDP", frame{dport: 7000}.build(t, offlineLink)[:14+20+6], xdpPass, Counters{Seen: 1, Passed: 1, Malformed: 1}},
 	}
 	for _, c := range cases {

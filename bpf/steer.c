@@ -125,6 +125,13 @@ struct vlan_hdr {
 	__be16 proto;
 };
 
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; // offset in 8-byte units << 3, MF in bit 0
+	__be32 identification;
+};
+
 static __always_inline void count(__u32 index)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &index);
@@ -237,12 +244,44 @@ int zerohop_steer(struct xdp_md *ctx)
 			return malformed();
 		if (ip6->version != 6)
 			return malformed();
-		// Extension headers (including fragments) go to the kernel.
-		if (ip6->nexthdr != IPPROTO_UDP)
-			return pass();
 		__builtin_memcpy(acl_key.addr, &ip6->saddr, 16);
 		__builtin_memcpy(svc_key.addr, &ip6->daddr, 16);
-		udp = (void *)(ip6 + 1);
+		// Walk up to four extension headers so that none of them (a
+		// fragment header above all) lets a packet skip the ACL.
+		__u8 next = ip6->nexthdr;
+		void *cursor = ip6 + 1;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+				struct ipv6_opt_hdr *opt = cursor;
+				if ((void *)(opt + 1) > data_end)
+					return malformed();
+				next = opt->nexthdr;
+				cursor += (opt->hdrlen + 1) * 8;
+			} else if (next == IPPROTO_FRAGMENT) {
+				struct ipv6_frag_hdr *frag = cursor;
+				if ((void *)(frag + 1) > data_end)
+					return malformed();
+				fragment = 1;
+				if (frag->frag_off & bpf_htons(0xfff8)) {
+					if (acl_denies(&acl_key, 0))
+						goto deny;
+					return pass();
+				}
+				next = frag->nexthdr;
+				cursor = frag + 1;
+			}
+		}
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+		    next == IPPROTO_FRAGMENT) {
+			// Deeper than we walk: only the any-port rules apply.
+			if (acl_denies(&acl_key, 0))
+				goto deny;
+			return pass();
+		}
+		if (next != IPPROTO_UDP)
+			return pass();
+		udp = cursor;
 	} else {
 		return pass();
 	}
