@@ -1,0 +1,334 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// XDP steering program of zerohop. See doc.go for the contract; in short:
+// Ethernet -> up to two VLAN tags -> IPv4 (any IHL) or IPv6 -> UDP, then
+// ACL (drop), service match (redirect to the queue's AF_XDP socket), and
+// XDP_PASS for everything else so the kernel keeps working.
+//
+// Regenerate the Go bindings and objects with `go generate ./bpf` after any
+// change; bpf/check-generated verifies the committed objects match.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Indexes of the per-CPU counters. Every packet lands in exactly one of
+// REDIRECTED, PASSED, ACL_DROPPED and LOSS_DROPPED; MALFORMED and NO_SOCKET
+// are subsets of PASSED.
+enum counter {
+	COUNTER_SEEN = 0,
+	COUNTER_REDIRECTED,
+	COUNTER_PASSED,
+	COUNTER_ACL_DROPPED,
+	COUNTER_MALFORMED,
+	COUNTER_NO_SOCKET,
+	COUNTER_LOSS_DROPPED,
+	COUNTER_MAX,
+};
+
+enum acl_action {
+	ACL_ALLOW = 1,
+	ACL_DENY = 2,
+};
+
+// Service flag: the service is matched (counted, subject to the loss knob)
+// but handed to the kernel instead of an AF_XDP socket.
+#define SERVICE_FLAG_PASS 0x1
+
+// Key of the ACL trie. The prefix covers the destination port first (all
+// 16 bits for a port rule, the port is 0 for an any-port rule) and then
+// the source address: IPv6, or IPv4 mapped into ::ffff:0:0/96.
+// prefixlen = 16 + 96 + v4 bits, or 16 + v6 bits.
+struct acl_key {
+	__u32 prefixlen;
+	__u8 port[2]; // big endian
+	__u8 addr[16];
+	__u16 _pad;
+};
+
+struct acl_rule {
+	__u32 action; // enum acl_action
+	__u32 _pad;
+	__u64 hits; // packets that matched this rule (atomic, all CPUs)
+};
+
+// Key of the services hash: destination port (host order) and destination
+// address (v4-mapped for IPv4; all zero matches any address).
+struct service_key {
+	__u16 port;
+	__u16 _pad;
+	__u8 addr[16];
+};
+
+struct service {
+	__u32 id;
+	__u32 flags;
+};
+
+// Test knob: when loss_every_n > 0, every loss_every_n-th packet that
+// matches a service is dropped. seq counts matches since the knob was set.
+struct settings {
+	__u32 loss_every_n;
+	__u32 _pad;
+	__u64 seq;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct service_key);
+	__type(value, struct service);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct acl_key);
+	__type(value, struct acl_rule);
+} acl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} settings SEC(".maps");
+
+#define ETH_P_8021Q_BE bpf_htons(ETH_P_8021Q)
+#define ETH_P_8021AD_BE bpf_htons(ETH_P_8021AD)
+#define IP_FRAG_MASK_BE bpf_htons(0x3fff) // MF flag and fragment offset
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; // offset in 8-byte units << 3, MF in bit 0
+	__be32 identification;
+};
+
+static __always_inline void count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &index);
+	if (value)
+		*value += 1; // per-CPU slot: no other writer
+}
+
+static __always_inline int pass(void)
+{
+	count(COUNTER_PASSED);
+	return XDP_PASS;
+}
+
+static __always_inline int malformed(void)
+{
+	count(COUNTER_MALFORMED);
+	return pass();
+}
+
+// acl_denies looks the source up for the port, then for any port; the
+// first (longest-prefix) match decides. No match allows.
+static __always_inline int acl_denies(struct acl_key *key, __u16 port)
+{
+	struct acl_rule *rule;
+
+	if (port != 0) {
+		key->prefixlen = 16 + 128;
+		key->port[0] = port >> 8;
+		key->port[1] = port & 0xff;
+		rule = bpf_map_lookup_elem(&acl, key);
+		if (rule) {
+			__sync_fetch_and_add(&rule->hits, 1);
+			return rule->action == ACL_DENY;
+		}
+	}
+	key->prefixlen = 16 + 128;
+	key->port[0] = 0;
+	key->port[1] = 0;
+	rule = bpf_map_lookup_elem(&acl, key);
+	if (rule) {
+		__sync_fetch_and_add(&rule->hits, 1);
+		return rule->action == ACL_DENY;
+	}
+	return 0;
+}
+
+SEC("xdp")
+int zerohop_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct acl_key acl_key = {};
+	struct service_key svc_key = {};
+	struct udphdr *udp;
+	__be16 proto;
+	void *l3;
+	int fragment = 0;
+
+	count(COUNTER_SEEN);
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return malformed();
+	proto = eth->h_proto;
+	l3 = eth + 1;
+
+	// Up to two VLAN tags (802.1ad outer, 802.1Q inner), unrolled.
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != ETH_P_8021Q_BE && proto != ETH_P_8021AD_BE)
+			break;
+		struct vlan_hdr *vlan = l3;
+		if ((void *)(vlan + 1) > data_end)
+			return malformed();
+		proto = vlan->proto;
+		l3 = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > data_end)
+			return malformed();
+		__u32 header_len = ip->ihl * 4;
+		if (ip->version != 4 || header_len < sizeof(*ip))
+			return malformed();
+		if (l3 + header_len > data_end)
+			return malformed();
+		if (ip->protocol != IPPROTO_UDP)
+			return pass();
+		acl_key.addr[10] = 0xff;
+		acl_key.addr[11] = 0xff;
+		__builtin_memcpy(&acl_key.addr[12], &ip->saddr, 4);
+		svc_key.addr[10] = 0xff;
+		svc_key.addr[11] = 0xff;
+		__builtin_memcpy(&svc_key.addr[12], &ip->daddr, 4);
+		if (ip->frag_off & IP_FRAG_MASK_BE) {
+			fragment = 1;
+			// A non-first fragment carries no UDP header: only the
+			// any-port ACL rules apply to it.
+			if (ip->frag_off & bpf_htons(0x1fff)) {
+				if (acl_denies(&acl_key, 0))
+					goto deny;
+				return pass();
+			}
+		}
+		udp = l3 + header_len;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > data_end)
+			return malformed();
+		if (ip6->version != 6)
+			return malformed();
+		__builtin_memcpy(acl_key.addr, &ip6->saddr, 16);
+		__builtin_memcpy(svc_key.addr, &ip6->daddr, 16);
+		// Walk up to four extension headers so that none of them (a
+		// fragment header above all) lets a packet skip the ACL.
+		__u8 next = ip6->nexthdr;
+		void *cursor = ip6 + 1;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+				struct ipv6_opt_hdr *opt = cursor;
+				if ((void *)(opt + 1) > data_end)
+					return malformed();
+				next = opt->nexthdr;
+				cursor += (opt->hdrlen + 1) * 8;
+			} else if (next == IPPROTO_FRAGMENT) {
+				struct ipv6_frag_hdr *frag = cursor;
+				if ((void *)(frag + 1) > data_end)
+					return malformed();
+				fragment = 1;
+				if (frag->frag_off & bpf_htons(0xfff8)) {
+					if (acl_denies(&acl_key, 0))
+						goto deny;
+					return pass();
+				}
+				next = frag->nexthdr;
+				cursor = frag + 1;
+			}
+		}
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+		    next == IPPROTO_FRAGMENT) {
+			// Deeper than we walk: only the any-port rules apply.
+			if (acl_denies(&acl_key, 0))
+				goto deny;
+			return pass();
+		}
+		if (next != IPPROTO_UDP)
+			return pass();
+		udp = cursor;
+	} else {
+		return pass();
+	}
+
+	if ((void *)(udp + 1) > data_end)
+		return malformed();
+	__u16 dport = bpf_ntohs(udp->dest);
+
+	if (acl_denies(&acl_key, dport))
+		goto deny;
+	if (fragment)
+		return pass(); // the kernel reassembles
+
+	svc_key.port = dport;
+	struct service *svc = bpf_map_lookup_elem(&services, &svc_key);
+	if (!svc) {
+		__builtin_memset(svc_key.addr, 0, sizeof(svc_key.addr));
+		svc = bpf_map_lookup_elem(&services, &svc_key);
+		if (!svc)
+			return pass();
+	}
+
+	__u32 zero = 0;
+	struct settings *set = bpf_map_lookup_elem(&settings, &zero);
+	if (set && set->loss_every_n) {
+		__u64 seq = __sync_fetch_and_add(&set->seq, 1) + 1;
+		if (seq % set->loss_every_n == 0) {
+			count(COUNTER_LOSS_DROPPED);
+			return XDP_DROP;
+		}
+	}
+
+	if (svc->flags & SERVICE_FLAG_PASS)
+		return pass();
+
+	// Falls back to XDP_PASS when no socket is registered for the queue.
+	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	if (action == XDP_REDIRECT) {
+		count(COUNTER_REDIRECTED);
+		return action;
+	}
+	count(COUNTER_NO_SOCKET);
+	return pass();
+
+deny:
+	count(COUNTER_ACL_DROPPED);
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
