@@ -148,20 +148,24 @@ func New(entries uint32, opts ...Option) (*Ring, error) {
 	if !noSQArrayRefused.Load() {
 		optional |= setupNoSQArray
 	}
+	retried := false
 	for {
 		r, err := setup(entries, &cfg, cfg.flags|uint32(optional))
 		if err == nil {
+			if retried && r.setupFlags&setupSubmitAll != 0 {
+				// Only NO_SQARRAY was refused: do not try it again.
+				noSQArrayRefused.Store(true)
+			}
 			return r, nil
 		}
 		if !errors.Is(err, unix.EINVAL) || optional == 0 {
-			return nil, err
+			return nil, err // the last attempt's flags are the caller's own
 		}
+		retried = true
 		// Drop the optional flags one at a time, newest first.
-		switch {
-		case optional&setupNoSQArray != 0:
+		if optional&setupNoSQArray != 0 {
 			optional &^= setupNoSQArray
-			noSQArrayRefused.Store(true)
-		default:
+		} else {
 			optional = 0
 		}
 	}
