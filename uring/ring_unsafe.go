@@ -174,9 +174,10 @@ type syncCancelReg struct {
 // until they completed. Errors are not interesting here: ENOENT means
 // nothing was in flight, EEXIST a SingleIssuer ring closed from another
 // thread, EINVAL a kernel before 6.0; closing the ring cancels the rest.
-func (r *Ring) cancelAllSync() {
+func (r *Ring) cancelAllSync() error {
 	reg := syncCancelReg{fd: -1, flags: CancelAny, timeout: unix.Timespec{Sec: 1}}
-	r.register(registerSyncCancel, unsafe.Pointer(&reg), 1)
+	_, err := r.register(registerSyncCancel, unsafe.Pointer(&reg), 1)
+	return err
 }
 
 // filesUpdate is struct io_uring_files_update.
