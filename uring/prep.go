@@ -198,10 +198,10 @@ func (r *Ring) PrepCloseFixed(index uint32, userData uint64) (*SQE, error) {
 // setTimespec stores d in the ring's timespec slot of sqe and points the
 // SQE at it.
 func (r *Ring) setTimespec(sqe *SQE, d time.Duration) {
-	slot := r.slotOf(sqe)
+	slot := r.lastSlot()
 	r.timespecs[slot] = unix.NsecToTimespec(int64(d))
 	sqe.Addr = r.timespecAddr(slot)
 }
 
-// slotOf returns the index of the SQE GetSQE handed out last.
-func (r *Ring) slotOf(sqe *SQE) uint32 { return (r.sq.tail - 1) & r.sq.mask }
+// lastSlot returns the SQ slot of the SQE GetSQE handed out last.
+func (r *Ring) lastSlot() uint32 { return (r.sq.tail - 1) & r.sq.mask }

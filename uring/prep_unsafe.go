@@ -18,7 +18,7 @@ func bufAddr(b []byte) uint64 {
 func (r *Ring) timespecAddr(slot uint32) uint64 { return addrOf(&r.timespecs[slot]) }
 
 // keepAlive records p for the slot of the SQE prepared last.
-func (r *Ring) keepAlive(p any) { r.keep[(r.sq.tail-1)&r.sq.mask] = p }
+func (r *Ring) keepAlive(p any) { r.keep[r.lastSlot()] = p }
 
 func (r *Ring) keepBuf(b []byte) {
 	if len(b) > 0 {
