@@ -1,0 +1,434 @@
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/zerohop/zerohop/internal/leak"
+	"golang.org/x/sys/unix"
+)
+
+// Ring is one io_uring instance: a submission queue (SQ) we fill and the
+// kernel consumes, and a completion queue (CQ) the kernel fills and we
+// consume.
+//
+// A Ring is not safe for concurrent use. With SingleIssuer or DeferTaskrun
+// it must also be created, entered and closed on one OS thread (call
+// runtime.LockOSThread first); the kernel answers EEXIST otherwise. The one
+// thing other threads may do is post to it through MSG_RING from their own
+// ring, using Fd.
+type Ring struct {
+	fd         int
+	setupFlags uint32
+	features   uint32
+
+	sq submissionQueue
+	cq completionQueue
+
+	// keep holds, per SQ slot, the Go memory the slot's SQE points at, so
+	// the garbage collector keeps it (and the compiler puts it on the heap)
+	// at least until the kernel consumed the SQE and the slot is reused.
+	keep []any
+	// timespecs holds, per SQ slot, the timespec of a TIMEOUT or
+	// LINK_TIMEOUT; the kernel copies it while consuming the SQE.
+	timespecs []unix.Timespec
+
+	// backlog holds CQEs reaped off the CQ to make room when the kernel
+	// answered EBUSY/EAGAIN; Reap hands them out first, in order.
+	backlog                  []CQE
+	backlogHead, backlogTail uint32
+
+	// waitTimeout and waitArg are the io_uring_getevents_arg (and the
+	// timespec it points at) for timed waits; they live here so a wait
+	// does not allocate.
+	waitTimeout unix.Timespec
+	waitArg     getEventsArg
+
+	bufferRings []*BufferRing
+	mappings    [][]byte
+}
+
+// submissionQueue is our view of the SQ ring.
+type submissionQueue struct {
+	khead    *atomic.Uint32 // the kernel writes it as it consumes SQEs; we only load it
+	ktail    *atomic.Uint32 // only we write it: stores publish SQEs to the kernel
+	kflags   *atomic.Uint32 // the kernel writes it (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN)
+	kdropped *atomic.Uint32 // the kernel counts invalid SQEs here
+	array    []uint32       // index array (nil with NO_SQARRAY); identity mapping
+	sqes     []SQE
+	mask     uint32
+	entries  uint32
+	head     uint32 // last khead we loaded
+	tail     uint32 // next free slot; published to ktail by flush
+}
+
+// completionQueue is our view of the CQ ring.
+type completionQueue struct {
+	khead     *atomic.Uint32 // only we write it: stores release consumed CQEs
+	ktail     *atomic.Uint32 // the kernel writes it as it posts CQEs; we only load it
+	koverflow *atomic.Uint32 // the kernel counts CQEs it had to drop (without FEAT_NODROP)
+	cqes      []CQE
+	mask      uint32
+	entries   uint32
+	head      uint32 // our copy of khead
+}
+
+type getEventsArg struct {
+	sigmask     uint64
+	sigmaskSize uint32
+	minWaitUsec uint32
+	ts          uint64
+}
+
+// Option configures New.
+type Option func(*config)
+
+type config struct {
+	flags        uint32
+	cqEntries    uint32
+	sqThreadCPU  uint32
+	sqThreadIdle uint32
+}
+
+// WithCQEntries sizes the CQ (default: twice the SQ). Size it for the most
+// completions that can be pending at once, multishot requests included.
+func WithCQEntries(n uint32) Option {
+	return func(c *config) { c.flags |= setupCQSize; c.cqEntries = n }
+}
+
+// WithSingleIssuer promises that only one thread submits (Linux 6.0).
+func WithSingleIssuer() Option { return func(c *config) { c.flags |= setupSingleIssuer } }
+
+// WithDeferTaskrun defers completion work until the ring is entered to wait
+// for events, so completions never interrupt the loop (Linux 6.1). Implies
+// WithSingleIssuer. Completions then appear only after SubmitAndWait.
+func WithDeferTaskrun() Option {
+	return func(c *config) { c.flags |= setupSingleIssuer | setupDeferTaskrun }
+}
+
+// WithCoopTaskrun lets completion work wait for the next kernel entry
+// instead of interrupting the thread with an IPI (Linux 5.19).
+func WithCoopTaskrun() Option { return func(c *config) { c.flags |= setupCoopTaskrun } }
+
+// WithSQPoll starts a kernel thread that polls the SQ, sleeping after idle
+// without work; cpu ≥ 0 pins it to that CPU. Give it a core of its own.
+// Not compatible with DeferTaskrun.
+func WithSQPoll(idle time.Duration, cpu int) Option {
+	return func(c *config) {
+		c.flags |= setupSQPoll
+		c.sqThreadIdle = uint32(idle / time.Millisecond)
+		if cpu >= 0 {
+			c.flags |= setupSQAff
+			c.sqThreadCPU = uint32(cpu)
+		}
+	}
+}
+
+// optionalSetupFlags are added when the kernel knows them and silently
+// dropped when it does not.
+var optionalSetupFlags = []uint32{setupNoSQArray, setupSubmitAll}
+
+// noSQArrayRefused remembers that a NO_SQARRAY setup failed with EINVAL, so
+// later rings skip the attempt.
+var noSQArrayRefused atomic.Bool
+
+// New sets up a ring with entries SQ entries (a power of two, 1..32768).
+// The ring always asks for SUBMIT_ALL (a failing SQE does not stop the
+// batch) and, where supported (6.6), NO_SQARRAY. Errors are *SetupError,
+// whose Hint names the likely cause (kernel.io_uring_disabled, seccomp,
+// RLIMIT_MEMLOCK, a flag this kernel does not know).
+func New(entries uint32, opts ...Option) (*Ring, error) {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	optional := setupSubmitAll
+	if !noSQArrayRefused.Load() {
+		optional |= setupNoSQArray
+	}
+	retried := false
+	for {
+		r, err := setup(entries, &cfg, cfg.flags|uint32(optional))
+		if err == nil {
+			if retried && r.setupFlags&setupSubmitAll != 0 {
+				// Only NO_SQARRAY was refused: do not try it again.
+				noSQArrayRefused.Store(true)
+			}
+			return r, nil
+		}
+		if !errors.Is(err, unix.EINVAL) || optional == 0 {
+			return nil, err // the last attempt's flags are the caller's own
+		}
+		retried = true
+		// Drop the optional flags one at a time, newest first.
+		if optional&setupNoSQArray != 0 {
+			optional &^= setupNoSQArray
+		} else {
+			optional = 0
+		}
+	}
+}
+
+// Fd returns the ring's file descriptor, the target for MSG_RING.
+func (r *Ring) Fd() int { return r.fd }
+
+// Features returns the IORING_FEAT_* bits the kernel reported at setup.
+func (r *Ring) Features() uint32 { return r.features }
+
+// SetupFlags returns the IORING_SETUP_* flags the ring was created with.
+func (r *Ring) SetupFlags() uint32 { return r.setupFlags }
+
+// SQEntries and CQEntries return the ring sizes.
+func (r *Ring) SQEntries() uint32 { return r.sq.entries }
+
+// CQEntries returns the CQ size.
+func (r *Ring) CQEntries() uint32 { return r.cq.entries }
+
+// SQSpace returns how many SQEs can be prepared before GetSQE must submit.
+func (r *Ring) SQSpace() uint32 {
+	r.sq.head = r.sq.khead.Load()
+	return r.sq.entries - (r.sq.tail - r.sq.head)
+}
+
+// Dropped returns how many SQEs the kernel dropped as invalid.
+func (r *Ring) Dropped() uint32 { return r.sq.kdropped.Load() }
+
+// GetSQE reserves the next SQE, zeroed, for the caller to fill. When the SQ
+// is full it first submits what is queued (and, if the kernel pushes back
+// with EBUSY/EAGAIN, reaps completions into a backlog that Reap returns
+// first) and then retries.
+func (r *Ring) GetSQE() (*SQE, error) {
+	if r.sq.tail-r.sq.head >= r.sq.entries {
+		if err := r.Reserve(1); err != nil {
+			return nil, err
+		}
+	}
+	sqe := &r.sq.sqes[r.sq.tail&r.sq.mask]
+	*sqe = SQE{}
+	r.sq.tail++
+	return sqe, nil
+}
+
+// Reserve makes room for n SQEs, submitting queued ones if needed, so the
+// next n GetSQE calls do not submit. Use it before preparing a linked chain
+// (SQEIOLink), which must reach the kernel in one submission.
+func (r *Ring) Reserve(n uint32) error {
+	if r.fd < 0 {
+		return ErrClosed
+	}
+	if n > r.sq.entries {
+		return fmt.Errorf("io_uring: reserve %d SQEs: the SQ has only %d entries", n, r.sq.entries)
+	}
+	for {
+		if r.sq.entries-(r.sq.tail-r.sq.head) >= n {
+			return nil
+		}
+		r.sq.head = r.sq.khead.Load()
+		if r.sq.entries-(r.sq.tail-r.sq.head) >= n {
+			return nil
+		}
+		if r.setupFlags&setupSQPoll != 0 {
+			// The poller consumes asynchronously: publish, wake it
+			// if it sleeps, and wait until it made room.
+			r.flush()
+			if _, err := r.enter(0, 0, enterSQWait|r.sqWakeupFlag(), false); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := r.Submit(); err != nil {
+			return err
+		}
+	}
+}
+
+// flush publishes the prepared SQEs to the kernel (release store of the
+// tail; the SQE contents were written before it) and returns how many SQEs
+// the kernel has yet to consume.
+func (r *Ring) flush() uint32 {
+	r.sq.ktail.Store(r.sq.tail)
+	return r.sq.tail - r.sq.khead.Load()
+}
+
+func (r *Ring) sqWakeupFlag() uint32 {
+	if r.setupFlags&setupSQPoll != 0 && r.sq.kflags.Load()&sqNeedWakeup != 0 {
+		return enterSQWakeup
+	}
+	return 0
+}
+
+// Submit hands the prepared SQEs to the kernel without waiting and returns
+// how many it consumed.
+func (r *Ring) Submit() (int, error) {
+	return r.submit(0, 0, false)
+}
+
+// SubmitAndWait submits the prepared SQEs and waits, in the same
+// io_uring_enter, until at least waitNr completions are ready or timeout
+// passes (timeout ≤ 0: no limit). It returns the number submitted; a timeout
+// is not an error (Reap then finds fewer than waitNr CQEs). With waitNr 0 it
+// does not block but still runs deferred completion work, which a
+// DeferTaskrun ring needs before Reap can see completions.
+//
+// Signals (EINTR) restart the call; EBUSY/EAGAIN make it reap completions
+// into the backlog and retry.
+func (r *Ring) SubmitAndWait(waitNr uint32, timeout time.Duration) (int, error) {
+	return r.submit(waitNr, timeout, true)
+}
+
+func (r *Ring) submit(waitNr uint32, timeout time.Duration, getEvents bool) (int, error) {
+	if r.fd < 0 {
+		return 0, ErrClosed
+	}
+	pending := r.flush()
+	flags := uint32(0)
+	toSubmit := pending
+	if r.setupFlags&setupSQPoll != 0 {
+		toSubmit = 0
+		flags |= r.sqWakeupFlag()
+		if !getEvents && flags == 0 {
+			return int(pending), nil // the poller will pick them up
+		}
+	}
+	if getEvents {
+		flags |= enterGetEvents
+		if r.backlogTail != r.backlogHead {
+			waitNr = 0 // completions are already waiting for Reap
+		}
+	}
+	ext := false
+	if getEvents && waitNr > 0 && timeout > 0 {
+		if r.features&FeatExtArg == 0 {
+			return 0, fmt.Errorf("io_uring_enter with a timeout: IORING_FEAT_EXT_ARG (Linux 5.11): %w", ErrNotSupported)
+		}
+		r.waitTimeout = unix.NsecToTimespec(int64(timeout))
+		flags |= enterExtArg
+		ext = true
+	}
+	if toSubmit == 0 && flags == 0 {
+		return 0, nil
+	}
+	n, err := r.enter(toSubmit, waitNr, flags, ext)
+	if r.setupFlags&setupSQPoll != 0 {
+		n = int(pending)
+	}
+	return n, err
+}
+
+// enter calls io_uring_enter, restarting after signals and reaping into the
+// backlog when the kernel cannot post more completions (TigerBeetle's
+// linux.zig handles these errnos the same way).
+func (r *Ring) enter(toSubmit, minComplete, flags uint32, ext bool) (int, error) {
+	for {
+		n, errno := r.enterSyscall(toSubmit, minComplete, flags, ext)
+		switch errno {
+		case 0:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.ETIME:
+			return 0, nil // the wait timed out before minComplete
+		case unix.EAGAIN, unix.EBUSY:
+			if r.reapToBacklog() > 0 {
+				continue
+			}
+			// Nothing posted yet: run deferred work and flush the
+			// kernel's overflow list, then try once more.
+			if _, e := r.enterSyscall(0, 0, enterGetEvents, false); e != 0 && e != unix.EINTR {
+				return 0, enterError(e)
+			}
+			if r.reapToBacklog() > 0 {
+				continue
+			}
+			return 0, enterError(errno)
+		default:
+			return 0, enterError(errno)
+		}
+	}
+}
+
+// reapToBacklog moves CQEs off the CQ into the backlog to let the kernel
+// post more; it returns how many it moved.
+func (r *Ring) reapToBacklog() int {
+	tail := r.cq.ktail.Load()
+	head := r.cq.head
+	room := uint32(len(r.backlog)) - (r.backlogTail - r.backlogHead)
+	n := 0
+	for head != tail && room > 0 {
+		r.backlog[r.backlogTail&uint32(len(r.backlog)-1)] = r.cq.cqes[head&r.cq.mask]
+		r.backlogTail++
+		head++
+		room--
+		n++
+	}
+	r.cq.head = head
+	r.cq.khead.Store(head)
+	return n
+}
+
+// Ready returns how many completions Reap would return right now.
+func (r *Ring) Ready() int {
+	return int(r.backlogTail-r.backlogHead) + int(r.cq.ktail.Load()-r.cq.head)
+}
+
+// Reap copies up to len(dst) ready completions into dst, in completion
+// order, releases their CQ slots to the kernel and returns how many it
+// copied. It never blocks and never enters the kernel; call it until it
+// returns less than len(dst). The copies stay valid as long as dst does.
+func (r *Ring) Reap(dst []CQE) int {
+	n := 0
+	for r.backlogHead != r.backlogTail && n < len(dst) {
+		dst[n] = r.backlog[r.backlogHead&uint32(len(r.backlog)-1)]
+		r.backlogHead++
+		n++
+	}
+	if n == len(dst) {
+		return n
+	}
+	tail := r.cq.ktail.Load() // acquire: CQE contents below tail are complete
+	head := r.cq.head
+	for head != tail && n < len(dst) {
+		dst[n] = r.cq.cqes[head&r.cq.mask]
+		head++
+		n++
+	}
+	if head != r.cq.head {
+		r.cq.head = head
+		r.cq.khead.Store(head) // release: we are done reading these slots
+	}
+	return n
+}
+
+// Close cancels every request still in flight and waits for the
+// cancellations (IORING_REGISTER_SYNC_CANCEL, Linux 6.0; best effort when
+// called from another thread than a SingleIssuer ring's own), closes the
+// ring and releases its mappings and every BufferRing registered on it.
+// After Close the kernel no longer touches memory the requests pointed at.
+func (r *Ring) Close() error {
+	if r.fd < 0 {
+		return nil
+	}
+	r.cancelAllSync()
+	err := unix.Close(r.fd)
+	leak.Untrack(r.fd)
+	r.fd = -1
+	for i := len(r.bufferRings) - 1; i >= 0; i-- {
+		r.bufferRings[i].release()
+	}
+	r.bufferRings = nil
+	for i := len(r.mappings) - 1; i >= 0; i-- {
+		if e := unix.Munmap(r.mappings[i]); e != nil && err == nil {
+			err = e
+		}
+	}
+	r.mappings = nil
+	r.sq = submissionQueue{}
+	r.cq = completionQueue{}
+	clear(r.keep)
+	if err != nil {
+		return fmt.Errorf("io_uring: close: %w", err)
+	}
+	return nil
+}
