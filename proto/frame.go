@@ -122,7 +122,7 @@ func (f Frame) ErrorMessage() []byte {
 	var msg []byte
 	it := f.Fields()
 	for it.Next() {
-		if fld := it.Field(); fld.Num == 1 && fld.Type == BytesType {
+		if fld := it.Field(); fld.Num() == 1 && fld.Type() == BytesType {
 			msg = fld.Bytes()
 		}
 	}
