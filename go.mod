@@ -7,3 +7,5 @@ require (
 	github.com/google/gopacket v1.1.19
 	golang.org/x/sys v0.50.0
 )
+
+require golang.org/x/net v0.48.0 // indirect

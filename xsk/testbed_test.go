@@ -40,7 +40,7 @@ const testPort = 7777
 
 func htons(v uint16) uint16 { return bits.ReverseBytes16(v) } // little-endian hosts only
 
-func redirectProgram(t *testing.T, xsks *ebpf.Map, port uint16) *ebpf.Program {
+func redirectProgram(t testing.TB, xsks *ebpf.Map, port uint16) *ebpf.Program {
 	t.Helper()
 	const (
 		xdpPass       = 2
@@ -78,7 +78,7 @@ func redirectProgram(t *testing.T, xsks *ebpf.Map, port uint16) *ebpf.Program {
 	return prog
 }
 
-func newTestbed(t *testing.T, cfg topo.Config) *testbed {
+func newTestbed(t testing.TB, cfg topo.Config) *testbed {
 	t.Helper()
 	queues := max(cfg.Queues, 1)
 	l := topo.Pair(t, cfg)
