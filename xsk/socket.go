@@ -40,6 +40,8 @@ const (
 //
 // A Socket is driven by one goroutine at a time (the event loop of its
 // queue); only Open and Close synchronise with other sockets of the UMEM.
+// After Close only Close, FD (-1) and the getters may be called; the data
+// path methods would touch unmapped rings.
 type Socket struct {
 	fd       int
 	umem     *UMEM
