@@ -1,0 +1,376 @@
+package runtime
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/zerohop/zerohop/internal/leak"
+	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/uring"
+	"golang.org/x/sys/unix"
+)
+
+// The uring backend: one SO_REUSEPORT UDP socket per loop, a multishot
+// RECVMSG into a provided-buffer ring for requests, one SENDMSG per reply
+// from a preallocated send slot, and an eventfd READ through which workers
+// and Shutdown wake the loop.
+
+const (
+	// uringMaxDatagram bounds requests and replies on this backend. A larger
+	// request is answered TOO_LARGE (its header is intact).
+	uringMaxDatagram = 8192
+	uringRecvBuffers = 512
+	uringSendSlots   = 512
+	uringRingEntries = 1024
+	uringCQEntries   = 4096
+	uringRecvGroup   = 1
+	uringNameRoom    = unix.SizeofSockaddrInet6
+	uringRecvBufSize = uringMaxDatagram + 64 // + io_uring_recvmsg_out and the name
+	uringSocketBuf   = 4 << 20
+)
+
+type uringBackend struct {
+	srv   *Server
+	loops []*uringLoop
+	wg    sync.WaitGroup
+}
+
+// newUringBackend opens and binds one socket per queue entry, so address
+// errors surface from Listen. The rings are made later, on the loops'
+// threads.
+func newUringBackend(s *Server) (*uringBackend, error) {
+	b := &uringBackend{srv: s}
+	for i := range s.cfg.queues {
+		fd, bound, err := openReusePortUDP(s.addr)
+		if err != nil {
+			b.closeSockets()
+			return nil, err
+		}
+		s.addr = bound // port 0: the first socket picks, the others share it
+		l := &uringLoop{b: b, fd: fd}
+		b.loops = append(b.loops, l)
+		if err := l.init(s, i); err != nil {
+			b.closeSockets()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func openReusePortUDP(addr netip.AddrPort) (int, netip.AddrPort, error) {
+	family := unix.AF_INET6
+	if addr.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, addr, fmt.Errorf("runtime: socket: %w", err)
+	}
+	leak.Track(fd)
+	fail := func(op string, err error) (int, netip.AddrPort, error) {
+		unix.Close(fd)
+		leak.Untrack(fd)
+		return -1, addr, fmt.Errorf("runtime: %s %s: %w", op, addr, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fail("SO_REUSEPORT", err)
+	}
+	if family == unix.AF_INET6 && addr.Addr().IsUnspecified() {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return fail("IPV6_V6ONLY", err)
+		}
+	}
+	// A deep socket buffer absorbs bursts while the loop is preempted;
+	// FORCE needs CAP_NET_ADMIN, the plain option is capped by rmem_max.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, uringSocketBuf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, uringSocketBuf)
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail("bind", err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	switch sa := got.(type) {
+	case *unix.SockaddrInet4:
+		addr = netip.AddrPortFrom(addr.Addr(), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		addr = netip.AddrPortFrom(addr.Addr(), uint16(sa.Port))
+	}
+	return fd, addr, nil
+}
+
+func (b *uringBackend) closeSockets() {
+	for _, l := range b.loops {
+		l.closeFds()
+	}
+}
+
+func (b *uringBackend) start(s *Server) error {
+	for _, l := range b.loops {
+		b.wg.Add(1)
+		go l.run(&b.wg, l.setup, l.serve, l.releaseSendJobs)
+	}
+	var first error
+	for _, l := range b.loops {
+		if err := <-l.ready; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (b *uringBackend) stop() {
+	for _, l := range b.loops {
+		l.requestStop()
+	}
+	b.wg.Wait()
+	b.closeSockets()
+}
+
+func (b *uringBackend) loopStats() []LoopStats {
+	out := make([]LoopStats, len(b.loops))
+	for i, l := range b.loops {
+		out[i] = l.stats.snapshot(l.queue, l.core)
+	}
+	return out
+}
+
+func (b *uringBackend) describe() string {
+	return fmt.Sprintf("%d SO_REUSEPORT UDP socket(s), io_uring multishot RECVMSG, %d-byte datagrams", len(b.loops), uringMaxDatagram)
+}
+
+type uringSend struct {
+	buf  []byte
+	name [unix.SizeofSockaddrInet6]byte
+	iov  unix.Iovec
+	msg  unix.Msghdr
+	job  *job // a worker's reply being sent from job.out
+}
+
+type uringLoop struct {
+	loopBase
+	b         *uringBackend
+	fd        int
+	bufs      *uring.BufferRing
+	recvMsg   unix.Msghdr
+	recvArmed bool
+	sends     []uringSend
+	freeSends []uint32
+}
+
+func (l *uringLoop) setup() error {
+	if err := l.newRing(uringRingEntries, uringCQEntries); err != nil {
+		return err
+	}
+	var err error
+	l.bufs, err = l.ring.NewBufferRing(uringRecvGroup, uringRecvBuffers, uringRecvBufSize)
+	if err != nil {
+		return fmt.Errorf("runtime: uring backend, queue %d: provided buffers: %w", l.queue, err)
+	}
+	l.recvMsg.Namelen = uringNameRoom
+	l.sends = make([]uringSend, uringSendSlots)
+	l.freeSends = make([]uint32, 0, uringSendSlots)
+	for i := range l.sends {
+		l.sends[i].buf = make([]byte, uringMaxDatagram)
+		l.freeSends = append(l.freeSends, uint32(i))
+	}
+	l.disp.toWorker = l.toWorker
+	if err := l.armRecv(); err != nil {
+		return err
+	}
+	_, err = l.ring.Submit()
+	return err
+}
+
+func (l *uringLoop) armRecv() error {
+	if _, err := l.ring.PrepRecvmsgMultishot(l.fd, &l.recvMsg, uringRecvGroup, 0, udRecv); err != nil {
+		return fmt.Errorf("runtime: arming receive: %w", err)
+	}
+	l.recvArmed = true
+	return nil
+}
+
+// serve is the event loop: reap and handle completions, send finished
+// blocking replies, re-arm the receive if it ended, then spin or sleep.
+func (l *uringLoop) serve() error {
+	lastWork := time.Now()
+	for !l.stop.Load() {
+		worked := false
+		for {
+			n := l.ring.Reap(l.cqes)
+			for i := 0; i < n; i++ {
+				l.complete(&l.cqes[i])
+			}
+			worked = worked || n > 0
+			if n < len(l.cqes) {
+				break
+			}
+		}
+		l.bufs.Publish()
+		if l.hasDone.Load() {
+			l.sendDone()
+			worked = true
+		}
+		if !l.recvArmed {
+			if err := l.armRecv(); err != nil {
+				return err
+			}
+		}
+		if worked {
+			lastWork = time.Now()
+		}
+		if err := l.wait(lastWork); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *uringLoop) complete(c *uring.CQE) {
+	switch c.UserData & udTagMask {
+	case udRecv:
+		if !c.More() {
+			l.recvArmed = false
+		}
+		if c.Res < 0 {
+			if c.NoBuffers() {
+				l.stats.rearms.Add(1)
+			}
+			return
+		}
+		id, ok := c.BufferID()
+		if !ok {
+			return
+		}
+		l.onDatagram(l.bufs.Buffer(id)[:c.Res])
+		l.bufs.Put(id)
+	case udSend:
+		slot := uint32(c.UserData &^ udTagMask)
+		s := &l.sends[slot]
+		if c.Res >= 0 {
+			l.stats.tx.Add(1)
+		} else {
+			l.stats.dropped[DropTxFull].Add(1)
+		}
+		if s.job != nil {
+			l.srv.workers.release(s.job)
+			s.job = nil
+		}
+		l.freeSends = append(l.freeSends, slot)
+	case udWake:
+		if !l.stop.Load() {
+			_ = l.armWake()
+		}
+	}
+}
+
+func (l *uringLoop) onDatagram(buf []byte) {
+	l.stats.rx.Add(1)
+	msg, err := uring.ParseRecvmsgOut(buf, uringNameRoom, 0)
+	if err != nil {
+		l.stats.dropped[DropTruncated].Add(1)
+		return
+	}
+	peer, ok := uring.SockaddrAddrPort(msg.Name)
+	if !ok {
+		l.stats.dropped[DropPacket].Add(1)
+		return
+	}
+	slot, ok := l.allocSend()
+	if !ok {
+		l.stats.dropped[DropTxFull].Add(1)
+		return
+	}
+	s := &l.sends[slot]
+	var r reply
+	var n int
+	if msg.Truncated() {
+		r, n = l.disp.tooLarge(msg.Payload, s.buf)
+	} else {
+		r, n = l.disp.dispatch(msg.Payload, peer, s.buf)
+	}
+	if r != replyReady {
+		l.freeSends = append(l.freeSends, slot)
+		return
+	}
+	l.send(slot, s.buf[:n], peer)
+}
+
+func (l *uringLoop) allocSend() (uint32, bool) {
+	n := len(l.freeSends)
+	if n == 0 {
+		return 0, false
+	}
+	slot := l.freeSends[n-1]
+	l.freeSends = l.freeSends[:n-1]
+	return slot, true
+}
+
+func (l *uringLoop) send(slot uint32, frame []byte, peer netip.AddrPort) {
+	s := &l.sends[slot]
+	nameLen := uring.PutSockaddr(s.name[:], peer)
+	s.iov.Base = &frame[0]
+	s.iov.SetLen(len(frame))
+	s.msg = unix.Msghdr{Name: &s.name[0], Namelen: uint32(nameLen), Iov: &s.iov, Iovlen: 1}
+	if _, err := l.ring.PrepSendmsg(l.fd, &s.msg, 0, udSend|uint64(slot)); err != nil {
+		l.stats.dropped[DropTxFull].Add(1)
+		if s.job != nil {
+			l.srv.workers.release(s.job)
+			s.job = nil
+		}
+		l.freeSends = append(l.freeSends, slot)
+	}
+}
+
+func (l *uringLoop) toWorker(h *handlerEntry, frame proto.Frame, peer netip.AddrPort) bool {
+	return l.srv.workers.submit(l, &l.stats, h, frame, peer, l.queue, uringMaxDatagram, 0)
+}
+
+func (l *uringLoop) sendDone() {
+	jobs := l.takeDone()
+	for i, j := range jobs {
+		jobs[i] = nil
+		if j.n == 0 {
+			l.srv.workers.release(j)
+			continue
+		}
+		slot, ok := l.allocSend()
+		if !ok {
+			l.stats.dropped[DropTxFull].Add(1)
+			l.srv.workers.release(j)
+			continue
+		}
+		l.sends[slot].job = j
+		l.send(slot, j.out[:j.n], j.peer)
+	}
+}
+
+// releaseSendJobs returns jobs whose replies were still being sent when the
+// loop stopped, after the ring's close cancelled those sends.
+func (l *uringLoop) releaseSendJobs() {
+	for i := range l.sends {
+		if j := l.sends[i].job; j != nil {
+			l.sends[i].job = nil
+			l.srv.workers.release(j)
+		}
+	}
+}
+
+func (l *uringLoop) closeFds() {
+	if l.fd >= 0 {
+		unix.Close(l.fd)
+		leak.Untrack(l.fd)
+		l.fd = -1
+	}
+	l.closeWake()
+}

@@ -1,0 +1,40 @@
+// Package runtime serves GWIR requests from pinned per-core event loops and
+// calls them as a client.
+//
+// A Server is made by Listen, given handlers with Handle (run on the event
+// loop; must not block) or HandleBlocking (run on a bounded worker pool),
+// and run with Serve or Start/Shutdown. It runs on one of two backends and
+// always says which (Backend, BackendReason, the start-up log line):
+//
+//   - BackendXSK: the bpf package's XDP program steers the listen port to
+//     one AF_XDP socket per queue, all sharing one UMEM. Each loop, on a
+//     locked OS thread pinned to its core, spins on its socket's rings while
+//     busy (WithBusyPoll) and sleeps in its io_uring otherwise; TX kicks go
+//     through the ring. A request is parsed in place in the frame it arrived
+//     in and the reply is built and sent from that same frame. Needs root
+//     (CAP_NET_ADMIN, CAP_BPF), an interface that takes XDP, an explicit port.
+//   - BackendUring: one SO_REUSEPORT UDP socket per loop, multishot RECVMSG
+//     into a provided-buffer ring, one SENDMSG per reply, all through the
+//     loop's io_uring. Works unprivileged; datagrams up to 8 KiB.
+//
+// BackendAuto picks XSK when it can attach and bind on the interface holding
+// the listen address (or WithInterface), and io_uring sockets otherwise.
+//
+// Request path contract: a handler gets a *Request whose Payload and Fields
+// alias the receive buffer (the UMEM frame on XSK) and are valid only until
+// the handler returns; its *Response writes straight into the reply buffer
+// and is bounded by one datagram (the MTU on XSK): a write that does not fit
+// fails with ErrTooLarge and the caller gets status TOO_LARGE, never a
+// truncated reply. Nothing on this path allocates.
+//
+// Protocol policy (docs/protocol.md): input shorter than a header, with the
+// wrong magic or version, or a RESPONSE/PONG, is dropped and counted; a
+// request with a bad field is answered BAD_FRAME; an unknown method
+// UNKNOWN_METHOD; a panicking handler INTERNAL (the loop keeps serving and
+// the panic is logged once per method); a full worker pool OVERLOADED. PING
+// is answered PONG, status 1 while draining.
+//
+// Shutdown drains: PINGs say draining, new requests get OVERLOADED, blocking
+// handlers already running finish until the context ends; then the loops
+// stop and every ring, socket, XDP attachment and pinned map is released.
+package runtime
