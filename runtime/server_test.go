@@ -275,7 +275,9 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 		const calls, window = 10000, 64
 		seen := make([]int, calls)
 		next, answered := 0, 0
-		payloadOf := func(i int) []byte { return protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(i)) }
+		payloadOf := func(i int) []byte {
+			return protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(i))
+		}
 		send := func(i int) {
 			req, _ := proto.EncodeRequest(make([]byte, 64), uint64(1000+i), proto.MethodID(demo.EchoMethod), 0, payloadOf(i))
 			c.send(req)
