@@ -31,8 +31,19 @@ const (
 // methods, starts, and shuts down (checking for leftovers) at cleanup.
 func testServer(t *testing.T, addr string, opts ...runtime.Option) (*runtime.Server, *blockGate) {
 	t.Helper()
+	return testServerIn(t, func(f func() error) error { return f() }, addr, opts...)
+}
+
+// testServerIn is testServer with Listen run through do (e.g. inside a
+// namespace with topo.Host.Do).
+func testServerIn(t *testing.T, do func(func() error) error, addr string, opts ...runtime.Option) (*runtime.Server, *blockGate) {
+	t.Helper()
 	opts = append([]runtime.Option{runtime.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
-	srv, err := runtime.Listen("udp", addr, opts...)
+	var srv *runtime.Server
+	err := do(func() (err error) {
+		srv, err = runtime.Listen("udp", addr, opts...)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
@@ -90,6 +101,7 @@ type kernelClient struct {
 	t    *testing.T
 	conn *net.UDPConn
 	buf  []byte
+	rto  time.Duration // how long call waits before resending
 }
 
 func dialKernel(t *testing.T, to netip.AddrPort) *kernelClient {
@@ -99,7 +111,7 @@ func dialKernel(t *testing.T, to netip.AddrPort) *kernelClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &kernelClient{t: t, conn: conn, buf: make([]byte, 65536)}
+	return &kernelClient{t: t, conn: conn, buf: make([]byte, 65536), rto: 500 * time.Millisecond}
 }
 
 func (c *kernelClient) send(b []byte) {
@@ -138,7 +150,7 @@ func (c *kernelClient) call(id uint64, method string, payload []byte) proto.Fram
 	}
 	for attempt := 0; attempt < 20; attempt++ {
 		c.send(req)
-		deadline := time.Now().Add(500 * time.Millisecond)
+		deadline := time.Now().Add(c.rto)
 		for time.Now().Before(deadline) {
 			f := c.recv(time.Until(deadline))
 			if f == nil {
