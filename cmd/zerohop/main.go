@@ -2,6 +2,8 @@
 //
 //	zerohop demo     show zerohop working end to end on this machine
 //	zerohop probe    report what this kernel and process allow
+//	zerohop serve    serve the demo Echo service
+//	zerohop call     call a method once and print the reply
 package main
 
 import (
