@@ -393,3 +393,38 @@ func TestSteeringReplyInPlace(t *testing.T) {
 		}
 	}
 }
+
+// Closing a socket takes it out of the program's XSKMAP (the kernel's
+// xsk_release deletes it from every map): service datagrams then pass to
+// the kernel as NoSocket instead of being redirected to a dead socket.
+func TestSteeringClosedSocketLeavesMap(t *testing.T) {
+	b := newSteerBed(t, topo.Config{}, true)
+	u := newUMEM(t, xsk.UMEMConfig{FrameCount: 2048})
+	var s *xsk.Socket
+	if err := b.link.A.Host.Do(func() (err error) {
+		s, err = u.Open(b.link.A.Ifindex, 0, xsk.SocketConfig{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.prog.SetSocket(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	kernel := b.listenKernel(t, servicePort)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const burst = 20
+	sent := xsk.Payloads("closed", burst)
+	before := b.counters(t)
+	if err := b.send(servicePort, sent, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := xsk.SameMultiset(sent, readAll(kernel, burst, 10*time.Second)); err != nil {
+		t.Errorf("kernel socket on the service port: %v", err)
+	}
+	after := b.counters(t)
+	if after.Redirected != before.Redirected || after.NoSocket-before.NoSocket != burst {
+		t.Errorf("after closing the socket: counters went from %+v to %+v, want %d more NoSocket and no Redirected", before, after, burst)
+	}
+}
