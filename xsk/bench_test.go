@@ -183,8 +183,9 @@ func threadCPU() time.Duration {
 
 // BenchmarkRXBurst compares receiving a burst of 64-byte UDP frames
 // through AF_XDP (copy mode on veth) with a kernel UDP socket read by
-// recvmmsg, in the same run and the same topology (the test XDP program is
-// attached for both; the kernel socket's port passes through it). One
+// recvmmsg, in the same run and the same topology. zerohop's steering
+// program (package bpf) is attached for both: it redirects the service port
+// to the XSK socket and passes the kernel socket's port to the stack. One
 // iteration is one burst per path; run with -benchtime=1x -count=5 and
 // take medians of the reported metrics.
 func BenchmarkRXBurst(b *testing.B) {

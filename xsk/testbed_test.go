@@ -2,9 +2,7 @@ package xsk
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -13,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
@@ -26,61 +21,42 @@ import (
 
 func TestMain(m *testing.M) { leak.Main(m) }
 
-// testbed is a namespace pair whose side A runs a test-only XDP program:
-// IPv4/UDP (no IP options) to port goes to xsks[rx_queue_index], with
-// XDP_PASS when no socket sits at that index; everything else passes.
+// AttachSteering attaches zerohop's real XDP steering program (package bpf)
+// to e's interface inside e's namespace, registers a UDP service on port and
+// returns the program's XSKMAP (for Socket.Register) and the attach mode.
+// It registers its own cleanup and fails t on error.
+//
+// Package xsk must not import bpf, not even from its internal tests (bpf
+// may come to import xsk, and the test binary would then hold an import
+// cycle), so the external test package sets this from its init
+// (steer_test.go): both packages link into one test binary and every init
+// runs before TestMain.
+var AttachSteering func(t testing.TB, e topo.Endpoint, port uint16) (xsks XSKMap, mode string)
+
+// testbed is a namespace pair whose side A runs the steering program with
+// a service on testPort: UDP to testPort goes to the socket registered for
+// the receive queue (XDP_PASS when none is); everything else passes.
 type testbed struct {
 	link       *topo.Link
-	xsks       *ebpf.Map
+	xsks       XSKMap
 	port       uint16
 	attachMode string
 }
 
 const testPort = 7777
 
-func htons(v uint16) uint16 { return bits.ReverseBytes16(v) } // little-endian hosts only
-
-func redirectProgram(t testing.TB, xsks *ebpf.Map, port uint16) *ebpf.Program {
-	t.Helper()
-	const (
-		xdpPass       = 2
-		etherIPv4     = 0x0800
-		ethUDPHeaders = 14 + 20 + 8
-	)
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // xdp_md.data
-		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word), // xdp_md.data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, ethUDPHeaders),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half), // EtherType, network order
-		asm.JNE.Imm(asm.R4, int32(htons(etherIPv4)), "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 14, asm.Byte), // version 4, IHL 5
-		asm.JNE.Imm(asm.R4, 0x45, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 14+9, asm.Byte), // protocol
-		asm.JNE.Imm(asm.R4, unix.IPPROTO_UDP, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 14+20+2, asm.Half), // UDP destination port
-		asm.JNE.Imm(asm.R4, int32(htons(port)), "pass"),
-		asm.LoadMapPtr(asm.R1, xsks.FD()),
-		asm.LoadMem(asm.R2, asm.R6, 16, asm.Word), // xdp_md.rx_queue_index
-		asm.Mov.Imm(asm.R3, xdpPass),              // action when the slot is empty
-		asm.FnRedirectMap.Call(),
-		asm.Return(),
-		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
-		asm.Return(),
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: insns, License: "GPL"})
-	if err != nil {
-		t.Fatalf("loading test XDP program: %v", err)
-	}
-	t.Cleanup(func() { prog.Close() })
-	return prog
-}
+// Exported for the external test package; they exist only in test builds.
+var (
+	Payloads     = payloads
+	SameMultiset = sameMultiset
+	UDPPayload   = udpPayload
+)
 
 func newTestbed(t testing.TB, cfg topo.Config) *testbed {
 	t.Helper()
-	queues := max(cfg.Queues, 1)
+	if AttachSteering == nil {
+		t.Fatal("xsk tests: AttachSteering is not set (steer_test.go of package xsk_test sets it)")
+	}
 	l := topo.Pair(t, cfg)
 	tb := &testbed{link: l, port: testPort}
 	// Static neighbours: no ARP round trip delays the first packets.
@@ -91,37 +67,7 @@ func newTestbed(t testing.TB, cfg topo.Config) *testbed {
 			t.Fatalf("ip neigh replace in %s: %v: %s", e.on.Host.Name, err, out)
 		}
 	}
-	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: uint32(queues)})
-	if err != nil {
-		t.Fatalf("creating XSKMAP: %v", err)
-	}
-	t.Cleanup(func() { xsks.Close() })
-	tb.xsks = xsks
-	prog := redirectProgram(t, xsks, tb.port)
-	var lnk link.Link
-	err = l.A.Host.Do(func() error {
-		// ZEROHOP_XDP_MODE=generic skips native mode, to exercise the
-		// generic (skb) path by hand.
-		errDrv := errors.New("skipped: ZEROHOP_XDP_MODE=generic")
-		if os.Getenv("ZEROHOP_XDP_MODE") != "generic" {
-			lnk, errDrv = link.AttachXDP(link.XDPOptions{Program: prog, Interface: l.A.Ifindex, Flags: link.XDPDriverMode})
-		}
-		if errDrv == nil {
-			tb.attachMode = "native"
-			return nil
-		}
-		var errGen error
-		lnk, errGen = link.AttachXDP(link.XDPOptions{Program: prog, Interface: l.A.Ifindex, Flags: link.XDPGenericMode})
-		if errGen == nil {
-			tb.attachMode = "generic (native failed: " + errDrv.Error() + ")"
-			return nil
-		}
-		return errors.Join(errDrv, errGen)
-	})
-	if err != nil {
-		t.Fatalf("attaching XDP to %s: %v", l.A.Iface, err)
-	}
-	t.Cleanup(func() { lnk.Close() })
+	tb.xsks, tb.attachMode = AttachSteering(t, l.A, tb.port)
 	t.Logf("XDP attach mode: %s", tb.attachMode)
 	return tb
 }

@@ -6,18 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"text/tabwriter"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/internal/sysinfo"
 	"github.com/zerohop/zerohop/uring"
+	"github.com/zerohop/zerohop/xsk"
 )
 
 func init() {
 	register(command{name: "probe", summary: "report what this kernel and process allow", run: runProbe})
 	registerProbeSection("system", systemRows)
 	registerProbeSection("io_uring", uringRows)
+	registerTargetedProbeSection("af_xdp", afXDPRows)
 }
 
 // probeRow is one line of `zerohop probe`. OK is set for yes/no checks
@@ -35,10 +41,19 @@ type probeReport struct {
 	Rows   []probeRow `json:"rows"`
 }
 
-// probeSection produces the rows of one section when the probe runs.
+// probeTarget is the interface and queue named on the command line, for
+// the sections that probe a device; iface is empty when none was named.
+type probeTarget struct {
+	iface string
+	queue int
+}
+
+// probeSection produces the rows of one section when the probe runs:
+// through rows, or through rowsFor when it needs the target.
 type probeSection struct {
-	name string
-	rows func() []probeRow
+	name    string
+	rows    func() []probeRow
+	rowsFor func(probeTarget) []probeRow
 }
 
 // probeSections are printed in registration order.
@@ -54,6 +69,12 @@ func registerProbeSection(name string, rows func() []probeRow) {
 	probeSections = append(probeSections, probeSection{name: name, rows: rows})
 }
 
+// registerTargetedProbeSection adds a section whose rows depend on the
+// interface and queue given with --iface and --queue.
+func registerTargetedProbeSection(name string, rows func(probeTarget) []probeRow) {
+	probeSections = append(probeSections, probeSection{name: name, rowsFor: rows})
+}
+
 func runProbe(args []string) int {
 	return probe(os.Stdout, os.Stderr, args)
 }
@@ -64,8 +85,11 @@ func probe(out, errOut io.Writer, args []string) int {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var target probeTarget
+	fs.StringVar(&target.iface, "iface", "", "also probe XDP attach modes and AF_XDP binds on this interface\n(briefly attaches a program and binds a socket: not while a server runs on it)")
+	fs.IntVar(&target.queue, "queue", 0, "queue of --iface to bind the AF_XDP probe socket to")
 	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop probe [--json]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities and RLIMIT_MEMLOCK, as this process sees them.")
+		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also how XDP attaches and AF_XDP binds on that interface.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -74,11 +98,11 @@ func probe(out, errOut io.Writer, args []string) int {
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 || target.queue < 0 {
 		fs.Usage()
 		return 2
 	}
-	report := collectProbe()
+	report := collectProbe(target)
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
@@ -92,7 +116,7 @@ func probe(out, errOut io.Writer, args []string) int {
 	return 0
 }
 
-func collectProbe() probeReport {
+func collectProbe(target probeTarget) probeReport {
 	var report probeReport
 	if _, release, err := sysinfo.Kernel(); err != nil {
 		report.Kernel = "unknown (" + err.Error() + ")"
@@ -100,7 +124,13 @@ func collectProbe() probeReport {
 		report.Kernel = release
 	}
 	for _, s := range probeSections {
-		for _, row := range s.rows() {
+		var rows []probeRow
+		if s.rowsFor != nil {
+			rows = s.rowsFor(target)
+		} else {
+			rows = s.rows()
+		}
+		for _, row := range rows {
 			if row.Section == "" {
 				row.Section = s.name
 			}
@@ -224,4 +254,63 @@ func errDetail(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// afXDPRows reports whether AF_XDP sockets exist and, for --iface, how the
+// steering program attaches (native, generic) and how a socket binds to
+// --queue (zero-copy, copy). The interface probes briefly attach and bind,
+// so a server holding the interface shows up as "in use", not as "no".
+func afXDPRows(target probeTarget) []probeRow {
+	err := xsk.HaveAFXDP()
+	rows := []probeRow{yesNo("AF_XDP socket", err == nil, errDetail(err))}
+	if target.iface == "" {
+		return rows
+	}
+	ifc, err := net.InterfaceByName(target.iface)
+	if err != nil {
+		return append(rows, probeRow{Name: "interface", Value: "not found", OK: new(bool),
+			Detail: fmt.Sprintf("%s: %v (interfaces are looked up in this process's network namespace)", target.iface, err)})
+	}
+	rows = append(rows, info("interface", fmt.Sprintf("%s (ifindex %d), queue %d", ifc.Name, ifc.Index, target.queue)))
+
+	if attach, err := bpf.ProbeAttach(ifc.Name); err != nil {
+		rows = append(rows, probeRow{Name: "XDP attach", Value: "unknown", Detail: err.Error()})
+	} else {
+		rows = append(rows, attachRow("XDP native", attach.Native), attachRow("XDP generic", attach.Generic))
+	}
+
+	zeroCopy, err := xsk.ProbeBind(ifc.Index, target.queue)
+	switch {
+	case errors.Is(err, unix.EBUSY):
+		inUse := "another AF_XDP socket holds queue " + strconv.Itoa(target.queue) + " (a running server?): " + err.Error()
+		if zeroCopy {
+			rows = append(rows, yesNo("AF_XDP zero-copy bind", true, ""))
+		} else {
+			rows = append(rows, probeRow{Name: "AF_XDP zero-copy bind", Value: "in use", Detail: inUse})
+		}
+		rows = append(rows, probeRow{Name: "AF_XDP copy bind", Value: "in use", Detail: inUse})
+	case err != nil:
+		if zeroCopy {
+			rows = append(rows, yesNo("AF_XDP zero-copy bind", true, ""))
+		} else {
+			rows = append(rows, yesNo("AF_XDP zero-copy bind", false, err.Error()))
+		}
+		rows = append(rows, yesNo("AF_XDP copy bind", false, err.Error()))
+	default:
+		detail := ""
+		if !zeroCopy {
+			detail = "the driver refuses XDP_ZEROCOPY (EOPNOTSUPP): sockets bind in copy mode"
+		}
+		rows = append(rows, yesNo("AF_XDP zero-copy bind", zeroCopy, detail), yesNo("AF_XDP copy bind", true, ""))
+	}
+	return rows
+}
+
+// attachRow turns one mode of bpf.ProbeAttach into a row; an interface
+// that already holds an XDP program could not be probed ("in use").
+func attachRow(name string, err error) probeRow {
+	if errors.Is(err, bpf.ErrBusy) {
+		return probeRow{Name: name, Value: "in use", Detail: "an XDP program is attached (a running server?); probe again without it: " + err.Error()}
+	}
+	return yesNo(name, err == nil, errDetail(err))
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/zerohop/zerohop/internal/leak"
+	"github.com/zerohop/zerohop/internal/topo"
 )
 
 func TestMain(m *testing.M) { leak.Main(m) }
@@ -33,7 +34,7 @@ func TestProbeJSON(t *testing.T) {
 		"io_uring features/multishot RECV/RECVMSG", "io_uring features/provided buffer rings",
 		"io_uring setup flags/SINGLE_ISSUER", "io_uring setup flags/DEFER_TASKRUN",
 		"io_uring setup flags/COOP_TASKRUN", "io_uring setup flags/SQPOLL", "io_uring setup flags/NO_SQARRAY",
-		"system/BTF", "system/CAP_NET_ADMIN",
+		"system/BTF", "system/CAP_NET_ADMIN", "af_xdp/AF_XDP socket",
 	} {
 		r, ok := rows[want]
 		if !ok {
@@ -62,5 +63,77 @@ func TestProbeTable(t *testing.T) {
 	}
 	if code := probe(&out, &errOut, []string{"--bogus"}); code != 2 {
 		t.Errorf("bad flag: exit %d, want 2", code)
+	}
+}
+
+// probeJSON runs `zerohop probe --json args...` and returns its rows by
+// "section/name".
+func probeJSON(t *testing.T, args ...string) map[string]probeRow {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := probe(&out, &errOut, append([]string{"--json"}, args...)); code != 0 {
+		t.Fatalf("probe %v exited %d: %s", args, code, errOut.String())
+	}
+	var report probeReport
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, out.String())
+	}
+	rows := map[string]probeRow{}
+	for _, r := range report.Rows {
+		rows[r.Section+"/"+r.Name] = r
+	}
+	return rows
+}
+
+// On a veth, probed from inside its namespace: XDP attaches in both modes,
+// AF_XDP binds in copy mode only (the kernel facts measured in DESIGN.md).
+func TestProbeAFXDPOnVeth(t *testing.T) {
+	link := topo.Pair(t, topo.Config{})
+	var rows map[string]probeRow
+	if err := link.A.Host.Do(func() error {
+		rows = probeJSON(t, "--iface", link.A.Iface, "--queue", "0")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{
+		"AF_XDP socket":         true,
+		"XDP native":            true,
+		"XDP generic":           true,
+		"AF_XDP zero-copy bind": false,
+		"AF_XDP copy bind":      true,
+	} {
+		r, ok := rows["af_xdp/"+name]
+		if !ok {
+			t.Errorf("no row af_xdp/%s", name)
+			continue
+		}
+		if r.OK == nil || *r.OK != want {
+			t.Errorf("row af_xdp/%s = %+v, want ok %v", name, r, want)
+		}
+	}
+	if r := rows["af_xdp/interface"]; !strings.Contains(r.Value, link.A.Iface) {
+		t.Errorf("interface row %+v does not name %s", r, link.A.Iface)
+	}
+	if r := rows["af_xdp/AF_XDP zero-copy bind"]; !strings.Contains(r.Detail, "EOPNOTSUPP") {
+		t.Errorf("zero-copy row %+v does not say why", r)
+	}
+}
+
+// A missing interface is one clear error row, and the probe still exits 0.
+func TestProbeAFXDPMissingInterface(t *testing.T) {
+	rows := probeJSON(t, "--iface", "zh-no-such-if")
+	r, ok := rows["af_xdp/interface"]
+	if !ok || r.OK == nil || *r.OK || r.Value != "not found" || !strings.Contains(r.Detail, "zh-no-such-if") {
+		t.Errorf("interface row %+v, want ok false, not found, naming the interface", r)
+	}
+	for _, name := range []string{"XDP native", "XDP generic", "AF_XDP zero-copy bind", "AF_XDP copy bind"} {
+		if r, ok := rows["af_xdp/"+name]; ok {
+			t.Errorf("row %s = %+v for a missing interface", name, r)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := probe(&out, &errOut, []string{"--iface", "x", "--queue", "-1"}); code != 2 {
+		t.Errorf("--queue -1: exit %d, want 2", code)
 	}
 }
