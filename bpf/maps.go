@@ -183,9 +183,9 @@ func (m *Maps) Close() error {
 func (m *Maps) Queues() int { return int(m.xsks.MaxEntries()) }
 
 // SetSocket registers the AF_XDP socket fd (bound to this interface and
-// queue) as the destination for service packets arriving on queue. The map
-// holds its own reference to the socket; closing fd later does not remove it
-// (ClearSocket does, or closing the program).
+// queue) as the destination for service packets arriving on queue. The
+// kernel removes the entry when the socket is closed (its packets then
+// count as NoSocket and go to the kernel); ClearSocket removes it earlier.
 func (m *Maps) SetSocket(queue int, fd int) error {
 	return m.use("set socket", func() error {
 		if queue < 0 || queue >= m.Queues() {

@@ -97,10 +97,12 @@ func (u *UMEM) Open(ifindex, queue int, cfg SocketConfig) (s *Socket, err error)
 	if err != nil {
 		return nil, fmt.Errorf("xsk: open queue %d: %w", queue, err)
 	}
-	s = &Socket{fd: -1, umem: u, ifindex: ifindex, queue: queue, frames: frames}
+	sock := &Socket{fd: -1, umem: u, ifindex: ifindex, queue: queue, frames: frames}
+	s = sock
 	defer func() {
+		// An error return has set s to nil by now: release through sock.
 		if err != nil {
-			s.release()
+			sock.release()
 			u.giveFrames(frames)
 		}
 	}()
