@@ -49,8 +49,12 @@ func newUringBackend(s *Server) (*uringBackend, error) {
 			return nil, err
 		}
 		s.addr = bound // port 0: the first socket picks, the others share it
-		l := &uringLoop{b: b, fd: fd}
+		l := &uringLoop{b: b, fd: fd, listenFd: -1}
 		b.loops = append(b.loops, l)
+		if l.listenFd, err = openReusePortTCP(bound); err != nil {
+			b.closeSockets()
+			return nil, err
+		}
 		if err := l.init(s, i); err != nil {
 			b.closeSockets()
 			return nil, err
@@ -118,7 +122,7 @@ func (b *uringBackend) closeSockets() {
 func (b *uringBackend) start(s *Server) error {
 	for _, l := range b.loops {
 		b.wg.Add(1)
-		go l.run(&b.wg, l.setup, l.serve, l.releaseSendJobs)
+		go l.run(&b.wg, l.setup, l.serve, l.cleanup)
 	}
 	var first error
 	for _, l := range b.loops {
@@ -146,7 +150,7 @@ func (b *uringBackend) loopStats() []LoopStats {
 }
 
 func (b *uringBackend) describe() string {
-	return fmt.Sprintf("%d SO_REUSEPORT UDP socket(s), io_uring multishot RECVMSG, %d-byte datagrams", len(b.loops), uringMaxDatagram)
+	return fmt.Sprintf("%d SO_REUSEPORT UDP socket(s) and TCP listener(s), io_uring multishot RECVMSG/ACCEPT, %d-byte frames", len(b.loops), uringMaxDatagram)
 }
 
 type uringSend struct {
@@ -159,8 +163,17 @@ type uringSend struct {
 
 type uringLoop struct {
 	loopBase
-	b         *uringBackend
-	fd        int
+	b        *uringBackend
+	fd       int
+	listenFd int
+
+	tcpBufs     *uring.BufferRing
+	conns       []tcpConn
+	freeConns   []uint32
+	tcpScratch  []byte
+	tcpCurrent  int // connection being dispatched, -1 for UDP
+	acceptArmed bool
+
 	bufs      *uring.BufferRing
 	recvMsg   unix.Msghdr
 	recvArmed bool
@@ -186,6 +199,9 @@ func (l *uringLoop) setup() error {
 	}
 	l.disp.toWorker = l.toWorker
 	if err := l.armRecv(); err != nil {
+		return err
+	}
+	if err := l.tcpSetup(); err != nil {
 		return err
 	}
 	_, err = l.ring.Submit()
@@ -217,6 +233,11 @@ func (l *uringLoop) serve() error {
 			}
 		}
 		l.bufs.Publish()
+		if !l.acceptArmed {
+			if err := l.armAccept(); err != nil {
+				return err
+			}
+		}
 		if l.hasDone.Load() {
 			l.sendDone()
 			worked = true
@@ -271,6 +292,8 @@ func (l *uringLoop) complete(c *uring.CQE) {
 		if !l.stop.Load() {
 			_ = l.armWake()
 		}
+	default:
+		l.tcpComplete(c)
 	}
 }
 
@@ -332,14 +355,20 @@ func (l *uringLoop) send(slot uint32, frame []byte, peer netip.AddrPort) {
 	}
 }
 
+// toWorker hands a blocking request to the pool; the token says where the
+// reply goes: 0 for UDP, a TCP connection's slot + 1.
 func (l *uringLoop) toWorker(h *handlerEntry, frame proto.Frame, peer netip.AddrPort) bool {
-	return l.srv.workers.submit(l, &l.stats, h, frame, peer, l.queue, uringMaxDatagram, 0)
+	return l.srv.workers.submit(l, &l.stats, h, frame, peer, l.queue, uringMaxDatagram, uint64(l.tcpCurrent+1))
 }
 
 func (l *uringLoop) sendDone() {
 	jobs := l.takeDone()
 	for i, j := range jobs {
 		jobs[i] = nil
+		if j.token != 0 {
+			l.tcpJobDone(j)
+			continue
+		}
 		if j.n == 0 {
 			l.srv.workers.release(j)
 			continue
@@ -357,6 +386,13 @@ func (l *uringLoop) sendDone() {
 
 // releaseSendJobs returns jobs whose replies were still being sent when the
 // loop stopped, after the ring's close cancelled those sends.
+func (l *uringLoop) cleanup() {
+	l.releaseSendJobs()
+	if l.conns != nil {
+		l.tcpCleanup()
+	}
+}
+
 func (l *uringLoop) releaseSendJobs() {
 	for i := range l.sends {
 		if j := l.sends[i].job; j != nil {
@@ -367,10 +403,12 @@ func (l *uringLoop) releaseSendJobs() {
 }
 
 func (l *uringLoop) closeFds() {
-	if l.fd >= 0 {
-		unix.Close(l.fd)
-		leak.Untrack(l.fd)
-		l.fd = -1
+	for _, fd := range []*int{&l.fd, &l.listenFd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			leak.Untrack(*fd)
+			*fd = -1
+		}
 	}
 	l.closeWake()
 }

@@ -35,8 +35,14 @@ const (
 // dispatch handles datagram in, received from peer, writing any reply frame
 // into out (whose capacity bounds the reply).
 func (d *dispatcher) dispatch(in []byte, peer netip.AddrPort, out []byte) (reply, int) {
-	s := d.stats
 	frame, err := proto.Parse(in)
+	return d.dispatchParsed(in, frame, err, peer, out)
+}
+
+// dispatchParsed is dispatch for input already parsed (by proto.Parse or
+// a proto.Stream): in is what was received, frame and err the result.
+func (d *dispatcher) dispatchParsed(in []byte, frame proto.Frame, err error, peer netip.AddrPort, out []byte) (reply, int) {
+	s := d.stats
 	if err != nil {
 		perr, _ := err.(proto.Error)
 		if perr.Answer() {
