@@ -32,6 +32,7 @@ type gwirServer struct {
 
 	dropFirst  int // copies of each request id dropped before answering
 	duplicates int // extra copies of each reply
+	untracked  bool
 	draining   atomic.Bool
 
 	mu   sync.Mutex
@@ -42,6 +43,7 @@ type gwirServer struct {
 
 type serverConfig struct {
 	dropFirst, duplicates int
+	untracked             bool // benchmarks: do not count copies per id
 }
 
 // startGWIRServer serves on 127.0.0.1 until the test ends.
@@ -65,6 +67,7 @@ func serveGWIR(t testing.TB, conn *net.UDPConn, cfg serverConfig) *gwirServer {
 		addr:       conn.LocalAddr().(*net.UDPAddr).AddrPort(),
 		dropFirst:  cfg.dropFirst,
 		duplicates: cfg.duplicates,
+		untracked:  cfg.untracked,
 		seen:       map[uint64]int{},
 		done:       make(chan struct{}),
 	}
@@ -112,12 +115,14 @@ func (s *gwirServer) serve() {
 			continue
 		}
 		id := f.RequestID()
-		s.mu.Lock()
-		s.seen[id]++
-		copies := s.seen[id]
-		s.mu.Unlock()
-		if copies <= s.dropFirst {
-			continue
+		if !s.untracked {
+			s.mu.Lock()
+			s.seen[id]++
+			copies := s.seen[id]
+			s.mu.Unlock()
+			if copies <= s.dropFirst {
+				continue
+			}
 		}
 		var reply proto.Frame
 		switch f.Kind() {
