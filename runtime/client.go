@@ -53,7 +53,8 @@ type Client struct {
 	closeOnce sync.Once
 	closeRes  error
 
-	stats clientCounters
+	stats         clientCounters
+	lastSocketErr atomic.Pointer[error] // set by the loop, for error messages
 }
 
 // cancelRequest asks the loop to end call id with err (a context's error),
@@ -463,7 +464,13 @@ func (c *Client) wake() {
 	}
 }
 
+// callError wraps why a call got no answer, naming the last error the
+// socket reported (ECONNREFUSED when nobody listens) when it did not
+// answer at all.
 func (c *Client) callError(method string, err error) error {
+	if last := c.lastSocketErr.Load(); last != nil && !errors.Is(err, proto.ErrPayloadTooLarge) {
+		return fmt.Errorf("runtime: call %s to %v: %w (last socket error: %w)", method, c.remote, err, *last)
+	}
 	return fmt.Errorf("runtime: call %s to %v: %w", method, c.remote, err)
 }
 

@@ -52,7 +52,6 @@ type clientLoop struct {
 	recvErrs              int    // consecutive receive errors
 	sendsPrepared         uint32 // SENDs prepared since the last enter
 	lastActiveNs          int64
-	lastSocketErr         error
 }
 
 // runLoop is the client goroutine: it sets up the ring on its own locked
@@ -238,9 +237,6 @@ func (l *clientLoop) retransmitDue(now int64) {
 		call := l.timers[0]
 		if maxAttempts > 0 && call.attempts >= maxAttempts {
 			err := fmt.Errorf("%w after %d attempts", ErrNoReply, call.attempts)
-			if l.lastSocketErr != nil {
-				err = fmt.Errorf("%w (last socket error: %w)", err, l.lastSocketErr)
-			}
 			l.fail(call, l.c.callError(call.Method, err))
 			continue
 		}
@@ -343,14 +339,19 @@ func (l *clientLoop) onRecv(cqe *uring.CQE) error {
 		// A connected UDP socket reports ICMP errors (ECONNREFUSED when
 		// nobody listens) to the next receive, which ends the multishot
 		// request. Calls keep retransmitting until their limit.
-		l.c.stats.socketErrs.Add(1)
-		l.lastSocketErr = err
+		l.noteSocketError(err)
 		l.recvErrs++
 		if l.recvErrs > maxConsecutiveRecvErrs {
 			return fmt.Errorf("multishot recvmsg failed %d times in a row: %w", l.recvErrs, err)
 		}
 	}
 	return nil
+}
+
+// noteSocketError keeps err for the messages of calls that get no reply.
+func (l *clientLoop) noteSocketError(err error) {
+	l.c.stats.socketErrs.Add(1)
+	l.c.lastSocketErr.Store(&err) // err escapes here only, on the error path
 }
 
 // onDatagram matches one received datagram to its call.
@@ -407,8 +408,7 @@ func (l *clientLoop) onSent(cqe *uring.CQE) {
 		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EHOSTUNREACH),
 			errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
 			// Transient: the retransmission timer tries again.
-			l.c.stats.socketErrs.Add(1)
-			l.lastSocketErr = err
+			l.noteSocketError(err)
 		default:
 			if !call.finished {
 				l.fail(call, l.c.callError(call.Method, fmt.Errorf("send: %w", err)))

@@ -12,6 +12,7 @@ import (
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/internal/topo"
 	"github.com/zerohop/zerohop/proto"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -337,6 +338,9 @@ func TestClientConnRefused(t *testing.T) {
 		if _, err := c.Call(testContext(t), methodEcho, nil, nil); !errors.Is(err, ErrNoReply) {
 			t.Fatalf("Call = %v, want ErrNoReply", err)
 		}
+	}
+	if _, err := c.Call(testContext(t), methodEcho, nil, nil); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Errorf("error %v does not name ECONNREFUSED", err)
 	}
 	if c.Stats().SocketErrs == 0 {
 		t.Error("no socket errors counted for a port nobody listens on")
