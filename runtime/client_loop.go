@@ -16,8 +16,8 @@ import (
 // (ids count up from 1 and never reach bit 63); the two long-lived
 // operations use values with bit 63 set.
 const (
-	udRecv  uint64 = 1 << 63
-	udEvent uint64 = 1<<63 | 1
+	udClientRecv  uint64 = 1 << 63
+	udClientEvent uint64 = 1<<63 | 1
 )
 
 const (
@@ -101,7 +101,7 @@ func (l *clientLoop) setup() error {
 }
 
 func (l *clientLoop) armRecv() error {
-	if _, err := l.ring.PrepRecvmsgMultishot(l.c.fd, &l.recvMsg, l.bufs.Group(), 0, udRecv); err != nil {
+	if _, err := l.ring.PrepRecvmsgMultishot(l.c.fd, &l.recvMsg, l.bufs.Group(), 0, udClientRecv); err != nil {
 		return fmt.Errorf("arm multishot recvmsg: %w", err)
 	}
 	l.recvArmed = true
@@ -109,7 +109,7 @@ func (l *clientLoop) armRecv() error {
 }
 
 func (l *clientLoop) armEvent() error {
-	if _, err := l.ring.PrepRead(l.c.eventfd, l.eventBuf[:], ^uint64(0), udEvent); err != nil {
+	if _, err := l.ring.PrepRead(l.c.eventfd, l.eventBuf[:], ^uint64(0), udClientEvent); err != nil {
 		return fmt.Errorf("arm eventfd read: %w", err)
 	}
 	l.eventArmed = true
@@ -303,11 +303,11 @@ func (l *clientLoop) reap() error {
 		for i := range l.cqes[:n] {
 			cqe := &l.cqes[i]
 			switch cqe.UserData {
-			case udRecv:
+			case udClientRecv:
 				if err := l.onRecv(cqe); err != nil {
 					return err
 				}
-			case udEvent:
+			case udClientEvent:
 				l.eventArmed = false
 				if err := cqe.Err(); err != nil && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
 					return fmt.Errorf("eventfd read: %w", err)
