@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"text/tabwriter"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/internal/sysinfo"
+	"github.com/zerohop/zerohop/runtime"
 	"github.com/zerohop/zerohop/uring"
 	"github.com/zerohop/zerohop/xsk"
 )
@@ -24,6 +28,7 @@ func init() {
 	registerProbeSection("system", systemRows)
 	registerProbeSection("io_uring", uringRows)
 	registerTargetedProbeSection("af_xdp", afXDPRows)
+	registerTargetedProbeSection("backend", backendRows)
 }
 
 // probeRow is one line of `zerohop probe`. OK is set for yes/no checks
@@ -46,6 +51,7 @@ type probeReport struct {
 type probeTarget struct {
 	iface string
 	queue int
+	addr  string
 }
 
 // probeSection produces the rows of one section when the probe runs:
@@ -88,8 +94,9 @@ func probe(out, errOut io.Writer, args []string) int {
 	var target probeTarget
 	fs.StringVar(&target.iface, "iface", "", "also probe XDP attach modes and AF_XDP binds on this interface\n(briefly attaches a program and binds a socket: not while a server runs on it)")
 	fs.IntVar(&target.queue, "queue", 0, "queue of --iface to bind the AF_XDP probe socket to")
+	fs.StringVar(&target.addr, "addr", "", "address whose backend choice to report (default: --iface's first IPv4 address, or 127.0.0.1, port 7000)")
 	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also how XDP attaches and AF_XDP binds on that interface.")
+		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]] [--addr IP:PORT]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also how XDP attaches and AF_XDP binds on that interface;\nand the backend runtime.Listen picks for --addr, and why.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -313,4 +320,49 @@ func attachRow(name string, err error) probeRow {
 		return probeRow{Name: name, Value: "in use", Detail: "an XDP program is attached (a running server?); probe again without it: " + err.Error()}
 	}
 	return yesNo(name, err == nil, errDetail(err))
+}
+
+// backendRows reports the backend runtime.Listen picks for the target, by
+// listening with BackendAuto and shutting down at once: the answer is the
+// real one, reason included, not a prediction.
+func backendRows(target probeTarget) []probeRow {
+	addr := target.addr
+	if addr == "" {
+		addr = "127.0.0.1:7000"
+		if ip := firstIPv4(target.iface); ip.IsValid() {
+			addr = netip.AddrPortFrom(ip, 7000).String()
+		}
+	}
+	opts := []runtime.Option{runtime.WithQueues(target.queue), runtime.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	if target.iface != "" {
+		opts = append(opts, runtime.WithInterface(target.iface))
+	}
+	srv, err := runtime.Listen("udp", addr, opts...)
+	if err != nil {
+		return []probeRow{{Name: "runtime.Listen " + addr, Value: "fails", OK: new(bool), Detail: err.Error()}}
+	}
+	defer srv.Shutdown(context.Background())
+	return []probeRow{info("runtime.Listen "+addr, srv.Backend().String()), info("reason", srv.BackendReason())}
+}
+
+func firstIPv4(iface string) netip.Addr {
+	if iface == "" {
+		return netip.Addr{}
+	}
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return netip.Addr{}
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap()
+			}
+		}
+	}
+	return netip.Addr{}
 }

@@ -118,6 +118,21 @@ func TestProbeAFXDPOnVeth(t *testing.T) {
 	if r := rows["af_xdp/AF_XDP zero-copy bind"]; !strings.Contains(r.Detail, "EOPNOTSUPP") {
 		t.Errorf("zero-copy row %+v does not say why", r)
 	}
+	backendRow := "backend/runtime.Listen " + link.A.Addr4.String() + ":7000"
+	if r := rows[backendRow]; r.Value != "xsk" || !strings.Contains(rows["backend/reason"].Value, link.A.Iface) {
+		t.Errorf("row %s = %+v, reason %+v; want xsk on %s", backendRow, r, rows["backend/reason"], link.A.Iface)
+	}
+}
+
+// Without an interface the probe reports the loopback fallback and why.
+func TestProbeBackendLoopback(t *testing.T) {
+	rows := probeJSON(t)
+	if r := rows["backend/runtime.Listen 127.0.0.1:7000"]; r.Value != "uring" {
+		t.Errorf("backend row %+v, want uring", r)
+	}
+	if r := rows["backend/reason"]; !strings.Contains(r.Value, "loopback") {
+		t.Errorf("reason row %+v does not say loopback", r)
+	}
 }
 
 // A missing interface is one clear error row, and the probe still exits 0.
