@@ -1,0 +1,215 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/internal/topo"
+	"github.com/zerohop/zerohop/proto"
+	zr "github.com/zerohop/zerohop/runtime"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// clientIn dials srv from h's namespace (nil h: this one).
+func clientIn(t *testing.T, h *topo.Host, srv *zr.Server, opts ...zr.ClientOption) *zr.Client {
+	t.Helper()
+	var c *zr.Client
+	dial := func() (err error) {
+		c, err = zr.Dial("udp", srv.Addr().String(), opts...)
+		return err
+	}
+	var err error
+	if h != nil {
+		err = h.Do(dial)
+	} else {
+		err = dial()
+	}
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exerciseWithClient is the zerohop client's view of a backend.
+func exerciseWithClient(t *testing.T, srv *zr.Server, c *zr.Client, gate *blockGate) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t.Run("echo and sum", func(t *testing.T) {
+		r, err := c.Call(ctx, demo.EchoMethod, []byte("\x0a\x03abc"), nil)
+		if err != nil || !bytes.Equal(r.Payload, []byte("\x0a\x03abc")) {
+			t.Fatalf("echo: %v % x", err, r.Payload)
+		}
+		r, err = c.Call(ctx, demo.SumMethod, sumPayload(20, 22), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, n := protowire.ConsumeVarint(r.Payload[1:]); n < 0 || v != 42 || r.Payload[0] != 0x08 {
+			t.Fatalf("sum reply % x", r.Payload)
+		}
+	})
+	t.Run("statuses are typed errors", func(t *testing.T) {
+		_, err := c.Call(ctx, "no.Such/Method", nil, nil)
+		var se *zr.StatusError
+		if !errors.As(err, &se) || se.Status != proto.StatusUnknownMethod {
+			t.Fatalf("unknown method: %v", err)
+		}
+		_, err = c.Call(ctx, panicMethod, nil, nil)
+		if !errors.As(err, &se) || se.Status != proto.StatusInternal || se.Message == "" {
+			t.Fatalf("panic: %v", err)
+		}
+	})
+	t.Run("ping", func(t *testing.T) {
+		if st, err := c.Ping(ctx); err != nil || st != proto.PongServing {
+			t.Fatalf("ping: %v %v", st, err)
+		}
+	})
+	t.Run("10000 pipelined calls", func(t *testing.T) {
+		const calls, window = 10000, 64
+		done := make(chan *zr.Call, window)
+		want := map[*zr.Call]uint64{}
+		bufs := make([][]byte, 0, calls)
+		started, finished := 0, 0
+		start := func() {
+			p := protowire.AppendVarint([]byte{0x08}, uint64(started))
+			buf := make([]byte, 0, 16)
+			bufs = append(bufs, buf)
+			call := c.Go(ctx, demo.EchoMethod, p, buf, done)
+			want[call] = uint64(started)
+			started++
+		}
+		for started < window {
+			start()
+		}
+		for finished < calls {
+			call := <-done
+			if call.Err != nil {
+				t.Fatalf("call %d: %v", want[call], call.Err)
+			}
+			if v, n := protowire.ConsumeVarint(call.Reply.Payload[1:]); n < 0 || v != want[call] {
+				t.Fatalf("call %d got % x", want[call], call.Reply.Payload)
+			}
+			delete(want, call)
+			call.Release()
+			finished++
+			if started < calls {
+				start()
+			}
+		}
+		if len(want) != 0 {
+			t.Fatalf("%d calls never completed", len(want))
+		}
+	})
+	t.Run("blocking", func(t *testing.T) {
+		gate.open()
+		if r, err := c.Call(ctx, blockingMethod, []byte("\x08\x05"), nil); err != nil || !bytes.Equal(r.Payload, []byte("\x08\x05")) {
+			t.Fatalf("blocking: %v % x", err, r.Payload)
+		}
+	})
+}
+
+func TestUringBackendWithClient(t *testing.T) {
+	srv, gate := testServer(t, "127.0.0.1:0", zr.WithBackend(zr.BackendUring), zr.WithQueues(0, 1))
+	exerciseWithClient(t, srv, clientIn(t, nil, srv), gate)
+}
+
+func TestXSKBackendWithClient(t *testing.T) {
+	link, srv, gate := xskPair(t, 1)
+	exerciseWithClient(t, srv, clientIn(t, link.B.Host, srv), gate)
+}
+
+// With 10 % of requests dropped at XDP, every call still completes through
+// the client's retransmissions.
+func TestXSKBackendLossWithClient(t *testing.T) {
+	link, srv, _ := xskPair(t, 1, zr.WithPinnedMaps())
+	maps, err := bpf.OpenPinned(bpf.PinDir(link.A.Iface))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maps.Close()
+	if err := maps.SetLoss(10); err != nil {
+		t.Fatal(err)
+	}
+	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const calls = 2000
+	done := make(chan *zr.Call, calls)
+	for i := 0; i < calls; i++ {
+		c.Go(ctx, demo.SumMethod, sumPayload(uint64(i), 1), nil, done)
+	}
+	for i := 0; i < calls; i++ {
+		call := <-done
+		if call.Err != nil {
+			t.Fatalf("call failed under loss: %v", call.Err)
+		}
+		call.Release()
+	}
+	cnt, _ := maps.Counters()
+	if cnt.LossDropped < calls/20 {
+		t.Fatalf("only %d requests dropped; the knob did not bite", cnt.LossDropped)
+	}
+	t.Logf("%d calls completed through %d injected drops", calls, cnt.LossDropped)
+}
+
+// Shutdown with a call in flight on a blocking handler: PINGs say draining,
+// new requests are refused OVERLOADED, and the in-flight call still gets its
+// reply before the loops stop.
+func TestShutdownDrainsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend zr.Backend
+	}{{"uring", zr.BackendUring}, {"xsk", zr.BackendXSK}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var srv *zr.Server
+			var gate *blockGate
+			var c *zr.Client
+			if tc.backend == zr.BackendXSK {
+				var link *topo.Link
+				link, srv, gate = xskPair(t, 1)
+				c = clientIn(t, link.B.Host, srv)
+			} else {
+				srv, gate = testServer(t, "127.0.0.1:0", zr.WithBackend(zr.BackendUring))
+				c = clientIn(t, nil, srv)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			inflight := c.Go(ctx, blockingMethod, []byte("\x08\x07"), nil, nil)
+			for i := 0; i < 2000 && gate.entered.Load() == 0; i++ {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if gate.entered.Load() == 0 {
+				t.Fatal("blocking handler never ran")
+			}
+			shut := make(chan error, 1)
+			go func() { shut <- srv.Shutdown(ctx) }()
+			// Draining becomes visible to PING while the call is held.
+			draining := false
+			for i := 0; i < 200 && !draining; i++ {
+				st, err := c.Ping(ctx)
+				draining = err == nil && st == proto.PongDraining
+			}
+			if !draining {
+				t.Fatal("PING never reported draining")
+			}
+			_, err := c.Call(ctx, demo.EchoMethod, nil, nil)
+			if st, ok := zr.StatusOf(err); !ok || st != proto.StatusOverloaded {
+				t.Fatalf("request while draining: %v, want OVERLOADED", err)
+			}
+			gate.open()
+			call := <-inflight.Done
+			if call.Err != nil || !bytes.Equal(call.Reply.Payload, []byte("\x08\x07")) {
+				t.Fatalf("in-flight call: %v % x", call.Err, call.Reply.Payload)
+			}
+			if err := <-shut; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		})
+	}
+}
+
