@@ -16,7 +16,9 @@ import (
 func (r *Report) WritePlot(path string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("zerohop bench %s — p99 latency vs throughput", r.Date[:min(10, len(r.Date))])
-	p.X.Label.Text = "requests/s"
+	p.X.Label.Text = "requests/s (log)"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Label.Text = "p99 latency (µs, log)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
@@ -54,6 +56,8 @@ func (r *Report) WritePlot(path string) error {
 		}
 		i++
 	}
+	// Headroom above the highest point keeps the legend off the lines.
+	p.Y.Max *= 10
 	if err := p.Save(9*vg.Inch, 6*vg.Inch, path); err != nil {
 		return fmt.Errorf("bench: saving plot %s: %w", path, err)
 	}

@@ -51,6 +51,7 @@ func benchMain(ctx context.Context, stdout, stderr io.Writer, exe string, env []
 	noInstall := fs.Bool("no-install", false, "do not apt-get install nginx when it is missing")
 	loopback := fs.Bool("loopback", false, "run on loopback without the veth topology, even as root")
 	profDir := fs.String("cpuprofile-dir", "", "zerohop servers write CPU profiles into this directory")
+	from := fs.String("from", "", "do not run: render the table/plot of a JSON report written by --json")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: zerohop bench [--quick] [--json FILE] [--plot FILE.png] [--n 1,16,64,256] [--duration 5s]")
 		fs.PrintDefaults()
@@ -89,7 +90,12 @@ func benchMain(ctx context.Context, stdout, stderr io.Writer, exe string, env []
 			cfg.Warmup = 300 * time.Millisecond
 		}
 	}
-	rep, err := bench.Run(ctx, cfg)
+	var rep *bench.Report
+	if *from != "" {
+		rep, err = bench.ReadJSON(*from)
+	} else {
+		rep, err = bench.Run(ctx, cfg)
+	}
 	if rep != nil {
 		if *markdown {
 			rep.WriteMarkdown(stdout)
