@@ -176,14 +176,17 @@ func (r *Report) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "variant\tN\treq/s\tp50 µs\tp99 µs\tp99.9 µs\tsrv CPU s/Mreq\tsrv cores\tRSS MiB\terrors\tclient cores\t× rps\t× p99\t× CPU\t")
 	fmt.Fprintln(tw, strings.Repeat("-\t", 14))
+	var notes []string
 	for _, v := range r.Variants {
 		if v.Skipped != "" {
-			fmt.Fprintf(tw, "%s\tskipped: %s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", v.Name, v.Skipped)
+			fmt.Fprintf(tw, "%s\t–\tskipped\t\t\t\t\t\t\t\t\t\t\t\t\n", v.Name)
+			notes = append(notes, fmt.Sprintf("%s: skipped: %s", v.Name, v.Skipped))
 			continue
 		}
 		for _, p := range v.Points {
 			if p.Error != "" {
-				fmt.Fprintf(tw, "%s\t%d\terror: %s\t\t\t\t\t\t\t\t\t\t\t\t\n", v.Name, p.Outstanding, p.Error)
+				fmt.Fprintf(tw, "%s\t%d\terror\t\t\t\t\t\t\t\t\t\t\t\t\n", v.Name, p.Outstanding)
+				notes = append(notes, fmt.Sprintf("%s N=%d: error: %s", v.Name, p.Outstanding, p.Error))
 				continue
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.1f\t%d\t%.2f\t%s\t%s\t%s\t\n",
@@ -193,6 +196,10 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	fmt.Fprintln(w, "× rps, × p99, × CPU: against nethttp at the same N in this run; client cores: the load generator's CPU per wall second")
 }
 
 // WriteMarkdown writes the report as a Markdown table (for docs).
