@@ -1,6 +1,7 @@
-// Package topo builds throwaway network topologies for tests: network
-// namespaces joined by veth pairs, with unique names per test, torn down
-// through t.Cleanup even when the test fails or panics.
+// Package topo builds throwaway network topologies for tests and the bench
+// harness: network namespaces joined by veth pairs, with unique names, torn
+// down through t.Cleanup (New, Pair) even when the test fails or panics, or by
+// the caller through Close (Build) on every exit path.
 //
 // A Topology is a star: host 0 ("the server") is joined to every other host
 // by its own veth pair, each pair on its own /24 (and /64) subnet. Options
@@ -9,6 +10,8 @@
 //
 // Code runs inside a host's namespace with Host.Do (a locked OS thread that
 // enters the namespace and leaves it afterwards) or as a subprocess through
-// Host.Command. Without root the constructors skip the test, naming the
-// missing capability; as root, any failure to build the topology fails it.
+// Host.Command. Without root the test constructors skip the test, naming the
+// missing capability, and Build returns an error wrapping ErrNotPermitted; as
+// root, any failure to build the topology fails the test (or is returned by
+// Build after removing whatever was made).
 package topo

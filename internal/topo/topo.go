@@ -43,13 +43,14 @@ type Topology struct {
 	Hosts []*Host
 	// Links[i] joins Hosts[0] (side A) to Hosts[i+1] (side B).
 	Links []*Link
+
+	closed bool
 }
 
 // Host is one network namespace.
 type Host struct {
 	// Name of the namespace, as `ip netns` knows it.
 	Name string
-	t    testing.TB
 }
 
 // Link is one veth pair between two hosts.
@@ -116,88 +117,15 @@ func MissingCaps(caps ...int) string {
 func New(t testing.TB, cfg Config) *Topology {
 	t.Helper()
 	RequireRoot(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatalf("topo: the ip command (iproute2) is needed: %v", err)
+	topo, err := Build(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if cfg.Hosts == 0 {
-		cfg.Hosts = 2
-	}
-	if cfg.Queues == 0 {
-		cfg.Queues = 1
-	}
-	if cfg.Hosts < 2 || cfg.Hosts > 250 {
-		t.Fatalf("topo: Hosts = %d, want 2..250", cfg.Hosts)
-	}
-	prefix := uniquePrefix()
-	topo := &Topology{}
-	// Cleanup is registered before anything is created so a failure half way
-	// still removes what exists. Deleting a namespace destroys its veths.
 	t.Cleanup(func() {
-		for _, h := range topo.Hosts {
-			if out, err := run("ip", "netns", "del", h.Name); err != nil {
-				t.Errorf("topo: removing namespace %s: %v: %s", h.Name, err, out)
-			}
+		if err := topo.Close(); err != nil {
+			t.Error(err)
 		}
 	})
-	for i := 0; i < cfg.Hosts; i++ {
-		h := &Host{Name: fmt.Sprintf("%s-h%d", prefix, i), t: t}
-		if out, err := run("ip", "netns", "add", h.Name); err != nil {
-			t.Fatalf("topo: ip netns add %s: %v: %s", h.Name, err, out)
-		}
-		topo.Hosts = append(topo.Hosts, h)
-		h.mustIP("link", "set", "lo", "up")
-	}
-	for i := 1; i < cfg.Hosts; i++ {
-		a, b := topo.Hosts[0], topo.Hosts[i]
-		l := &Link{
-			A: Endpoint{Host: a, Iface: fmt.Sprintf("%sa%d", prefix, i)},
-			B: Endpoint{Host: b, Iface: fmt.Sprintf("%sb%d", prefix, i)},
-		}
-		args := []string{"link", "add", l.A.Iface, "netns", a.Name,
-			"numtxqueues", strconv.Itoa(cfg.Queues), "numrxqueues", strconv.Itoa(cfg.Queues),
-			"type", "veth", "peer", "name", l.B.Iface, "netns", b.Name,
-			"numtxqueues", strconv.Itoa(cfg.Queues), "numrxqueues", strconv.Itoa(cfg.Queues)}
-		if out, err := run("ip", args...); err != nil {
-			t.Fatalf("topo: ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		for side, ep := range []*Endpoint{&l.A, &l.B} {
-			ep.Addr4 = netip.AddrFrom4([4]byte{10, 99, byte(i), byte(side + 1)})
-			ep.Addr6 = netip.AddrFrom16([16]byte{0xfd, 0x00, 0, 0x99, 0, byte(i), 15: byte(side + 1)})
-			h := ep.Host
-			h.mustIP("addr", "add", ep.Addr4.String()+"/24", "dev", ep.Iface)
-			h.mustIP("-6", "addr", "add", ep.Addr6.String()+"/64", "dev", ep.Iface, "nodad")
-			if cfg.MTU != 0 {
-				h.mustIP("link", "set", ep.Iface, "mtu", strconv.Itoa(cfg.MTU))
-			}
-			if cfg.TxChecksumOff {
-				if out, err := h.Command(context.Background(), "ethtool", "-K", ep.Iface, "tx", "off").CombinedOutput(); err != nil {
-					t.Fatalf("topo: ethtool -K %s tx off in %s: %v: %s (install ethtool)", ep.Iface, h.Name, err, out)
-				}
-			}
-			if cfg.XPS {
-				for q := 0; q < cfg.Queues; q++ {
-					mask := fmt.Sprintf("%x", 1<<(q%runtime.NumCPU()))
-					path := fmt.Sprintf("/sys/class/net/%s/queues/tx-%d/xps_cpus", ep.Iface, q)
-					if out, err := h.Command(context.Background(), "sh", "-c", "echo "+mask+" > "+path).CombinedOutput(); err != nil {
-						t.Fatalf("topo: XPS for %s queue %d: %v: %s", ep.Iface, q, err, out)
-					}
-				}
-			}
-			h.mustIP("link", "set", ep.Iface, "up")
-			if err := h.Do(func() error {
-				ifc, err := net.InterfaceByName(ep.Iface)
-				if err != nil {
-					return err
-				}
-				ep.Ifindex, ep.MAC = ifc.Index, ifc.HardwareAddr
-				return nil
-			}); err != nil {
-				t.Fatalf("topo: reading %s in %s: %v", ep.Iface, h.Name, err)
-			}
-			_ = side
-		}
-		topo.Links = append(topo.Links, l)
-	}
 	return topo
 }
 
@@ -209,12 +137,148 @@ func Pair(t testing.TB, cfg Config) *Link {
 	return New(t, cfg).Links[0]
 }
 
-func (h *Host) mustIP(args ...string) {
-	h.t.Helper()
+// ErrNotPermitted means the process lacks the capabilities to build a
+// topology; the error wrapping it names them.
+var ErrNotPermitted = errors.New("topo: not permitted")
+
+// Build builds the topology described by cfg. The caller must Close it on
+// every exit path; on error Build has already removed what it made. Without
+// CAP_NET_ADMIN and CAP_SYS_ADMIN it fails with an error wrapping
+// ErrNotPermitted.
+func Build(cfg Config) (_ *Topology, err error) {
+	if missing := MissingCaps(unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN); missing != "" {
+		return nil, fmt.Errorf("%w: needs %s (run as root)", ErrNotPermitted, missing)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("topo: the ip command (iproute2) is needed: %w", err)
+	}
+	if cfg.Hosts == 0 {
+		cfg.Hosts = 2
+	}
+	if cfg.Queues == 0 {
+		cfg.Queues = 1
+	}
+	if cfg.Hosts < 2 || cfg.Hosts > 250 {
+		return nil, fmt.Errorf("topo: Hosts = %d, want 2..250", cfg.Hosts)
+	}
+	prefix := uniquePrefix()
+	topo := &Topology{}
+	// A failure half way removes what exists. Deleting a namespace
+	// destroys its veths.
+	defer func() {
+		if err != nil {
+			topo.Close()
+		}
+	}()
+	for i := 0; i < cfg.Hosts; i++ {
+		h := &Host{Name: fmt.Sprintf("%s-h%d", prefix, i)}
+		if out, err := run("ip", "netns", "add", h.Name); err != nil {
+			return nil, fmt.Errorf("topo: ip netns add %s: %w: %s", h.Name, err, out)
+		}
+		topo.Hosts = append(topo.Hosts, h)
+		if err := h.ip("link", "set", "lo", "up"); err != nil {
+			return nil, err
+		}
+	}
+	for i := 1; i < cfg.Hosts; i++ {
+		l, err := topo.link(cfg, prefix, i)
+		if err != nil {
+			return nil, err
+		}
+		topo.Links = append(topo.Links, l)
+	}
+	return topo, nil
+}
+
+// link joins host 0 to host i.
+func (topo *Topology) link(cfg Config, prefix string, i int) (*Link, error) {
+	a, b := topo.Hosts[0], topo.Hosts[i]
+	l := &Link{
+		A: Endpoint{Host: a, Iface: fmt.Sprintf("%sa%d", prefix, i)},
+		B: Endpoint{Host: b, Iface: fmt.Sprintf("%sb%d", prefix, i)},
+	}
+	args := []string{"link", "add", l.A.Iface, "netns", a.Name,
+		"numtxqueues", strconv.Itoa(cfg.Queues), "numrxqueues", strconv.Itoa(cfg.Queues),
+		"type", "veth", "peer", "name", l.B.Iface, "netns", b.Name,
+		"numtxqueues", strconv.Itoa(cfg.Queues), "numrxqueues", strconv.Itoa(cfg.Queues)}
+	if out, err := run("ip", args...); err != nil {
+		return nil, fmt.Errorf("topo: ip %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	for side, ep := range []*Endpoint{&l.A, &l.B} {
+		ep.Addr4 = netip.AddrFrom4([4]byte{10, 99, byte(i), byte(side + 1)})
+		ep.Addr6 = netip.AddrFrom16([16]byte{0xfd, 0x00, 0, 0x99, 0, byte(i), 15: byte(side + 1)})
+		if err := ep.configure(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func (ep *Endpoint) configure(cfg Config) error {
+	h := ep.Host
+	if err := h.ip("addr", "add", ep.Addr4.String()+"/24", "dev", ep.Iface); err != nil {
+		return err
+	}
+	if err := h.ip("-6", "addr", "add", ep.Addr6.String()+"/64", "dev", ep.Iface, "nodad"); err != nil {
+		return err
+	}
+	if cfg.MTU != 0 {
+		if err := h.ip("link", "set", ep.Iface, "mtu", strconv.Itoa(cfg.MTU)); err != nil {
+			return err
+		}
+	}
+	if cfg.TxChecksumOff {
+		if out, err := h.Command(context.Background(), "ethtool", "-K", ep.Iface, "tx", "off").CombinedOutput(); err != nil {
+			return fmt.Errorf("topo: ethtool -K %s tx off in %s: %w: %s (install ethtool)", ep.Iface, h.Name, err, out)
+		}
+	}
+	if cfg.XPS {
+		for q := 0; q < cfg.Queues; q++ {
+			mask := fmt.Sprintf("%x", 1<<(q%runtime.NumCPU()))
+			path := fmt.Sprintf("/sys/class/net/%s/queues/tx-%d/xps_cpus", ep.Iface, q)
+			if out, err := h.Command(context.Background(), "sh", "-c", "echo "+mask+" > "+path).CombinedOutput(); err != nil {
+				return fmt.Errorf("topo: XPS for %s queue %d: %w: %s", ep.Iface, q, err, out)
+			}
+		}
+	}
+	if err := h.ip("link", "set", ep.Iface, "up"); err != nil {
+		return err
+	}
+	if err := h.Do(func() error {
+		ifc, err := net.InterfaceByName(ep.Iface)
+		if err != nil {
+			return err
+		}
+		ep.Ifindex, ep.MAC = ifc.Index, ifc.HardwareAddr
+		return nil
+	}); err != nil {
+		return fmt.Errorf("topo: reading %s in %s: %w", ep.Iface, h.Name, err)
+	}
+	return nil
+}
+
+// Close removes every namespace of the topology (and with them the veths).
+// It tries them all and returns the first failure; closing twice is a no-op.
+func (topo *Topology) Close() error {
+	if topo.closed {
+		return nil
+	}
+	var first error
+	for _, h := range topo.Hosts {
+		if out, err := run("ip", "netns", "del", h.Name); err != nil && first == nil {
+			first = fmt.Errorf("topo: removing namespace %s: %w: %s", h.Name, err, out)
+		}
+	}
+	topo.closed = true
+	return first
+}
+
+func (h *Host) ip(args ...string) error {
 	full := append([]string{"-n", h.Name}, args...)
 	if out, err := run("ip", full...); err != nil {
-		h.t.Fatalf("topo: ip %s: %v: %s", strings.Join(full, " "), err, out)
+		return fmt.Errorf("topo: ip %s: %w: %s", strings.Join(full, " "), err, out)
 	}
+	return nil
 }
 
 // Do runs fn on a locked OS thread inside h's namespace. The thread returns

@@ -1,0 +1,234 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Variant names, as they appear in the JSON report.
+const (
+	VariantXSK      = "zerohop-xsk"
+	VariantUring    = "zerohop-uring"
+	VariantNetHTTP  = "nethttp"
+	VariantSidecar  = "nethttp-sidecar"
+	VariantRawXSK   = "raw-xsk"
+	baselineVariant = VariantNetHTTP
+)
+
+// AllVariants lists the variants in the order the harness runs them.
+var AllVariants = []string{VariantXSK, VariantUring, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+
+// Report is one run of the harness; it marshals to the JSON of --json.
+type Report struct {
+	Date     string          `json:"date"`
+	Machine  Machine         `json:"machine"`
+	Settings Settings        `json:"settings"`
+	Variants []VariantResult `json:"variants"`
+	// Namespaces the run created (and removed again).
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	Hostname    string `json:"hostname"`
+	Kernel      string `json:"kernel"`
+	CPUModel    string `json:"cpu_model"`
+	CPUs        int    `json:"cpus"`
+	GoVersion   string `json:"go_version"`
+	ServerCores []int  `json:"server_cores"`
+	ClientCore  int    `json:"client_core"`
+	Topology    string `json:"topology"`
+}
+
+// Settings are the load parameters of the run.
+type Settings struct {
+	Outstanding  []int   `json:"outstanding"`
+	DurationS    float64 `json:"duration_s"`
+	WarmupS      float64 `json:"warmup_s"`
+	PayloadBytes int     `json:"payload_bytes"`
+	Queues       int     `json:"queues"`
+}
+
+// VariantResult holds one server variant's points, or why it was skipped.
+type VariantResult struct {
+	Name    string  `json:"name"`
+	Skipped string  `json:"skipped"`
+	Detail  string  `json:"detail,omitempty"` // e.g. the backend line of zerohop serve
+	Points  []Point `json:"points"`
+	// PeakRSSBytes is the server's high-water mark (VmHWM) over all points.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+}
+
+// Point is one load level of one variant.
+type Point struct {
+	Outstanding int     `json:"outstanding"`
+	RPS         float64 `json:"rps"`
+	P50Us       float64 `json:"p50_us"`
+	P99Us       float64 `json:"p99_us"`
+	P999Us      float64 `json:"p999_us"`
+	MaxUs       float64 `json:"max_us"`
+	CPUSPerMReq float64 `json:"cpu_s_per_mreq"`
+	// ServerCPUCores is server CPU seconds per wall second (1.0 = one
+	// core busy the whole window).
+	ServerCPUCores float64 `json:"server_cpu_cores"`
+	RSSBytes       int64   `json:"rss_bytes"`
+	Errors         int64   `json:"errors"`
+	Requests       int64   `json:"requests"`
+	// ClientCPUCores is the load generator's CPU seconds per wall second:
+	// near 1.0 means the client, not the server, may be the bottleneck.
+	ClientCPUCores    float64 `json:"client_cpu_cores"`
+	ClientCPUSPerMReq float64 `json:"client_cpu_s_per_mreq"`
+	// Ratios against nethttp at the same outstanding count in this run;
+	// zero when there is no baseline point.
+	RPSVsNetHTTP float64 `json:"rps_vs_nethttp,omitempty"`
+	P99VsNetHTTP float64 `json:"p99_vs_nethttp,omitempty"`
+	CPUVsNetHTTP float64 `json:"cpu_vs_nethttp,omitempty"`
+	// Error is set when this point could not be measured.
+	Error string `json:"error,omitempty"`
+}
+
+// ComputeRatios fills the *VsNetHTTP fields of every point from the
+// nethttp point with the same outstanding count.
+func (r *Report) ComputeRatios() {
+	base := map[int]Point{}
+	for _, v := range r.Variants {
+		if v.Name == baselineVariant {
+			for _, p := range v.Points {
+				if p.Error == "" {
+					base[p.Outstanding] = p
+				}
+			}
+		}
+	}
+	for i := range r.Variants {
+		for j := range r.Variants[i].Points {
+			p := &r.Variants[i].Points[j]
+			b, ok := base[p.Outstanding]
+			if !ok || p.Error != "" {
+				continue
+			}
+			p.RPSVsNetHTTP = ratio(p.RPS, b.RPS)
+			p.P99VsNetHTTP = ratio(p.P99Us, b.P99Us)
+			p.CPUVsNetHTTP = ratio(p.CPUSPerMReq, b.CPUSPerMReq)
+		}
+	}
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// Variant returns the named variant's result, or nil.
+func (r *Report) Variant(name string) *VariantResult {
+	for i := range r.Variants {
+		if r.Variants[i].Name == name {
+			return &r.Variants[i]
+		}
+	}
+	return nil
+}
+
+// Point returns the point at n outstanding requests, or nil.
+func (v *VariantResult) Point(n int) *Point {
+	for i := range v.Points {
+		if v.Points[i].Outstanding == n {
+			return &v.Points[i]
+		}
+	}
+	return nil
+}
+
+// WriteJSON writes the report to path, indented.
+func (r *Report) WriteJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: encoding report: %w", err)
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("bench: writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadJSON reads a report written by WriteJSON.
+func ReadJSON(path string) (*Report, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: reading %s: %w", path, err)
+	}
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("bench: decoding %s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// WriteTable writes the report as a Markdown table.
+func (r *Report) WriteTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "variant\tN\treq/s\tp50 µs\tp99 µs\tp99.9 µs\tsrv CPU s/Mreq\tsrv cores\tRSS MiB\terrors\tclient cores\t× rps\t× p99\t× CPU\t")
+	fmt.Fprintln(tw, strings.Repeat("-\t", 14))
+	var notes []string
+	for _, v := range r.Variants {
+		if v.Skipped != "" {
+			fmt.Fprintf(tw, "%s\t–\tskipped\t\t\t\t\t\t\t\t\t\t\t\t\n", v.Name)
+			notes = append(notes, fmt.Sprintf("%s: skipped: %s", v.Name, v.Skipped))
+			continue
+		}
+		for _, p := range v.Points {
+			if p.Error != "" {
+				fmt.Fprintf(tw, "%s\t%d\terror\t\t\t\t\t\t\t\t\t\t\t\t\n", v.Name, p.Outstanding)
+				notes = append(notes, fmt.Sprintf("%s N=%d: error: %s", v.Name, p.Outstanding, p.Error))
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.1f\t%d\t%.2f\t%s\t%s\t%s\t\n",
+				v.Name, p.Outstanding, p.RPS, p.P50Us, p.P99Us, p.P999Us, p.CPUSPerMReq, p.ServerCPUCores,
+				float64(p.RSSBytes)/(1<<20), p.Errors, p.ClientCPUCores,
+				fmtRatio(p.RPSVsNetHTTP), fmtRatio(p.P99VsNetHTTP), fmtRatio(p.CPUVsNetHTTP))
+		}
+	}
+	tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	fmt.Fprintln(w, "× rps, × p99, × CPU: against nethttp at the same N in this run; client cores: the load generator's CPU per wall second")
+}
+
+// WriteMarkdown writes the report as a Markdown table (for docs).
+func (r *Report) WriteMarkdown(w io.Writer) {
+	fmt.Fprintln(w, "| variant | N | req/s | p50 µs | p99 µs | p99.9 µs | server CPU s/Mreq | RSS MiB | errors | client cores | × rps | × p99 | × CPU |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	for _, v := range r.Variants {
+		if v.Skipped != "" {
+			fmt.Fprintf(w, "| %s | skipped: %s |||||||||||\n", v.Name, v.Skipped)
+			continue
+		}
+		for _, p := range v.Points {
+			if p.Error != "" {
+				fmt.Fprintf(w, "| %s | %d | error: %s ||||||||||\n", v.Name, p.Outstanding, p.Error)
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.1f | %.1f | %.1f | %.2f | %.1f | %d | %.2f | %s | %s | %s |\n",
+				v.Name, p.Outstanding, p.RPS, p.P50Us, p.P99Us, p.P999Us, p.CPUSPerMReq,
+				float64(p.RSSBytes)/(1<<20), p.Errors, p.ClientCPUCores,
+				fmtRatio(p.RPSVsNetHTTP), fmtRatio(p.P99VsNetHTTP), fmtRatio(p.CPUVsNetHTTP))
+		}
+	}
+}
+
+func fmtRatio(x float64) string {
+	if x == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+func seconds(d time.Duration) float64 { return d.Seconds() }
