@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/proto"
@@ -219,7 +218,7 @@ func (l *uringLoop) armRecv() error {
 // serve is the event loop: reap and handle completions, send finished
 // blocking replies, re-arm the receive if it ended, then spin or sleep.
 func (l *uringLoop) serve() error {
-	lastWork := time.Now()
+	var idle idleClock
 	for !l.stop.Load() {
 		worked := false
 		for {
@@ -247,10 +246,7 @@ func (l *uringLoop) serve() error {
 				return err
 			}
 		}
-		if worked {
-			lastWork = time.Now()
-		}
-		if err := l.wait(lastWork); err != nil {
+		if err := l.wait(idle.spin(worked, l.srv.cfg.busyPoll)); err != nil {
 			return err
 		}
 	}

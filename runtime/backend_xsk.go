@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/netstack"
@@ -213,7 +212,7 @@ func (l *xskLoop) setup() error {
 }
 
 func (l *xskLoop) serve() error {
-	lastWork := time.Now()
+	var idle idleClock
 	spins := 0
 	for !l.stop.Load() {
 		worked := false
@@ -235,11 +234,7 @@ func (l *xskLoop) serve() error {
 		if l.sock.Refill(l.sock.Free()) > 0 && l.sock.FillNeedsWakeup() {
 			_ = l.sock.WakeFill()
 		}
-		now := time.Now()
-		if worked {
-			lastWork = now
-		}
-		if now.Sub(lastWork) < l.srv.cfg.busyPoll {
+		if idle.spin(worked, l.srv.cfg.busyPoll) {
 			// Spin on the RX ring; enter the ring only to submit a kick
 			// or, now and then, to run deferred completions.
 			spins++
@@ -266,7 +261,7 @@ func (l *xskLoop) serve() error {
 			continue
 		}
 		l.sqPending = false
-		if err := l.wait(lastWork); err != nil {
+		if err := l.wait(false); err != nil {
 			return err
 		}
 	}

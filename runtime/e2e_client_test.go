@@ -212,4 +212,3 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		})
 	}
 }
-

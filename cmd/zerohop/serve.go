@@ -33,7 +33,7 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	queues := fs.String("queues", "0", "comma-separated RX queues, one event loop each")
 	cores := fs.String("cores", "", "comma-separated cores for the queues' loops (default: queue mod NumCPU)")
 	backend := fs.String("backend", "auto", "auto, xsk or uring")
-	busyPoll := fs.Duration("busy-poll", 50*time.Microsecond, "how long a loop spins after its last packet before sleeping")
+	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
 	fs.Usage = func() {
