@@ -1,17 +1,229 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
 	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/internal/topo"
+	"github.com/zerohop/zerohop/runtime"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 func init() {
-	register(command{name: "demo", summary: "show zerohop serving calls on this machine", run: runDemo})
+	register(command{name: "demo", summary: "show zerohop serving calls on this machine, then a quick benchmark", run: runDemo})
 }
 
 func runDemo(args []string) int {
-	// The demo needs the runtime (serve + call + quick bench); until it
-	// lands, say so instead of pretending.
-	fmt.Fprintln(os.Stdout, "zerohop demo: not yet — the runtime has not landed; try `zerohop probe`")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zerohop demo: finding my own binary:", err)
+		return 1
+	}
+	return demoMain(ctx, os.Stdout, os.Stderr, exe, args)
+}
+
+const demoCalls = 2000
+
+// demoMain serves the demo service, calls it, and runs the quick benchmark.
+// As root it does so between two network namespaces with zerohop on AF_XDP;
+// without root on loopback with io_uring sockets.
+func demoMain(ctx context.Context, out, errOut io.Writer, exe string, args []string) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(errOut, "usage: zerohop demo\n\nAs root: builds a client and a server network namespace joined by veth,\nserves the Echo service with zerohop on AF_XDP, makes a burst of calls and\nruns `zerohop bench --quick`. Without root: the same on loopback with the\nio_uring backend. Cleans up after itself; takes under two minutes.")
+		return 0
+	}
+	start := time.Now()
+	tp, err := topo.Build(topo.Config{TxChecksumOff: true})
+	switch {
+	case errors.Is(err, topo.ErrNotPermitted):
+		fmt.Fprintf(out, "== not root (%v): serving on loopback with the io_uring backend\n", err)
+		if code := demoLoopback(ctx, out); code != 0 {
+			return code
+		}
+	case err != nil:
+		fmt.Fprintln(errOut, "zerohop demo: building the namespaces:", err)
+		return 1
+	default:
+		code := demoNamespaces(ctx, out, errOut, exe, nil, tp)
+		if cerr := tp.Close(); cerr != nil {
+			fmt.Fprintln(errOut, "zerohop demo: removing the namespaces:", cerr)
+		}
+		if code != 0 {
+			return code
+		}
+	}
+	fmt.Fprintln(out, "\n== zerohop bench --quick (ratios are against bare net/http in the same run)")
+	if code := benchMain(ctx, out, errOut, exe, nil, []string{"--quick"}); code != 0 {
+		return code
+	}
+	fmt.Fprintf(out, "\ndemo done in %.0f s. Next: `zerohop probe`, `zerohop serve --addr IP:PORT`, docs/benchmarks.md\n", time.Since(start).Seconds())
+	return 0
+}
+
+// demoNamespaces runs `exe serve` (with env added to its environment) in
+// the topology's server namespace and calls it from the client namespace.
+func demoNamespaces(ctx context.Context, out, errOut io.Writer, exe string, env []string, tp *topo.Topology) int {
+	link := tp.Links[0]
+	addr := netip.AddrPortFrom(link.A.Addr4, 7000)
+	fmt.Fprintf(out, "== namespaces %s (server, %s %s) ↔ %s (client, %s %s)\n",
+		link.A.Host.Name, link.A.Iface, link.A.Addr4, link.B.Host.Name, link.B.Iface, link.B.Addr4)
+	fmt.Fprintf(out, "== zerohop serve --addr %s --iface %s --backend auto\n", addr, link.A.Iface)
+	srvCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := link.A.Host.Command(srvCtx, exe, "serve", "--addr", addr.String(), "--iface", link.A.Iface)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	cmd.Env = append(os.Environ(), env...)
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		fmt.Fprintln(errOut, "zerohop demo:", err)
+		return 1
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(errOut, "zerohop demo: starting the server:", err)
+		return 1
+	}
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(logs)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	stopServer := func() []string {
+		cmd.Process.Signal(syscall.SIGTERM)
+		var rest []string
+		for l := range lines {
+			rest = append(rest, l)
+		}
+		cmd.Wait()
+		return rest
+	}
+	// Wait for the server to say it serves (and on which backend).
+	ready := false
+	for !ready {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				fmt.Fprintln(errOut, "zerohop demo: the server exited before serving")
+				cmd.Wait()
+				return 1
+			}
+			fmt.Fprintln(out, "   server:", l)
+			ready = strings.Contains(l, "zerohop serving")
+		case <-time.After(20 * time.Second):
+			fmt.Fprintln(errOut, "zerohop demo: the server did not start within 20 s")
+			stopServer()
+			return 1
+		}
+	}
+	var client *runtime.Client
+	if err := link.B.Host.Do(func() (err error) {
+		client, err = runtime.Dial("udp", addr.String())
+		return err
+	}); err != nil {
+		fmt.Fprintln(errOut, "zerohop demo: dialing:", err)
+		stopServer()
+		return 1
+	}
+	code := demoBurst(ctx, out, client)
+	client.Close()
+	fmt.Fprintln(out, "== stopping the server (SIGTERM: graceful shutdown)")
+	for _, l := range stopServer() {
+		fmt.Fprintln(out, "   server:", l)
+	}
+	return code
+}
+
+func demoLoopback(ctx context.Context, out io.Writer) int {
+	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring),
+		runtime.WithLogger(slog.New(slog.NewTextHandler(out, nil))))
+	if err != nil {
+		fmt.Fprintln(out, "zerohop demo:", err)
+		return 1
+	}
+	demo.Register(srv)
+	if err := srv.Start(); err != nil {
+		fmt.Fprintln(out, "zerohop demo:", err)
+		return 1
+	}
+	defer srv.Shutdown(context.Background())
+	client, err := runtime.Dial("udp", srv.Addr().String())
+	if err != nil {
+		fmt.Fprintln(out, "zerohop demo:", err)
+		return 1
+	}
+	defer client.Close()
+	return demoBurst(ctx, out, client)
+}
+
+// demoBurst makes one Sum call and a burst of pipelined Echo calls, and
+// prints what came back.
+func demoBurst(ctx context.Context, out io.Writer, c *runtime.Client) int {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var sumReq []byte
+	for _, v := range []uint64{19, 23} {
+		sumReq = protowire.AppendVarint(protowire.AppendTag(sumReq, 1, protowire.VarintType), v)
+	}
+	r, err := c.Call(ctx, demo.SumMethod, sumReq, nil)
+	if err != nil {
+		fmt.Fprintln(out, "zerohop demo: Sum:", err)
+		return 1
+	}
+	sum, n := protowire.ConsumeVarint(r.Payload[min(1, len(r.Payload)):])
+	if n < 0 {
+		fmt.Fprintf(out, "zerohop demo: Sum reply % x does not decode\n", r.Payload)
+		return 1
+	}
+	fmt.Fprintf(out, "== call zerohop.Echo/Sum {1: 19, 1: 23} → status %v, field 1 = %d\n", r.Status, sum)
+
+	const window = 64
+	done := make(chan *runtime.Call, window)
+	started := map[*runtime.Call]time.Time{}
+	var latencies []time.Duration
+	payload := []byte("\x0a\x0ahello GWIR")
+	begin := time.Now()
+	issued, failed := 0, 0
+	for issued < window {
+		started[c.Go(ctx, demo.EchoMethod, payload, nil, done)] = time.Now()
+		issued++
+	}
+	for finished := 0; finished < demoCalls; finished++ {
+		call := <-done
+		latencies = append(latencies, time.Since(started[call]))
+		delete(started, call)
+		if call.Err != nil || string(call.Reply.Payload) != string(payload) {
+			failed++
+		}
+		call.Release()
+		if issued < demoCalls {
+			started[c.Go(ctx, demo.EchoMethod, payload, nil, done)] = time.Now()
+			issued++
+		}
+	}
+	elapsed := time.Since(begin)
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	fmt.Fprintf(out, "== burst of %d zerohop.Echo/Echo calls, %d outstanding: %d answered correctly in %v (%.0f calls/s), p50 %v, p99 %v\n",
+		demoCalls, window, demoCalls-failed, elapsed.Round(time.Millisecond), float64(demoCalls)/elapsed.Seconds(),
+		latencies[len(latencies)/2].Round(time.Microsecond), latencies[len(latencies)*99/100].Round(time.Microsecond))
+	if failed > 0 {
+		return 1
+	}
 	return 0
 }
