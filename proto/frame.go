@@ -147,7 +147,15 @@ func Parse(b []byte) (Frame, error) {
 	if len(b) < HeaderLen {
 		return nil, ErrShort
 	}
-	if binary.BigEndian.Uint32(b[magicOffset:]) != Magic {
+	// Fast path for the common case, a valid REQUEST, from two loads:
+	// magic|version|length|kind and method|status|flags.
+	w0 := binary.BigEndian.Uint64(b[0:])
+	w2 := binary.BigEndian.Uint64(b[methodIDOffset:])
+	if w0>>24 == uint64(Magic)<<8|Version && byte(w0) == byte(KindRequest) &&
+		len(b) == HeaderLen+int(uint16(w0>>8)) && w2>>32 != 0 && uint32(w2)&^uint32(FlagOneway) == 0 {
+		return Frame(b), nil
+	}
+	if uint32(w0>>32) != Magic {
 		return nil, ErrMagic
 	}
 	if b[versionOffset] != Version {
