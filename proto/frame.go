@@ -83,6 +83,10 @@ const (
 // it was made from and is valid as long as they are.
 type Frame []byte
 
+// Magic returns the first four bytes as a big-endian integer (Magic, in a
+// Frame from Parse).
+func (f Frame) Magic() uint32 { return binary.BigEndian.Uint32(f[magicOffset:]) }
+
 // Version returns the protocol version byte.
 func (f Frame) Version() uint8 { return f[versionOffset] }
 
@@ -112,7 +116,9 @@ func (f Frame) Oneway() bool { return f.Flags()&FlagOneway != 0 }
 // error it is empty.
 func (f Frame) Payload() []byte { return f[HeaderLen:] }
 
-// Fields returns an iterator over the payload's protobuf fields.
+// Fields returns an iterator over the payload's protobuf fields. In a hot
+// loop, declare the iterator and Reset it to f.Payload() instead: the
+// returned struct is copied, which costs a few nanoseconds per frame.
 func (f Frame) Fields() Fields { return NewFields(f.Payload()) }
 
 // ErrorMessage returns the UTF-8 message of an error response: the last
