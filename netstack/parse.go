@@ -42,7 +42,8 @@ type Packet struct {
 
 // PayloadRoom returns the space from the start of the UDP payload to the
 // end of the frame buffer (its capacity): where a handler may write the
-// reply's payload before Reply. It overlaps the request payload.
+// reply's payload before Reply. It overlaps the request payload, so read
+// the request before writing the reply. Only meaningful for ClassUDP.
 func (p *Packet) PayloadRoom() []byte { return p.buf[p.payloadOff:cap(p.buf)] }
 
 // Parse reads the headers of an Ethernet frame into p and classifies it.

@@ -144,16 +144,17 @@ func (it *Fields) Next() bool {
 	p := start
 	switch protowire.Type(tag & 7) {
 	case protowire.VarintType:
-		// Find the end of the varint; Uint64 decodes it when asked.
-		if p < len(b) && b[p] < 0x80 {
-			p++
-			break
+		// Find the end of the varint; Uint64 decodes it when asked. The
+		// rules are protowire.ConsumeVarint's: at most 10 bytes, and the
+		// 10th may only hold the top bit of a uint64.
+		end := p
+		for end < len(b) && end-p < 9 && b[end] >= 0x80 {
+			end++
 		}
-		if _, m := protowire.ConsumeVarint(b[p:]); m < 0 {
+		if end >= len(b) || b[end] >= 0x80 || end-p == 9 && b[end] > 1 {
 			return it.fail(FieldTruncated)
-		} else {
-			p += m
 		}
+		p = end + 1
 	case protowire.Fixed32Type:
 		if len(b)-p < 4 {
 			return it.fail(FieldTruncated)

@@ -33,7 +33,8 @@ import (
 // the stream lost frame sync, and ErrFrameTooLarge that a frame cannot be
 // held (it comes with the header view, so the caller may answer TOO_LARGE);
 // these three are sticky: every later Next returns the same error, and the
-// connection should be closed. A Stream is not safe for concurrent use.
+// connection should be closed. Make a Stream with NewStream; it is not safe
+// for concurrent use.
 type Stream struct {
 	buf      []byte // holds the incomplete frame in buf[:buffered]
 	pending  int    // total size of the frame in buf, once its header is in; else 0
