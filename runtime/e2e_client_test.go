@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -211,4 +212,82 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A full worker pool answers OVERLOADED at once instead of queueing without
+// bound, and the requests it holds still complete.
+func TestBlockingPoolFullIsOverloaded(t *testing.T) {
+	srv, gate := testServer(t, "127.0.0.1:0", zr.WithBackend(zr.BackendUring), zr.WithWorkers(1, 1))
+	c := dialKernel(t, srv.Addr())
+	for id := uint64(1); id <= 3; id++ {
+		req, _ := proto.EncodeRequest(make([]byte, 64), id, proto.MethodID(blockingMethod), 0, []byte{8, byte(id)})
+		c.send(req)
+	}
+	// One request runs, one waits in the queue: the third finds no room.
+	f := c.recv(10 * time.Second)
+	if f == nil || f.RequestID() != 3 || f.Status() != proto.StatusOverloaded {
+		t.Fatalf("first reply %v, want request 3 OVERLOADED", f)
+	}
+	gate.open()
+	got := map[uint64]bool{}
+	for len(got) < 2 {
+		f := c.recv(10 * time.Second)
+		if f == nil || f.Status() != proto.StatusOK {
+			t.Fatalf("held request reply %v", f)
+		}
+		got[f.RequestID()] = true
+	}
+	if !got[1] || !got[2] {
+		t.Fatalf("replies %v, want 1 and 2", got)
+	}
+	if st := srv.Stats().Total; st.Overloaded != 1 || st.Blocking != 2 {
+		t.Fatalf("overloaded %d blocking %d", st.Overloaded, st.Blocking)
+	}
+}
+
+// The uring backend under 10 % loss: the steering program runs on the
+// server's interface with the service marked pass-to-kernel, so its loss
+// knob drops requests before the kernel socket sees them, and the client's
+// retransmissions still complete every call.
+func TestUringBackendLossWithClient(t *testing.T) {
+	link := topo.Pair(t, topo.Config{TxChecksumOff: true})
+	addr := netip.AddrPortFrom(link.A.Addr4, xskPort)
+	var prog *bpf.Program
+	if err := link.A.Host.Do(func() (err error) {
+		prog, err = bpf.Attach(link.A.Iface, bpf.Options{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if err := prog.AddService(bpf.Service{Port: xskPort, Flags: bpf.ServicePassToKernel}); err != nil {
+		t.Fatal(err)
+	}
+	if err := prog.SetLoss(10); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := testServerIn(t, link.A.Host.Do, addr.String(), zr.WithBackend(zr.BackendUring))
+	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const calls = 2000
+	done := make(chan *zr.Call, calls)
+	for i := 0; i < calls; i++ {
+		c.Go(ctx, demo.SumMethod, sumPayload(uint64(i), 1), nil, done)
+	}
+	for i := 0; i < calls; i++ {
+		call := <-done
+		if call.Err != nil {
+			t.Fatalf("call failed under loss: %v", call.Err)
+		}
+		call.Release()
+	}
+	cnt, err := prog.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cnt.LossDropped < calls/20 {
+		t.Fatalf("only %d requests dropped; the knob did not bite", cnt.LossDropped)
+	}
+	t.Logf("%d calls completed through %d injected drops", calls, cnt.LossDropped)
 }
