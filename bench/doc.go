@@ -8,14 +8,16 @@
 // the same run.
 //
 // Variants: zerohop on AF_XDP ("zerohop-xsk"), zerohop on io_uring sockets
-// ("zerohop-uring"), a keep-alive net/http server ("nethttp"), the same
+// ("zerohop-uring"), a plain Go net.UDPConn server speaking GWIR
+// ("netudp", the baseline for the same protocol without zerohop), a
+// keep-alive net/http server ("nethttp"), the same
 // behind nginx as a sidecar reverse proxy ("nethttp-sidecar") and a raw
 // AF_XDP header-swapping echo loop with no GWIR parsing ("raw-xsk", the
 // ceiling for this machine).
 //
 // Subprocesses are the caller's binary (Config.Exe) run with the
-// subcommands `serve`, `bench-server` and `bench-client`; ServeNetHTTP,
-// ServeRawXSK and RunClient are their bodies. A client prints "measure-start"
+// subcommands `serve`, `bench-server` and `bench-client`; ServeNetUDP,
+// ServeNetHTTP, ServeRawXSK and RunClient are their bodies. A client prints "measure-start"
 // and "measure-end" on stdout around its measured window, so the harness
 // samples the server's CPU exactly over it, then one JSON ClientResult line.
 //

@@ -372,6 +372,9 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		}
 		launch(h.server.command(cores, cfg.Exe, args...))
 		return procs, LoadGWIR, gwirAddr, skip
+	case VariantNetUDP:
+		launch(h.server.command(cores, cfg.Exe, "bench-server", "--kind", "netudp", "--addr", gwirAddr))
+		return procs, LoadGWIR, gwirAddr, skip
 	case VariantNetHTTP:
 		launch(h.server.command(cores, cfg.Exe, "bench-server", "--kind", "nethttp", "--addr", httpAddr))
 		return procs, LoadHTTP, httpAddr, skip

@@ -14,6 +14,7 @@ import (
 const (
 	VariantXSK      = "zerohop-xsk"
 	VariantUring    = "zerohop-uring"
+	VariantNetUDP   = "netudp"
 	VariantNetHTTP  = "nethttp"
 	VariantSidecar  = "nethttp-sidecar"
 	VariantRawXSK   = "raw-xsk"
@@ -21,7 +22,7 @@ const (
 )
 
 // AllVariants lists the variants in the order the harness runs them.
-var AllVariants = []string{VariantXSK, VariantUring, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+var AllVariants = []string{VariantXSK, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
 
 // Report is one run of the harness; it marshals to the JSON of --json.
 type Report struct {

@@ -14,9 +14,42 @@ import (
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/netstack"
+	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/xsk"
 	"golang.org/x/sys/unix"
 )
+
+// ServeNetUDP runs the plain Go baseline for GWIR until ctx ends: one
+// net.UDPConn, one goroutine, each request parsed with proto and answered
+// with its payload — what a Go service would write without zerohop (the
+// body of `zerohop bench-server --kind netudp`).
+func ServeNetUDP(ctx context.Context, addr string) error {
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("bench: netudp listen %s: %w", addr, err)
+	}
+	udp := conn.(*net.UDPConn)
+	stop := context.AfterFunc(ctx, func() { udp.Close() })
+	defer stop()
+	in, out := make([]byte, 65536), make([]byte, 65536)
+	for {
+		n, from, err := udp.ReadFromUDPAddrPort(in)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("bench: netudp read: %w", err)
+		}
+		f, err := proto.Parse(in[:n])
+		if err != nil || f.Kind() != proto.KindRequest {
+			continue
+		}
+		reply, err := proto.EncodeResponse(out, f.RequestID(), f.MethodID(), proto.StatusOK, f.Payload())
+		if err == nil {
+			udp.WriteToUDPAddrPort(reply, from)
+		}
+	}
+}
 
 // ServeNetHTTP runs the net/http peer until ctx ends: POST /echo answers
 // with the request body, over keep-alive connections (the body of

@@ -17,13 +17,13 @@ import (
 // and its load generator. Not meant to be run by hand.
 
 func init() {
-	register(command{name: "bench-server", summary: "(internal to bench) run a peer server: nethttp, raw-xsk, zerohop", run: runBenchServer})
+	register(command{name: "bench-server", summary: "(internal to bench) run a peer server: nethttp, netudp, raw-xsk, zerohop", run: runBenchServer})
 	register(command{name: "bench-client", summary: "(internal to bench) run one load point", run: runBenchClient})
 }
 
 func runBenchServer(args []string) int {
 	fs := flag.NewFlagSet("bench-server", flag.ContinueOnError)
-	kind := fs.String("kind", "", "nethttp, raw-xsk or zerohop (then `-- serve ARGS…`)")
+	kind := fs.String("kind", "", "nethttp, netudp, raw-xsk or zerohop (then `-- serve ARGS…`)")
 	addr := fs.String("addr", "", "IP:PORT to serve on")
 	iface := fs.String("iface", "", "interface (raw-xsk)")
 	queue := fs.Int("queue", 0, "queue (raw-xsk)")
@@ -38,6 +38,8 @@ func runBenchServer(args []string) int {
 	switch *kind {
 	case "nethttp":
 		err = bench.ServeNetHTTP(ctx, *addr)
+	case "netudp":
+		err = bench.ServeNetUDP(ctx, *addr)
 	case "raw-xsk":
 		err = bench.ServeRawXSK(ctx, bench.RawXSKConfig{Addr: *addr, Iface: *iface, Queue: *queue, Core: *core})
 	case "zerohop":
