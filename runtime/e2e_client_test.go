@@ -190,10 +190,15 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 			shut := make(chan error, 1)
 			go func() { shut <- srv.Shutdown(ctx) }()
 			// Draining becomes visible to PING while the call is held.
+			// Shutdown runs on its own goroutine, which a loaded machine may
+			// start late: poll for a bounded time, not a bounded count.
 			draining := false
-			for i := 0; i < 200 && !draining; i++ {
+			for deadline := time.Now().Add(10 * time.Second); !draining && time.Now().Before(deadline); {
 				st, err := c.Ping(ctx)
 				draining = err == nil && st == proto.PongDraining
+				if !draining {
+					time.Sleep(time.Millisecond)
+				}
 			}
 			if !draining {
 				t.Fatal("PING never reported draining")
