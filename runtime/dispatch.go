@@ -21,6 +21,21 @@ type dispatcher struct {
 	// toWorker hands a blocking request to the worker pool; false when the
 	// pool is full. Set once by the backend, so dispatch passes no closure.
 	toWorker func(h *handlerEntry, frame proto.Frame, peer netip.AddrPort) bool
+	// inflight holds the blocking requests a worker owns, so that a
+	// client's retransmission of one is dropped instead of running the
+	// handler again or, while draining, being refused OVERLOADED while the
+	// real reply is on its way.
+	inflight map[inflightKey]struct{}
+}
+
+type inflightKey struct {
+	peer netip.AddrPort
+	id   uint64
+}
+
+// jobFinished forgets a blocking request whose reply is going out.
+func (d *dispatcher) jobFinished(j *job) {
+	delete(d.inflight, inflightKey{j.peer, proto.Frame(j.frame).RequestID()})
 }
 
 // reply is what dispatch decided for one datagram.
@@ -86,6 +101,13 @@ func (d *dispatcher) dispatchParsed(in []byte, frame proto.Frame, err error, pee
 		s.unknownMethod.Add(1)
 		return d.errorReply(frame, out, proto.StatusUnknownMethod, "unknown method")
 	}
+	key := inflightKey{peer, frame.RequestID()}
+	if h.blocking {
+		if _, dup := d.inflight[key]; dup {
+			s.dropped[DropDuplicate].Add(1)
+			return replyNone, 0
+		}
+	}
 	if d.srv.draining.Load() {
 		s.overloaded.Add(1)
 		return d.errorReply(frame, out, proto.StatusOverloaded, "server is draining")
@@ -95,6 +117,10 @@ func (d *dispatcher) dispatchParsed(in []byte, frame proto.Frame, err error, pee
 			s.overloaded.Add(1)
 			return d.errorReply(frame, out, proto.StatusOverloaded, "worker pool full")
 		}
+		if d.inflight == nil {
+			d.inflight = make(map[inflightKey]struct{})
+		}
+		d.inflight[key] = struct{}{}
 		s.blocking.Add(1)
 		return replyDeferred, 0
 	}

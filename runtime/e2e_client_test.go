@@ -296,3 +296,37 @@ func TestUringBackendLossWithClient(t *testing.T) {
 	}
 	t.Logf("%d calls completed through %d injected drops", calls, cnt.LossDropped)
 }
+
+// A retransmission of a request that a blocking handler still holds is
+// dropped: the handler runs once and the one reply answers both copies.
+func TestBlockingRetransmissionRunsOnce(t *testing.T) {
+	srv, gate := testServer(t, "127.0.0.1:0", zr.WithBackend(zr.BackendUring))
+	c := dialKernel(t, srv.Addr())
+	req, _ := proto.EncodeRequest(make([]byte, 64), 42, proto.MethodID(blockingMethod), 0, []byte{8, 1})
+	c.send(req)
+	for i := 0; i < 2000 && gate.entered.Load() == 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := 0; i < 3; i++ {
+		c.send(req) // the client's retransmissions
+	}
+	// Every copy has been received once the duplicates are counted.
+	for i := 0; i < 2000 && srv.Stats().Total.Dropped["duplicate"] < 3; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := srv.Stats().Total.Dropped["duplicate"]; d != 3 {
+		t.Fatalf("duplicates dropped: %d, want 3", d)
+	}
+	gate.open()
+	if f := c.recv(10 * time.Second); f == nil || f.RequestID() != 42 || f.Status() != proto.StatusOK {
+		t.Fatalf("reply %v", f)
+	}
+	if n := gate.entered.Load(); n != 1 {
+		t.Fatalf("handler ran %d times", n)
+	}
+	// Once answered, the same id is a new request again.
+	c.send(req)
+	if f := c.recv(10 * time.Second); f == nil || f.RequestID() != 42 || f.Status() != proto.StatusOK {
+		t.Fatalf("reply to the resend after the answer: %v", f)
+	}
+}

@@ -171,8 +171,8 @@ func (l *loopBase) jobDone(j *job) {
 	l.doneMu.Unlock()
 }
 
-// takeDone returns the jobs finished since the last call; the slice is
-// reused by the next call.
+// takeDone returns the jobs finished since the last call, no longer in
+// flight for duplicate detection; the slice is reused by the next call.
 func (l *loopBase) takeDone() []*job {
 	l.doneMu.Lock()
 	jobs := l.done
@@ -180,6 +180,9 @@ func (l *loopBase) takeDone() []*job {
 	l.idle = jobs
 	l.hasDone.Store(false)
 	l.doneMu.Unlock()
+	for _, j := range jobs {
+		l.disp.jobFinished(j)
+	}
 	return jobs
 }
 

@@ -27,12 +27,15 @@ const (
 	// DropTxFull: a reply was built but no transmit slot was free; the
 	// caller's retransmission recovers it.
 	DropTxFull
+	// DropDuplicate: a retransmission of a request a blocking handler is
+	// still working on; its reply is on the way.
+	DropDuplicate
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
 	DropShort: "short", DropMagic: "magic", DropVersion: "version", DropReply: "reply",
-	DropTruncated: "truncated", DropPacket: "packet", DropTxFull: "tx_full",
+	DropTruncated: "truncated", DropPacket: "packet", DropTxFull: "tx_full", DropDuplicate: "duplicate",
 }
 
 func (d DropReason) String() string {
