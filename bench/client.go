@@ -211,7 +211,7 @@ func runGWIRClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Client
 	hist := newHistogram()
 	measuring := false
 	warmEnd := now() + cfg.Warmup
-	measureEnd := warmEnd + cfg.Duration
+	var measureEnd time.Duration // set when the window starts
 	var cpuStart time.Duration
 	lastActive, nextTimeoutScan := now(), now()+10*time.Millisecond
 	wantLen := proto.HeaderLen + len(payload)
@@ -269,15 +269,14 @@ func runGWIRClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Client
 		}
 		// Bookkeeping at most every 64 busy passes or when idle.
 		switch {
-		case !measuring && t >= warmEnd && t < measureEnd:
+		case !measuring && t >= warmEnd:
 			measuring = true
 			cpuStart = cpuTime()
 			fmt.Fprintln(out, markerMeasureStart)
-			warmEnd = t // the real window start
-		case t >= measureEnd:
-			if !measuring { // warm-up overran the window: measure nothing
-				return res, errors.New("bench client: no measurement window")
-			}
+			// The window starts now, however late: a starved client that
+			// overran the warm-up still measures a whole window.
+			warmEnd, measureEnd = t, t+cfg.Duration
+		case measuring && t >= measureEnd:
 			res.CPUSeconds = (cpuTime() - cpuStart).Seconds()
 			res.WindowS = (t - warmEnd).Seconds()
 			fmt.Fprintln(out, markerMeasureEnd)
