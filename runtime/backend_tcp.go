@@ -48,42 +48,18 @@ type tcpConn struct {
 	closing   bool
 }
 
+// openReusePortTCP opens and listens on one of the backend's TCP sockets.
 func openReusePortTCP(addr netip.AddrPort) (int, error) {
-	family := unix.AF_INET6
-	if addr.Addr().Is4() {
-		family = unix.AF_INET
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, _, err := openReusePort(addr, unix.SOCK_STREAM, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
 	if err != nil {
-		return -1, fmt.Errorf("runtime: tcp socket: %w", err)
-	}
-	leak.Track(fd)
-	fail := func(op string, err error) (int, error) {
-		unix.Close(fd)
-		leak.Untrack(fd)
-		return -1, fmt.Errorf("runtime: tcp %s %s: %w", op, addr, err)
-	}
-	for _, opt := range []int{unix.SO_REUSEPORT, unix.SO_REUSEADDR} {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
-			return fail("setsockopt", err)
-		}
-	}
-	if family == unix.AF_INET6 && addr.Addr().IsUnspecified() {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
-			return fail("IPV6_V6ONLY", err)
-		}
-	}
-	var sa unix.Sockaddr
-	if family == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return fail("bind", err)
+		return -1, err
 	}
 	if err := unix.Listen(fd, tcpBacklog); err != nil {
-		return fail("listen", err)
+		unix.Close(fd)
+		leak.Untrack(fd)
+		return -1, fmt.Errorf("runtime: tcp listen %s: %w", addr, err)
 	}
 	return fd, nil
 }

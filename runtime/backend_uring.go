@@ -62,20 +62,28 @@ func newUringBackend(s *Server) (*uringBackend, error) {
 	return b, nil
 }
 
-func openReusePortUDP(addr netip.AddrPort) (int, netip.AddrPort, error) {
+// openReusePort opens a non-blocking SO_REUSEPORT socket of type sotype
+// (SOCK_DGRAM, SOCK_STREAM) bound to addr — dual-stack for a wildcard IPv6
+// address — after setup has set its options, and returns it with the
+// address it got (the kernel's port when addr's is 0).
+func openReusePort(addr netip.AddrPort, sotype int, setup func(fd int) error) (int, netip.AddrPort, error) {
 	family := unix.AF_INET6
 	if addr.Addr().Is4() {
 		family = unix.AF_INET
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	network := "udp"
+	if sotype == unix.SOCK_STREAM {
+		network = "tcp"
+	}
+	fd, err := unix.Socket(family, sotype|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, addr, fmt.Errorf("runtime: socket: %w", err)
+		return -1, addr, fmt.Errorf("runtime: %s socket: %w", network, err)
 	}
 	leak.Track(fd)
 	fail := func(op string, err error) (int, netip.AddrPort, error) {
 		unix.Close(fd)
 		leak.Untrack(fd)
-		return -1, addr, fmt.Errorf("runtime: %s %s: %w", op, addr, err)
+		return -1, addr, fmt.Errorf("runtime: %s %s %s: %w", network, op, addr, err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 		return fail("SO_REUSEPORT", err)
@@ -85,10 +93,10 @@ func openReusePortUDP(addr netip.AddrPort) (int, netip.AddrPort, error) {
 			return fail("IPV6_V6ONLY", err)
 		}
 	}
-	// A deep socket buffer absorbs bursts while the loop is preempted;
-	// FORCE needs CAP_NET_ADMIN, the plain option is capped by rmem_max.
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, uringSocketBuf) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, uringSocketBuf)
+	if setup != nil {
+		if err := setup(fd); err != nil {
+			return fail("setsockopt", err)
+		}
 	}
 	var sa unix.Sockaddr
 	if family == unix.AF_INET {
@@ -110,6 +118,18 @@ func openReusePortUDP(addr netip.AddrPort) (int, netip.AddrPort, error) {
 		addr = netip.AddrPortFrom(addr.Addr(), uint16(sa.Port))
 	}
 	return fd, addr, nil
+}
+
+// openReusePortUDP opens one of the backend's UDP sockets, with a deep
+// receive buffer to absorb bursts while its loop is preempted (FORCE needs
+// CAP_NET_ADMIN; the plain option is capped by net.core.rmem_max).
+func openReusePortUDP(addr netip.AddrPort) (int, netip.AddrPort, error) {
+	return openReusePort(addr, unix.SOCK_DGRAM, func(fd int) error {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, uringSocketBuf) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, uringSocketBuf)
+		}
+		return nil
+	})
 }
 
 func (b *uringBackend) closeSockets() {

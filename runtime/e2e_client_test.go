@@ -128,30 +128,53 @@ func TestXSKBackendWithClient(t *testing.T) {
 // the client's retransmissions.
 func TestXSKBackendLossWithClient(t *testing.T) {
 	link, srv, _ := xskPair(t, 1, zr.WithPinnedMaps())
-	maps, err := bpf.OpenPinned(bpf.PinDir(link.A.Iface))
+	maps := lossyMaps(t, link.A.Iface)
+	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
+	callsSurviveLoss(t, c, maps)
+}
+
+// lossyMaps opens the pinned maps of the server on iface and turns the
+// steering program's loss knob to 1 in 10.
+func lossyMaps(t *testing.T, iface string) *bpf.Maps {
+	t.Helper()
+	maps, err := bpf.OpenPinned(bpf.PinDir(iface))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer maps.Close()
+	t.Cleanup(func() { maps.Close() })
 	if err := maps.SetLoss(10); err != nil {
 		t.Fatal(err)
 	}
-	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
+	return maps
+}
+
+// callsSurviveLoss keeps 2,000 Sum calls in flight through a lossy path and
+// checks that each completes with the right sum and that the loss knob
+// really dropped requests.
+func callsSurviveLoss(t *testing.T, c *zr.Client, counters interface{ Counters() (bpf.Counters, error) }) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const calls = 2000
 	done := make(chan *zr.Call, calls)
+	want := map[*zr.Call]uint64{}
 	for i := 0; i < calls; i++ {
-		c.Go(ctx, demo.SumMethod, sumPayload(uint64(i), 1), nil, done)
+		want[c.Go(ctx, demo.SumMethod, sumPayload(uint64(i), 1), nil, done)] = uint64(i) + 1
 	}
 	for i := 0; i < calls; i++ {
 		call := <-done
 		if call.Err != nil {
 			t.Fatalf("call failed under loss: %v", call.Err)
 		}
+		if v, n := protowire.ConsumeVarint(call.Reply.Payload[1:]); n < 0 || v != want[call] {
+			t.Fatalf("sum reply % x, want %d", call.Reply.Payload, want[call])
+		}
 		call.Release()
 	}
-	cnt, _ := maps.Counters()
+	cnt, err := counters.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if cnt.LossDropped < calls/20 {
 		t.Fatalf("only %d requests dropped; the knob did not bite", cnt.LossDropped)
 	}
@@ -273,28 +296,7 @@ func TestUringBackendLossWithClient(t *testing.T) {
 	}
 	srv, _ := testServerIn(t, link.A.Host.Do, addr.String(), zr.WithBackend(zr.BackendUring))
 	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	const calls = 2000
-	done := make(chan *zr.Call, calls)
-	for i := 0; i < calls; i++ {
-		c.Go(ctx, demo.SumMethod, sumPayload(uint64(i), 1), nil, done)
-	}
-	for i := 0; i < calls; i++ {
-		call := <-done
-		if call.Err != nil {
-			t.Fatalf("call failed under loss: %v", call.Err)
-		}
-		call.Release()
-	}
-	cnt, err := prog.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cnt.LossDropped < calls/20 {
-		t.Fatalf("only %d requests dropped; the knob did not bite", cnt.LossDropped)
-	}
-	t.Logf("%d calls completed through %d injected drops", calls, cnt.LossDropped)
+	callsSurviveLoss(t, c, prog)
 }
 
 // A retransmission of a request that a blocking handler still holds is

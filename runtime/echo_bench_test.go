@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/zerohop/zerohop/bench"
 	"github.com/zerohop/zerohop/demo"
 	"github.com/zerohop/zerohop/internal/topo"
-	"github.com/zerohop/zerohop/proto"
 	zr "github.com/zerohop/zerohop/runtime"
 )
 
@@ -40,8 +39,14 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 	addr := netip.AddrPortFrom(link.A.Addr4, xskPort)
 	switch server {
 	case "netudp":
-		stop := netUDPEcho(b, link.A.Host, addr)
-		defer stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		served := link.A.Host.Go(func() error { return bench.ServeNetUDP(ctx, addr.String()) })
+		defer func() {
+			cancel()
+			if err := <-served; err != nil {
+				b.Error(err)
+			}
+		}()
 	default:
 		backend := zr.BackendXSK
 		if server == "uring" {
@@ -115,38 +120,6 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds()), "p99-µs")
-}
-
-// netUDPEcho serves the echo method from a plain net.UDPConn in h, the
-// baseline a Go service would write without zerohop.
-func netUDPEcho(b *testing.B, h *topo.Host, addr netip.AddrPort) (stop func()) {
-	var conn *net.UDPConn
-	if err := h.Do(func() (err error) {
-		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		in, out := make([]byte, 2048), make([]byte, 2048)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(in)
-			if err != nil {
-				return
-			}
-			f, err := proto.Parse(in[:n])
-			if err != nil || f.Kind() != proto.KindRequest {
-				continue
-			}
-			r, err := proto.EncodeResponse(out, f.RequestID(), f.MethodID(), proto.StatusOK, f.Payload())
-			if err == nil {
-				conn.WriteToUDPAddrPort(r, from)
-			}
-		}
-	}()
-	return func() { conn.Close(); <-exited }
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -161,14 +161,7 @@ func TestXSKBackendTwoQueues(t *testing.T) {
 
 func TestXSKBackendSurvivesInjectedLoss(t *testing.T) {
 	link, srv, _ := xskPair(t, 1, zr.WithPinnedMaps())
-	maps, err := bpf.OpenPinned(bpf.PinDir(link.A.Iface))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer maps.Close()
-	if err := maps.SetLoss(10); err != nil {
-		t.Fatal(err)
-	}
+	maps := lossyMaps(t, link.A.Iface)
 	c := kernelClientIn(t, link.B.Host, srv.Addr())
 	c.rto = 50 * time.Millisecond
 	for i := 0; i < 200; i++ {
