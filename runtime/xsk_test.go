@@ -183,3 +183,26 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// The XSK backend serves IPv6 too: the steering program and netstack
+// handle the IPv6 header, neighbour discovery stays with the kernel.
+func TestXSKBackendIPv6(t *testing.T) {
+	link := topo.Pair(t, topo.Config{TxChecksumOff: true})
+	addr := netip.AddrPortFrom(link.A.Addr6, xskPort).String()
+	srv, _ := testServerIn(t, link.A.Host.Do, addr, zr.WithInterface(link.A.Iface), zr.WithBackend(zr.BackendXSK))
+	c := kernelClientIn(t, link.B.Host, srv.Addr())
+	for i := 0; i < 100; i++ {
+		if got := firstVarint(t, c.call(uint64(i), demo.SumMethod, sumPayload(uint64(i), 2))); got != uint64(i)+2 {
+			t.Fatalf("call %d: sum %d", i, got)
+		}
+	}
+	if st := srv.Stats().Total; st.RX < 100 || st.TX < 100 {
+		t.Fatalf("the XSK loop did not serve the calls: rx %d tx %d", st.RX, st.TX)
+	}
+	if csum, err := link.B.Host.Netstat("Udp6", "InCsumErrors"); err != nil || csum != 0 {
+		t.Fatalf("client Udp6 InCsumErrors %d (%v)", csum, err)
+	}
+	if in, err := link.B.Host.Netstat("Udp6", "InDatagrams"); err != nil || in < 100 {
+		t.Fatalf("client Udp6 InDatagrams %d (%v): replies did not arrive over IPv6", in, err)
+	}
+}

@@ -333,21 +333,41 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 }
 
 // Netstat returns a counter from /proc/net/snmp inside h's namespace, e.g.
-// Netstat("Udp", "InCsumErrors").
+// Netstat("Udp", "InCsumErrors"), or for the IPv6 protocols ("Ip6",
+// "Icmp6", "Udp6") from /proc/net/snmp6.
 func (h *Host) Netstat(proto, field string) (uint64, error) {
 	var value uint64
 	err := h.Do(func() error {
 		// /proc/net follows the reading thread's namespace only through
 		// /proc/thread-self.
-		data, err := os.ReadFile("/proc/thread-self/net/snmp")
+		file := "/proc/thread-self/net/snmp"
+		if strings.HasSuffix(proto, "6") {
+			file += "6"
+		}
+		data, err := os.ReadFile(file)
 		if err != nil {
 			return err
 		}
-		v, err := parseSNMP(data, proto, field)
+		var v uint64
+		if strings.HasSuffix(proto, "6") {
+			v, err = parseSNMP6(data, proto+field)
+		} else {
+			v, err = parseSNMP(data, proto, field)
+		}
 		value = v
 		return err
 	})
 	return value, err
+}
+
+// parseSNMP6 reads /proc/net/snmp6, one "NameField value" pair a line.
+func parseSNMP6(data []byte, name string) (uint64, error) {
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			return strconv.ParseUint(f[1], 10, 64)
+		}
+	}
+	return 0, errors.New("topo: no " + name + " in snmp6")
 }
 
 func parseSNMP(data []byte, proto, field string) (uint64, error) {

@@ -97,4 +97,11 @@ func TestParseSNMP(t *testing.T) {
 	if _, err := parseSNMP(data, "Tcp", "InSegs"); err == nil {
 		t.Fatal("missing section not reported")
 	}
+	six := []byte("Udp6InDatagrams                 \t5\nUdp6InCsumErrors                \t2\n")
+	if v, err := parseSNMP6(six, "Udp6InCsumErrors"); err != nil || v != 2 {
+		t.Fatalf("snmp6: got %d %v", v, err)
+	}
+	if _, err := parseSNMP6(six, "Udp6NoPorts"); err == nil {
+		t.Fatal("missing snmp6 counter not reported")
+	}
 }
