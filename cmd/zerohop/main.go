@@ -4,6 +4,8 @@
 //	zerohop probe    report what this kernel and process allow
 //	zerohop serve    serve the demo Echo service
 //	zerohop call     call a method once and print the reply
+//	zerohop stat     show a running server's XDP counters and ACL rules
+//	zerohop bench    compare zerohop with net/http, a sidecar and raw AF_XDP
 package main
 
 import (
