@@ -30,8 +30,11 @@ func (r *Request) ID() uint64 { return r.frame.RequestID() }
 // MethodID is the FNV-1a hash of the full method name (proto.MethodID).
 func (r *Request) MethodID() uint32 { return r.frame.MethodID() }
 
-// Peer is the address the request came from.
-func (r *Request) Peer() netip.AddrPort { return r.peer }
+// Peer is the address the request came from (an IPv4 peer of a
+// dual-stack socket as plain IPv4).
+func (r *Request) Peer() netip.AddrPort {
+	return netip.AddrPortFrom(r.peer.Addr().Unmap(), r.peer.Port())
+}
 
 // Queue is the RX queue (XSK) or loop index (uring) that received it.
 func (r *Request) Queue() int { return r.queue }

@@ -25,6 +25,7 @@ const (
 	panicMethod    = "test.T/Panic"
 	blockingMethod = "test.T/Blocking"
 	bigMethod      = "test.T/Big"
+	peerMethod     = "test.T/Peer"
 )
 
 // testServer listens with opts, registers the demo service and the test
@@ -59,6 +60,9 @@ func testServerIn(t *testing.T, do func(func() error) error, addr string, opts .
 		}
 	})
 	srv.HandleBlocking(blockingMethod, gate.handle)
+	srv.Handle(peerMethod, func(req *runtime.Request, resp *runtime.Response) {
+		resp.AppendString(1, req.Peer().String())
+	})
 	if err := srv.Start(); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -205,6 +209,13 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 		f := c.call(2, demo.SumMethod, sumPayload(1, 2, 3, 1<<40))
 		if got := firstVarint(t, f); got != 6+1<<40 {
 			t.Fatalf("sum = %d", got)
+		}
+	})
+	t.Run("peer", func(t *testing.T) {
+		f := c.call(11, peerMethod, nil)
+		it := f.Fields()
+		if !it.Next() || string(it.Field().Bytes()) != c.conn.LocalAddr().String() {
+			t.Fatalf("handler saw peer % q, the client is %s", f.Payload(), c.conn.LocalAddr())
 		}
 	})
 	t.Run("ping", func(t *testing.T) {
