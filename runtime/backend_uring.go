@@ -49,6 +49,7 @@ func newUringBackend(s *Server) (*uringBackend, error) {
 		}
 		s.addr = bound // port 0: the first socket picks, the others share it
 		l := &uringLoop{b: b, fd: fd, listenFd: -1}
+		l.wakeFd = -1 // closeFds may run before init opens it
 		b.loops = append(b.loops, l)
 		if l.listenFd, err = openReusePortTCP(bound); err != nil {
 			b.closeSockets()

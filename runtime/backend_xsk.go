@@ -33,6 +33,9 @@ const (
 )
 
 type xskBackend struct {
+	// mu keeps loopStats from reading socket statistics while release
+	// closes the sockets (and their descriptor numbers get reused).
+	mu      sync.Mutex
 	srv     *Server
 	iface   string
 	ifindex int
@@ -87,6 +90,7 @@ func newXSKBackend(s *Server) (_ *xskBackend, err error) {
 			return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", iface, q, err)
 		}
 		l := &xskLoop{b: b, sock: sock}
+		l.wakeFd = -1 // release may run before init opens it
 		b.loops = append(b.loops, l)
 		if err := l.init(s, i); err != nil {
 			return nil, err
@@ -127,10 +131,12 @@ func (b *xskBackend) release() {
 		}
 		b.prog = nil
 	}
+	b.mu.Lock()
 	if b.umem != nil {
 		b.umem.Close()
 		b.umem = nil
 	}
+	b.mu.Unlock()
 	for _, l := range b.loops {
 		l.closeWake()
 	}
@@ -159,6 +165,8 @@ func (b *xskBackend) stop() {
 }
 
 func (b *xskBackend) loopStats() []LoopStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	out := make([]LoopStats, len(b.loops))
 	for i, l := range b.loops {
 		out[i] = l.stats.snapshot(l.queue, l.core)
@@ -348,8 +356,8 @@ func (l *xskLoop) peer() netip.AddrPort {
 	return netip.AddrPortFrom(l.pkt.IPv6.SourceAddress(), l.pkt.UDP.SourcePort())
 }
 
-// replyLimit is the largest GWIR reply that fits the interface's MTU with
-// the request's IP header.
+// replyLimit is the largest GWIR reply that fits both the interface's MTU
+// (with the request's IP header) and the request's frame.
 func (l *xskLoop) replyLimit() int {
 	ipHeader := 40
 	if l.pkt.IPv4 != nil {
@@ -359,8 +367,14 @@ func (l *xskLoop) replyLimit() int {
 	if limit > proto.MaxFrameLen {
 		limit = proto.MaxFrameLen
 	}
-	if room := len(l.scratch); limit > room {
+	// The reply is moved to the request payload's place in the frame, so it
+	// cannot be longer than the frame holds from there (about 3.8 KiB in
+	// copy mode), whatever the MTU.
+	if room := len(l.pkt.PayloadRoom()); limit > room {
 		limit = room
+	}
+	if limit > len(l.scratch) {
+		limit = len(l.scratch)
 	}
 	return limit
 }

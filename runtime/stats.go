@@ -48,14 +48,14 @@ func (d DropReason) String() string {
 // loopCounters are written by one loop (and its workers' completions, which
 // the loop itself reaps) and read by Stats.
 type loopCounters struct {
-	rx, tx                   atomic.Uint64
-	requests, pings, oneway  atomic.Uint64
-	badFrame, unknownMethod  atomic.Uint64
-	panics, overloaded       atomic.Uint64
-	tooLarge, blocking       atomic.Uint64
-	kicks, fillEmpty, rearms atomic.Uint64
-	dropped                  [numDropReasons]atomic.Uint64
-	latency                  histogram
+	rx, tx                  atomic.Uint64
+	requests, pings, oneway atomic.Uint64
+	badFrame, unknownMethod atomic.Uint64
+	panics, overloaded      atomic.Uint64
+	tooLarge, blocking      atomic.Uint64
+	kicks, rearms           atomic.Uint64
+	dropped                 [numDropReasons]atomic.Uint64
+	latency                 histogram
 }
 
 // LoopStats are one event loop's counters since Start.
@@ -100,7 +100,7 @@ func (c *loopCounters) snapshot(queue, core int) LoopStats {
 		BadFrame: c.badFrame.Load(), UnknownMethod: c.unknownMethod.Load(),
 		Panics: c.panics.Load(), Overloaded: c.overloaded.Load(),
 		TooLarge: c.tooLarge.Load(), Blocking: c.blocking.Load(),
-		Kicks: c.kicks.Load(), FillRingEmpty: c.fillEmpty.Load(), Rearms: c.rearms.Load(),
+		Kicks: c.kicks.Load(), Rearms: c.rearms.Load(),
 		Dropped: map[string]uint64{},
 		Latency: c.latency.snapshot(),
 	}

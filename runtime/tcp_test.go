@@ -6,12 +6,14 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/zerohop/zerohop/demo"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
+	"golang.org/x/sys/unix"
 )
 
 func readFrame(t *testing.T, r *bufio.Reader) proto.Frame {
@@ -112,4 +114,21 @@ func TestUringBackendTCPStream(t *testing.T) {
 			t.Fatalf("udp echo % x", f.Payload())
 		}
 	})
+}
+
+// A Listen that fails half way (the TCP port is taken while UDP is free)
+// releases what it opened and nothing else — it once closed fd 0.
+func TestListenFailureClosesOnlyItsOwn(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	_, err = runtime.Listen("udp", held.Addr().String(), runtime.WithBackend(runtime.BackendUring))
+	if err == nil || !strings.Contains(err.Error(), "tcp") {
+		t.Fatalf("Listen on a taken TCP port: %v", err)
+	}
+	if _, err := unix.FcntlInt(0, unix.F_GETFD, 0); err != nil {
+		t.Fatalf("fd 0 after the failed Listen: %v", err)
+	}
 }
