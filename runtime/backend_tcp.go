@@ -45,7 +45,17 @@ type tcpConn struct {
 	sending   bool
 	recving   bool
 	blocked   bool // a blocking handler owns the current request
-	closing   bool
+	// readDone: the peer has finished sending (EOF), or the stream cannot
+	// go on (lost frame sync, a frame too large to hold). Nothing more is
+	// read, but the replies already due are still sent before the close.
+	readDone bool
+	// aborted: a send or receive failed; nothing more is sent either.
+	aborted bool
+	// starved: the last receive found no free buffer; it is retried once a
+	// buffer is recycled rather than spun on.
+	starved bool
+	// unsent: counted in uringLoop.tcpUnsent (replies owed to the peer).
+	unsent bool
 }
 
 // openReusePortTCP opens and listens on one of the backend's TCP sockets.
@@ -106,25 +116,29 @@ func (l *uringLoop) tcpComplete(c *uring.CQE) {
 		case c.Res > 0:
 			id, ok := c.BufferID()
 			if !ok {
-				conn.closing = true
+				conn.aborted = true
 				break
 			}
 			conn.chunk = int(id)
 			l.stats.rx.Add(1)
 			if err := conn.stream.Feed(l.tcpBufs.Buffer(id)[:c.Res]); err != nil {
-				conn.closing = true
+				conn.readDone = true
 			}
 		case c.NoBuffers():
-			l.stats.rearms.Add(1) // re-armed by tcpProcess once buffers return
-		default: // 0: the peer closed; < 0: the connection failed
-			conn.closing = true
+			l.stats.rearms.Add(1)
+			conn.starved = true
+			l.tcpStarved = append(l.tcpStarved, slot)
+		case c.Res == 0: // the peer is done sending; it still gets its replies
+			conn.readDone = true
+		default:
+			conn.aborted = true
 		}
 		l.tcpProcess(slot)
 	case udTCPSend:
 		conn := &l.conns[slot]
 		conn.sending = false
 		if c.Res < 0 {
-			conn.closing = true
+			conn.aborted = true
 		} else {
 			conn.sent += int(c.Res)
 			if conn.sent == len(conn.inflight) {
@@ -166,19 +180,21 @@ func (l *uringLoop) tcpAccepted(fd int) {
 
 // tcpProcess runs a connection forward: handle the frames its stream holds
 // (unless a blocking handler owns one), send what is pending, read more, or
-// close it once nothing is in flight.
+// close it once nothing is owed and nothing is in flight.
 func (l *uringLoop) tcpProcess(slot uint32) {
 	conn := &l.conns[slot]
-	for !conn.blocked && !conn.closing && conn.chunk >= 0 {
+	if conn.fd < 0 {
+		return // closed while on the starved list
+	}
+	for !conn.blocked && !conn.readDone && !conn.aborted && conn.chunk >= 0 {
 		frame, err := conn.stream.Next()
 		if frame == nil && err == nil {
-			l.tcpBufs.Recycle(uint16(conn.chunk))
-			conn.chunk = -1
+			l.recycleTCP(conn)
 			break
 		}
 		if errors.Is(err, proto.ErrMagic) || errors.Is(err, proto.ErrVersion) {
 			l.stats.dropped[dropFor(err.(proto.Error))].Add(1)
-			conn.closing = true // lost frame sync: nothing after this can be trusted
+			conn.readDone = true // lost frame sync: nothing after this can be trusted
 			break
 		}
 		var r reply
@@ -186,7 +202,7 @@ func (l *uringLoop) tcpProcess(slot uint32) {
 		l.tcpCurrent = int(slot)
 		if errors.Is(err, proto.ErrFrameTooLarge) {
 			r, n = l.disp.tooLarge(frame, l.tcpScratch)
-			conn.closing = true
+			conn.readDone = true // the stream cannot skip the frame's body
 		} else {
 			r, n = l.disp.dispatchParsed(frame, frame, err, conn.peer, l.tcpScratch)
 		}
@@ -199,36 +215,79 @@ func (l *uringLoop) tcpProcess(slot uint32) {
 			conn.blocked = true
 		}
 	}
-	if conn.chunk >= 0 && conn.closing {
-		l.tcpBufs.Recycle(uint16(conn.chunk))
-		conn.chunk = -1
+	if conn.chunk >= 0 && (conn.readDone || conn.aborted) {
+		l.recycleTCP(conn)
 	}
-	if !conn.sending && !conn.closing && (len(conn.inflight) > 0 || len(conn.pending) > 0) {
+	if !conn.sending && !conn.aborted && (len(conn.inflight) > 0 || len(conn.pending) > 0) {
 		if len(conn.inflight) == 0 {
 			conn.inflight, conn.pending = conn.pending, conn.inflight[:0]
 		}
 		if _, err := l.ring.PrepSend(conn.fd, conn.inflight[conn.sent:], unix.MSG_NOSIGNAL, udTCPSend|uint64(slot)); err == nil {
 			conn.sending = true
 		} else {
-			conn.closing = true
+			conn.aborted = true
 		}
 	}
-	if !conn.recving && !conn.closing && !conn.blocked && conn.chunk < 0 && len(conn.pending) < tcpMaxPending {
+	if !conn.recving && !conn.readDone && !conn.aborted && !conn.blocked && !conn.starved &&
+		conn.chunk < 0 && len(conn.pending) < tcpMaxPending {
 		if _, err := l.ring.PrepRecvSelect(conn.fd, tcpRecvGroup, 0, udTCPRecv|uint64(slot)); err == nil {
 			conn.recving = true
 		} else {
-			conn.closing = true
+			conn.aborted = true
 		}
 	}
-	if conn.closing && !conn.sending && !conn.recving && !conn.blocked {
+	owed := len(conn.pending) > 0 || len(conn.inflight) > 0
+	if !conn.sending && !conn.recving && !conn.blocked && (conn.aborted || conn.readDone && !owed) {
 		l.tcpClose(slot)
+		return
 	}
+	l.setUnsent(conn, conn.blocked || owed)
+}
+
+// setUnsent keeps tcpUnsent, which Shutdown waits on, equal to the number
+// of connections that are owed replies.
+func (l *uringLoop) setUnsent(conn *tcpConn, unsent bool) {
+	if unsent == conn.unsent {
+		return
+	}
+	conn.unsent = unsent
+	if unsent {
+		l.tcpUnsent.Add(1)
+	} else {
+		l.tcpUnsent.Add(-1)
+	}
+}
+
+func (l *uringLoop) recycleTCP(conn *tcpConn) {
+	l.tcpBufs.Recycle(uint16(conn.chunk))
+	conn.chunk = -1
+	l.tcpRecycled = true
+}
+
+// retryStarved re-arms the receives that found no buffer, once some buffer
+// has come back since.
+func (l *uringLoop) retryStarved() {
+	if len(l.tcpStarved) == 0 || !l.tcpRecycled {
+		return
+	}
+	l.tcpRecycled = false
+	starved := l.tcpStarved
+	l.tcpStarved = l.tcpStarvedSpare[:0]
+	for _, slot := range starved {
+		l.conns[slot].starved = false
+		l.tcpProcess(slot)
+	}
+	l.tcpStarvedSpare = starved[:0]
 }
 
 func (l *uringLoop) tcpClose(slot uint32) {
 	conn := &l.conns[slot]
 	if conn.fd < 0 {
 		return
+	}
+	l.setUnsent(conn, false)
+	if conn.chunk >= 0 {
+		l.recycleTCP(conn)
 	}
 	unix.Close(conn.fd)
 	leak.Untrack(conn.fd)
@@ -241,7 +300,7 @@ func (l *uringLoop) tcpClose(slot uint32) {
 func (l *uringLoop) tcpJobDone(j *job) {
 	slot := uint32(j.token - 1)
 	conn := &l.conns[slot]
-	if j.n > 0 && !conn.closing {
+	if j.n > 0 && !conn.aborted {
 		conn.pending = append(conn.pending, j.out[:j.n]...)
 		l.stats.tx.Add(1)
 	}

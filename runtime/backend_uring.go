@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/proto"
@@ -169,6 +170,15 @@ func (b *uringBackend) loopStats() []LoopStats {
 	return out
 }
 
+func (b *uringBackend) owesReplies() bool {
+	for _, l := range b.loops {
+		if l.tcpUnsent.Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *uringBackend) describe() string {
 	return fmt.Sprintf("%d SO_REUSEPORT UDP socket(s) and TCP listener(s), io_uring multishot RECVMSG/ACCEPT, %d-byte frames", len(b.loops), uringMaxDatagram)
 }
@@ -193,6 +203,12 @@ type uringLoop struct {
 	tcpScratch  []byte
 	tcpCurrent  int // connection being dispatched, -1 for UDP
 	acceptArmed bool
+	// tcpStarved lists connections whose receive found no free buffer;
+	// tcpRecycled says a buffer came back since they were last retried.
+	tcpStarved, tcpStarvedSpare []uint32
+	tcpRecycled                 bool
+	// tcpUnsent counts connections owed replies, for Shutdown's drain.
+	tcpUnsent atomic.Int64
 
 	bufs      *uring.BufferRing
 	recvMsg   unix.Msghdr
@@ -253,6 +269,7 @@ func (l *uringLoop) serve() error {
 			}
 		}
 		l.bufs.Publish()
+		l.retryStarved()
 		if !l.acceptArmed {
 			if err := l.armAccept(); err != nil {
 				return err

@@ -179,6 +179,9 @@ func (b *xskBackend) loopStats() []LoopStats {
 	return out
 }
 
+// owesReplies: every XSK reply is counted by the worker pool until sent.
+func (b *xskBackend) owesReplies() bool { return false }
+
 func (b *xskBackend) describe() string {
 	mode := "copy"
 	if len(b.loops) > 0 && b.loops[0].sock.ZeroCopy() {

@@ -49,6 +49,9 @@ type backendImpl interface {
 	loopStats() []LoopStats
 	// describe names what serves, for the start-up log line.
 	describe() string
+	// owesReplies reports replies accepted but not yet handed to the
+	// kernel outside the worker pool's count (TCP connections' queues).
+	owesReplies() bool
 }
 
 type handlerEntry struct {
@@ -226,7 +229,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	var err error
 	if started {
-		err = s.workers.drain(ctx)
+		err = s.workers.drain(ctx, s.impl.owesReplies)
 	}
 	s.impl.stop()
 	if cerr := s.workers.close(ctx); err == nil {

@@ -99,6 +99,14 @@ func (g *blockGate) handle(req *runtime.Request, resp *runtime.Response) {
 
 func (g *blockGate) open() { g.once.Do(func() { close(g.release) }) }
 
+// reset closes the gate again for a test that needs it held; no handler
+// may be waiting on it.
+func (g *blockGate) reset() {
+	g.release = make(chan struct{})
+	g.once = sync.Once{}
+	g.entered.Store(0)
+}
+
 // kernelClient is a plain kernel UDP socket speaking GWIR, the independent
 // peer of these tests.
 type kernelClient struct {

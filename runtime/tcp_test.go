@@ -108,6 +108,44 @@ func TestUringBackendTCPStream(t *testing.T) {
 		}
 	})
 
+	t.Run("oversized frame answered TOO_LARGE before the close", func(t *testing.T) {
+		conn, r := dialTCP(t, srv)
+		big, _ := proto.EncodeRequest(make([]byte, 24+10000), 5, proto.MethodID(demo.EchoMethod), 0, make([]byte, 10000))
+		conn.Write(big)
+		if f := readFrame(t, r); f.Status() != proto.StatusTooLarge || f.RequestID() != 5 {
+			t.Fatalf("reply status %v id %d", f.Status(), f.RequestID())
+		}
+		if n, err := r.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("after TOO_LARGE: read %d, %v; want EOF", n, err)
+		}
+	})
+
+	t.Run("half-closed peer still gets every reply", func(t *testing.T) {
+		conn, r := dialTCP(t, srv)
+		gate.reset()
+		var stream []byte
+		for i := 0; i < 50; i++ {
+			f, _ := proto.EncodeRequest(make([]byte, 64), uint64(100+i), proto.MethodID(demo.EchoMethod), 0, []byte{8, byte(i)})
+			stream = append(stream, f...)
+		}
+		slow, _ := proto.EncodeRequest(make([]byte, 64), 150, proto.MethodID(blockingMethod), 0, []byte{8, 50})
+		stream = append(stream, slow...)
+		conn.Write(stream)
+		conn.(*net.TCPConn).CloseWrite() // FIN while the blocking call is held
+		for i := 0; i < 2000 && gate.entered.Load() == 0; i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+		gate.open()
+		for i := 0; i < 51; i++ {
+			if f := readFrame(t, r); f.RequestID() != uint64(100+i) || f.Status() != proto.StatusOK {
+				t.Fatalf("reply %d: id %d status %v", i, f.RequestID(), f.Status())
+			}
+		}
+		if n, err := r.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("after the last reply: read %d, %v; want EOF", n, err)
+		}
+	})
+
 	t.Run("UDP still served", func(t *testing.T) {
 		c := dialKernel(t, srv.Addr())
 		if f := c.call(9, demo.EchoMethod, []byte("\x08\x09")); !bytes.Equal(f.Payload(), []byte("\x08\x09")) {

@@ -108,11 +108,11 @@ func (p *workerPool) release(j *job) {
 }
 
 // drain waits until no job is queued, running or waiting for its reply to
-// be sent, or until ctx is done.
-func (p *workerPool) drain(ctx context.Context) error {
+// be sent and owed() is false, or until ctx is done.
+func (p *workerPool) drain(ctx context.Context, owed func() bool) error {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	for p.inflight.Load() > 0 {
+	for p.inflight.Load() > 0 || owed() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
