@@ -84,26 +84,39 @@ func testServerIn(t *testing.T, do func(func() error) error, addr string, opts .
 	return srv, gate
 }
 
-// blockGate is a blocking handler that echoes once the gate opens.
+// blockGate is a blocking handler that echoes once the gate opens. Its
+// state is behind a mutex because handlers read it from worker goroutines
+// while tests open and re-close it.
 type blockGate struct {
+	mu      sync.Mutex
 	release chan struct{}
-	once    sync.Once
+	opened  bool
 	entered atomic.Int64
 }
 
 func (g *blockGate) handle(req *runtime.Request, resp *runtime.Response) {
 	g.entered.Add(1)
-	<-g.release
+	g.mu.Lock()
+	release := g.release
+	g.mu.Unlock()
+	<-release
 	resp.Write(req.Payload())
 }
 
-func (g *blockGate) open() { g.once.Do(func() { close(g.release) }) }
+func (g *blockGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.opened {
+		g.opened = true
+		close(g.release)
+	}
+}
 
-// reset closes the gate again for a test that needs it held; no handler
-// may be waiting on it.
+// reset closes the gate again for a test that needs it held.
 func (g *blockGate) reset() {
-	g.release = make(chan struct{})
-	g.once = sync.Once{}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.release, g.opened = make(chan struct{}), false
 	g.entered.Store(0)
 }
 
