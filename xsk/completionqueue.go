@@ -1,8 +1,6 @@
 package xsk
 
 import (
-	"sync/atomic"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -23,25 +21,11 @@ func mapCompletionQueue(fd int, off unix.XDPRingOffset, entries uint32) (complet
 		return completionQueue{}, err
 	}
 	q := completionQueue{ring: r, addrs: addrSlice(r.mapping, off, entries)}
-	q.cachedConsumer = atomic.LoadUint32(q.consumer)
-	q.cachedProducer = atomic.LoadUint32(q.producer)
+	q.startConsumer()
 	return q, nil
-}
-
-// peek takes up to n ready entries and returns the first index and count.
-func (q *completionQueue) peek(n uint32) (index, count uint32) {
-	count = q.readyEntries(n)
-	index = q.cachedConsumer
-	q.cachedConsumer += count
-	return index, count
 }
 
 // get reads the address in a slot that peek returned.
 func (q *completionQueue) get(index uint32) uint64 {
 	return q.addrs[index&q.mask]
-}
-
-// release hands every peeked slot back to the kernel with a release store.
-func (q *completionQueue) release() {
-	atomic.StoreUint32(q.consumer, q.cachedConsumer)
 }

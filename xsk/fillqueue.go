@@ -1,8 +1,6 @@
 package xsk
 
 import (
-	"sync/atomic"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -23,26 +21,11 @@ func mapFillQueue(fd int, off unix.XDPRingOffset, entries uint32) (fillQueue, er
 		return fillQueue{}, err
 	}
 	q := fillQueue{ring: r, addrs: addrSlice(r.mapping, off, entries)}
-	q.cachedProducer = atomic.LoadUint32(q.producer)
-	q.cachedConsumer = atomic.LoadUint32(q.consumer) + entries
+	q.startProducer()
 	return q, nil
-}
-
-// reserve claims up to n slots and returns the first index and the count.
-func (q *fillQueue) reserve(n uint32) (index, count uint32) {
-	count = min(q.freeSlots(n), n)
-	index = q.cachedProducer
-	q.cachedProducer += count
-	return index, count
 }
 
 // set writes the frame address for a slot that reserve returned.
 func (q *fillQueue) set(index uint32, addr uint64) {
 	q.addrs[index&q.mask] = addr
-}
-
-// submit publishes every reserved slot. The entries were written before
-// this release store, so the kernel never sees a half-written batch.
-func (q *fillQueue) submit() {
-	atomic.StoreUint32(q.producer, q.cachedProducer)
 }

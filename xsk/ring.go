@@ -87,6 +87,51 @@ func (r *ring) readyEntries(want uint32) uint32 {
 	return min(ready, want)
 }
 
+// startProducer loads the indices of a ring we produce into (fill, TX).
+func (r *ring) startProducer() {
+	r.cachedProducer = atomic.LoadUint32(r.producer)
+	r.cachedConsumer = atomic.LoadUint32(r.consumer) + r.size
+}
+
+// startConsumer loads the indices of a ring we consume from (RX,
+// completion).
+func (r *ring) startConsumer() {
+	r.cachedConsumer = atomic.LoadUint32(r.consumer)
+	r.cachedProducer = atomic.LoadUint32(r.producer)
+}
+
+// reserve claims up to n slots of a producer ring and returns the first
+// index and the count.
+func (r *ring) reserve(n uint32) (index, count uint32) {
+	count = min(r.freeSlots(n), n)
+	index = r.cachedProducer
+	r.cachedProducer += count
+	return index, count
+}
+
+// submit publishes every reserved slot of a producer ring. The entries were
+// written before this release store, so the kernel never sees a
+// half-written batch.
+func (r *ring) submit() {
+	atomic.StoreUint32(r.producer, r.cachedProducer)
+}
+
+// peek takes up to n ready entries of a consumer ring and returns the
+// first index and the count.
+func (r *ring) peek(n uint32) (index, count uint32) {
+	count = r.readyEntries(n)
+	index = r.cachedConsumer
+	r.cachedConsumer += count
+	return index, count
+}
+
+// release hands every peeked slot of a consumer ring back to the kernel.
+// The entries were read before this release store, so the kernel cannot
+// overwrite them while we still read.
+func (r *ring) release() {
+	atomic.StoreUint32(r.consumer, r.cachedConsumer)
+}
+
 // needsWakeup reports whether the kernel asked to be woken for this ring.
 func (r *ring) needsWakeup() bool {
 	return atomic.LoadUint32(r.flags)&unix.XDP_RING_NEED_WAKEUP != 0

@@ -1,8 +1,6 @@
 package xsk
 
 import (
-	"sync/atomic"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -23,17 +21,8 @@ func mapRXQueue(fd int, off unix.XDPRingOffset, entries uint32) (rxQueue, error)
 		return rxQueue{}, err
 	}
 	q := rxQueue{ring: r, descs: descSlice(r.mapping, off, entries)}
-	q.cachedConsumer = atomic.LoadUint32(q.consumer)
-	q.cachedProducer = atomic.LoadUint32(q.producer)
+	q.startConsumer()
 	return q, nil
-}
-
-// peek takes up to n ready entries and returns the first index and count.
-func (q *rxQueue) peek(n uint32) (index, count uint32) {
-	count = q.readyEntries(n)
-	index = q.cachedConsumer
-	q.cachedConsumer += count
-	return index, count
 }
 
 // get reads the descriptor in a slot that peek returned.
@@ -41,15 +30,6 @@ func (q *rxQueue) get(index uint32) unix.XDPDesc {
 	return q.descs[index&q.mask]
 }
 
-// release hands every peeked slot back to the kernel. The entries were
-// read before this release store, so the kernel cannot overwrite them
-// while we still read.
-func (q *rxQueue) release() {
-	atomic.StoreUint32(q.consumer, q.cachedConsumer)
-}
-
 // ready reports whether the kernel has published entries we have not
 // taken, reading the shared producer index fresh.
-func (q *rxQueue) ready() bool {
-	return atomic.LoadUint32(q.producer) != q.cachedConsumer
-}
+func (q *rxQueue) ready() bool { return q.readyEntriesFresh() != 0 }

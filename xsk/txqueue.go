@@ -24,17 +24,8 @@ func mapTXQueue(fd int, off unix.XDPRingOffset, entries uint32) (txQueue, error)
 		return txQueue{}, err
 	}
 	q := txQueue{ring: r, descs: descSlice(r.mapping, off, entries)}
-	q.cachedProducer = atomic.LoadUint32(q.producer)
-	q.cachedConsumer = atomic.LoadUint32(q.consumer) + entries
+	q.startProducer()
 	return q, nil
-}
-
-// reserve claims up to n slots and returns the first index and the count.
-func (q *txQueue) reserve(n uint32) (index, count uint32) {
-	count = min(q.freeSlots(n), n)
-	index = q.cachedProducer
-	q.cachedProducer += count
-	return index, count
 }
 
 // set writes the descriptor for a slot that reserve returned.
@@ -46,11 +37,6 @@ func (q *txQueue) set(index uint32, addr uint64, length uint32) {
 // unreserve gives back the last n reserved, not yet submitted slots.
 func (q *txQueue) unreserve(n uint32) {
 	q.cachedProducer -= n
-}
-
-// submit publishes every reserved slot with a release store.
-func (q *txQueue) submit() {
-	atomic.StoreUint32(q.producer, q.cachedProducer)
 }
 
 // pending is how many submitted descriptors the kernel has not consumed
