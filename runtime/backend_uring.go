@@ -140,25 +140,10 @@ func (b *uringBackend) closeSockets() {
 	}
 }
 
-func (b *uringBackend) start(s *Server) error {
-	for _, l := range b.loops {
-		b.wg.Add(1)
-		go l.run(&b.wg, l.setup, l.serve, l.cleanup)
-	}
-	var first error
-	for _, l := range b.loops {
-		if err := <-l.ready; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
-}
+func (b *uringBackend) start(s *Server) error { return startLoops(&b.wg, b.loops) }
 
 func (b *uringBackend) stop() {
-	for _, l := range b.loops {
-		l.requestStop()
-	}
-	b.wg.Wait()
+	stopLoops(&b.wg, b.loops)
 	b.closeSockets()
 }
 

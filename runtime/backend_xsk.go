@@ -142,25 +142,10 @@ func (b *xskBackend) release() {
 	}
 }
 
-func (b *xskBackend) start(s *Server) error {
-	for _, l := range b.loops {
-		b.wg.Add(1)
-		go l.run(&b.wg, l.setup, l.serve, nil)
-	}
-	var first error
-	for _, l := range b.loops {
-		if err := <-l.ready; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
-}
+func (b *xskBackend) start(s *Server) error { return startLoops(&b.wg, b.loops) }
 
 func (b *xskBackend) stop() {
-	for _, l := range b.loops {
-		l.requestStop()
-	}
-	b.wg.Wait()
+	stopLoops(&b.wg, b.loops)
 	b.release()
 }
 
@@ -221,6 +206,10 @@ func (l *xskLoop) setup() error {
 	_, err := l.ring.Submit()
 	return err
 }
+
+// cleanup has nothing to do: frames still held go with the UMEM, which
+// release closes after the loops have stopped.
+func (l *xskLoop) cleanup() {}
 
 func (l *xskLoop) serve() error {
 	var idle idleClock

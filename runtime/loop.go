@@ -79,17 +79,56 @@ func (l *loopBase) armWake() error {
 	return nil
 }
 
+// eventLoop is what a backend's loop adds to loopBase.
+type eventLoop interface {
+	base() *loopBase
+	// setup runs on the loop's locked thread before it serves.
+	setup() error
+	// serve runs until the loop is asked to stop or fails.
+	serve() error
+	// cleanup runs after the ring is closed, so nothing the kernel was
+	// still using is released early.
+	cleanup()
+}
+
+func (l *loopBase) base() *loopBase { return l }
+
+// startLoops starts one goroutine per loop and returns once every loop has
+// set up its ring, with the first setup failure.
+func startLoops[L eventLoop](wg *sync.WaitGroup, loops []L) error {
+	for _, l := range loops {
+		wg.Add(1)
+		go run(wg, l)
+	}
+	var first error
+	for _, l := range loops {
+		if err := <-l.base().ready; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// stopLoops asks every loop to stop and waits until they have.
+func stopLoops[L eventLoop](wg *sync.WaitGroup, loops []L) {
+	for _, l := range loops {
+		l.base().requestStop()
+	}
+	wg.Wait()
+}
+
 // run is a loop goroutine's life: lock and keep the thread (it is pinned,
 // so it must die with the goroutine rather than serve others), set up,
 // report readiness, serve, close the ring (which cancels and waits for
 // what is in flight), then cleanup whatever the kernel may have been using.
-func (l *loopBase) run(wg *sync.WaitGroup, setup, serve func() error, cleanup func()) {
+func run(wg *sync.WaitGroup, loop eventLoop) {
 	defer wg.Done()
+	l := loop.base()
 	runtime.LockOSThread()
-	err := setup()
+	err := loop.setup()
 	l.ready <- err
 	if err == nil {
-		if err := serve(); err != nil {
+		if err := loop.serve(); err != nil {
 			l.srv.cfg.logger.Error("loop failed", "queue", l.queue, "err", err)
 			l.srv.fail(err)
 		}
@@ -97,9 +136,7 @@ func (l *loopBase) run(wg *sync.WaitGroup, setup, serve func() error, cleanup fu
 	if l.ring != nil {
 		l.ring.Close() // cancels what is in flight and waits before unmapping
 	}
-	if cleanup != nil {
-		cleanup()
-	}
+	loop.cleanup()
 	l.doneMu.Lock()
 	l.closed = true
 	pending := l.done

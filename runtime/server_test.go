@@ -21,6 +21,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
+// loopGoroutine is how an event loop's goroutine shows in a stack dump.
+const loopGoroutine = "zerohop/runtime.run("
+
 const (
 	panicMethod    = "test.T/Panic"
 	blockingMethod = "test.T/Blocking"
@@ -74,10 +77,10 @@ func testServerIn(t *testing.T, do func(func() error) error, addr string, opts .
 			t.Errorf("Shutdown: %v", err)
 		}
 		// Loops and workers end with Shutdown.
-		for i := 0; i < 200 && leak.Goroutines("runtime.(*loopBase).run", "runtime.(*workerPool).work") > 0; i++ {
+		for i := 0; i < 200 && leak.Goroutines(loopGoroutine, "runtime.(*workerPool).work") > 0; i++ {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if n := leak.Goroutines("runtime.(*loopBase).run", "runtime.(*workerPool).work"); n > 0 {
+		if n := leak.Goroutines(loopGoroutine, "runtime.(*workerPool).work"); n > 0 {
 			t.Errorf("%d loop or worker goroutines left after Shutdown", n)
 		}
 	})
@@ -381,6 +384,9 @@ func TestUringBackendLoopback(t *testing.T) {
 	}
 	c := dialKernel(t, srv.Addr())
 	exerciseService(t, srv, c, gate)
+	if n := leak.Goroutines(loopGoroutine); n < 2 {
+		t.Fatalf("%d loop goroutines visible while serving on 2 queues", n)
+	}
 	st := srv.Stats()
 	if len(st.Loops) != 2 || st.Total.RX == 0 || st.Total.TX == 0 || st.Total.Latency.Count() == 0 || st.Total.Panics != 1 {
 		t.Fatalf("stats: %+v", st.Total)

@@ -116,7 +116,7 @@ func TestXSKBackendAutoPicksXSKAndCleansUp(t *testing.T) {
 	if exists(pins) {
 		t.Fatalf("pins left at %s after Shutdown", pins)
 	}
-	if n := leak.Goroutines("runtime.(*loopBase).run"); n != 0 {
+	if n := leak.Goroutines(loopGoroutine); n != 0 {
 		t.Fatalf("%d loops left", n)
 	}
 }
