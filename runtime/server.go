@@ -195,19 +195,20 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 	}
+	var loopErr error
 	select {
 	case <-ctx.Done():
-	case err := <-s.loopErr:
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(shutdownCtx)
-		return err
+	case loopErr = <-s.loopErr:
 	case <-s.stopped:
 		return nil
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return s.Shutdown(shutdownCtx)
+	err := s.Shutdown(shutdownCtx)
+	if loopErr != nil {
+		return loopErr
+	}
+	return err
 }
 
 // Shutdown drains the server: PINGs are answered "draining" and new
