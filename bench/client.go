@@ -16,7 +16,7 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/proto"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -176,7 +176,7 @@ func runGWIRClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Client
 	}
 	defer unix.Close(fd)
 	payload := Payload(cfg.PayloadBytes)
-	method := proto.MethodID(demo.EchoMethod)
+	method := proto.MethodID(echo.EchoMethod)
 	slots := make([]gwirSlot, cfg.Outstanding)
 	for i := range slots {
 		f, err := proto.EncodeRequest(make([]byte, proto.HeaderLen+len(payload)), uint64(i), method, 0, payload)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/bpf"
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/internal/topo"
 	"github.com/zerohop/zerohop/proto"
 	zr "github.com/zerohop/zerohop/runtime"
@@ -42,11 +42,11 @@ func exerciseWithClient(t *testing.T, srv *zr.Server, c *zr.Client, gate *blockG
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	t.Run("echo and sum", func(t *testing.T) {
-		r, err := c.Call(ctx, demo.EchoMethod, []byte("\x0a\x03abc"), nil)
+		r, err := c.Call(ctx, echo.EchoMethod, []byte("\x0a\x03abc"), nil)
 		if err != nil || !bytes.Equal(r.Payload, []byte("\x0a\x03abc")) {
 			t.Fatalf("echo: %v % x", err, r.Payload)
 		}
-		r, err = c.Call(ctx, demo.SumMethod, sumPayload(20, 22), nil)
+		r, err = c.Call(ctx, echo.SumMethod, sumPayload(20, 22), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func exerciseWithClient(t *testing.T, srv *zr.Server, c *zr.Client, gate *blockG
 			p := protowire.AppendVarint([]byte{0x08}, uint64(started))
 			buf := make([]byte, 0, 16)
 			bufs = append(bufs, buf)
-			call := c.Go(ctx, demo.EchoMethod, p, buf, done)
+			call := c.Go(ctx, echo.EchoMethod, p, buf, done)
 			want[call] = uint64(started)
 			started++
 		}
@@ -159,7 +159,7 @@ func callsSurviveLoss(t *testing.T, c *zr.Client, counters interface{ Counters()
 	done := make(chan *zr.Call, calls)
 	want := map[*zr.Call]uint64{}
 	for i := 0; i < calls; i++ {
-		want[c.Go(ctx, demo.SumMethod, sumPayload(uint64(i), 1), nil, done)] = uint64(i) + 1
+		want[c.Go(ctx, echo.SumMethod, sumPayload(uint64(i), 1), nil, done)] = uint64(i) + 1
 	}
 	for i := 0; i < calls; i++ {
 		call := <-done
@@ -226,7 +226,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 			if !draining {
 				t.Fatal("PING never reported draining")
 			}
-			_, err := c.Call(ctx, demo.EchoMethod, nil, nil)
+			_, err := c.Call(ctx, echo.EchoMethod, nil, nil)
 			if st, ok := zr.StatusOf(err); !ok || st != proto.StatusOverloaded {
 				t.Fatalf("request while draining: %v, want OVERLOADED", err)
 			}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/bench"
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/internal/topo"
 	zr "github.com/zerohop/zerohop/runtime"
 )
@@ -60,7 +60,7 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 		}); err != nil {
 			b.Fatal(err)
 		}
-		demo.Register(srv)
+		echo.Register(srv)
 		if err := srv.Start(); err != nil {
 			b.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 	payload[0], payload[1] = 0x0a, 62 // field 1, 62 bytes
 	// Warm up (ARP, caches) before timing.
 	for i := 0; i < 100; i++ {
-		if _, err := c.Call(ctx, demo.EchoMethod, payload, nil); err != nil {
+		if _, err := c.Call(ctx, echo.EchoMethod, payload, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -93,7 +93,7 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 	}
 	issued := 0
 	issue := func() {
-		call := c.Go(ctx, demo.EchoMethod, payload, bufs[issued%outstanding], done)
+		call := c.Go(ctx, echo.EchoMethod, payload, bufs[issued%outstanding], done)
 		started[call] = time.Now()
 		issued++
 	}

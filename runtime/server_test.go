@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
@@ -52,7 +52,7 @@ func testServerIn(t *testing.T, do func(func() error) error, addr string, opts .
 		t.Fatalf("Listen: %v", err)
 	}
 	gate := &blockGate{release: make(chan struct{})}
-	demo.Register(srv)
+	echo.Register(srv)
 	srv.Handle(panicMethod, func(*runtime.Request, *runtime.Response) { panic("boom") })
 	srv.Handle(bigMethod, func(req *runtime.Request, resp *runtime.Response) {
 		chunk := make([]byte, 1000)
@@ -221,16 +221,16 @@ func firstVarint(t *testing.T, f proto.Frame) uint64 {
 func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *blockGate) {
 	t.Run("echo", func(t *testing.T) {
 		payload := []byte("\x0a\x05hello\x10\x96\x01")
-		f := c.call(1, demo.EchoMethod, payload)
+		f := c.call(1, echo.EchoMethod, payload)
 		if f.Kind() != proto.KindResponse || f.Status() != proto.StatusOK || !bytes.Equal(f.Payload(), payload) {
 			t.Fatalf("echo reply: kind %v status %v payload % x", f.Kind(), f.Status(), f.Payload())
 		}
-		if f.MethodID() != proto.MethodID(demo.EchoMethod) {
+		if f.MethodID() != proto.MethodID(echo.EchoMethod) {
 			t.Fatalf("method id %#x not echoed", f.MethodID())
 		}
 	})
 	t.Run("sum", func(t *testing.T) {
-		f := c.call(2, demo.SumMethod, sumPayload(1, 2, 3, 1<<40))
+		f := c.call(2, echo.SumMethod, sumPayload(1, 2, 3, 1<<40))
 		if got := firstVarint(t, f); got != 6+1<<40 {
 			t.Fatalf("sum = %d", got)
 		}
@@ -257,7 +257,7 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 		}
 	})
 	t.Run("bad frame answered", func(t *testing.T) {
-		req, _ := proto.EncodeRequest(make([]byte, 64), 4, proto.MethodID(demo.EchoMethod), 0, []byte("abc"))
+		req, _ := proto.EncodeRequest(make([]byte, 64), 4, proto.MethodID(echo.EchoMethod), 0, []byte("abc"))
 		bad := append([]byte(nil), req...)
 		bad[23] |= 0x80 // a reserved flag
 		c.send(bad)
@@ -271,7 +271,7 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 		if f.Status() != proto.StatusInternal {
 			t.Fatalf("status %v", f.Status())
 		}
-		if got := firstVarint(t, c.call(6, demo.SumMethod, sumPayload(40, 2))); got != 42 {
+		if got := firstVarint(t, c.call(6, echo.SumMethod, sumPayload(40, 2))); got != 42 {
 			t.Fatalf("after a panic, sum = %d", got)
 		}
 	})
@@ -290,7 +290,7 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 	})
 	t.Run("garbage barrage", func(t *testing.T) {
 		rng := rand.New(rand.NewSource(1))
-		valid, _ := proto.EncodeRequest(make([]byte, 64), 9, proto.MethodID(demo.EchoMethod), 0, []byte("xyz"))
+		valid, _ := proto.EncodeRequest(make([]byte, 64), 9, proto.MethodID(echo.EchoMethod), 0, []byte("xyz"))
 		for i := 0; i < 2000; i++ {
 			var b []byte
 			switch i % 4 {
@@ -310,7 +310,7 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 			c.send(b)
 		}
 		// Whatever was answered, the service still answers correctly.
-		if got := firstVarint(t, c.call(10, demo.SumMethod, sumPayload(5, 5))); got != 10 {
+		if got := firstVarint(t, c.call(10, echo.SumMethod, sumPayload(5, 5))); got != 10 {
 			t.Fatalf("after garbage, sum = %d", got)
 		}
 		st := srv.Stats().Total
@@ -326,7 +326,7 @@ func exerciseService(t *testing.T, srv *runtime.Server, c *kernelClient, gate *b
 			return protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(i))
 		}
 		send := func(i int) {
-			req, _ := proto.EncodeRequest(make([]byte, 64), uint64(1000+i), proto.MethodID(demo.EchoMethod), 0, payloadOf(i))
+			req, _ := proto.EncodeRequest(make([]byte, 64), uint64(1000+i), proto.MethodID(echo.EchoMethod), 0, payloadOf(i))
 			c.send(req)
 		}
 		for ; next < window; next++ {

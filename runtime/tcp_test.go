@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
 	"golang.org/x/sys/unix"
@@ -53,7 +53,7 @@ func TestUringBackendTCPStream(t *testing.T) {
 		var stream []byte
 		for i := 0; i < calls; i++ {
 			payload := bytes.Repeat([]byte{byte(i)}, i%300)
-			f, _ := proto.EncodeRequest(make([]byte, proto.HeaderLen+len(payload)), uint64(i), proto.MethodID(demo.EchoMethod), 0, payload)
+			f, _ := proto.EncodeRequest(make([]byte, proto.HeaderLen+len(payload)), uint64(i), proto.MethodID(echo.EchoMethod), 0, payload)
 			stream = append(stream, f...)
 		}
 		go func() {
@@ -80,7 +80,7 @@ func TestUringBackendTCPStream(t *testing.T) {
 	t.Run("blocking handler keeps reply order", func(t *testing.T) {
 		conn, r := dialTCP(t, srv)
 		slow, _ := proto.EncodeRequest(make([]byte, 64), 1, proto.MethodID(blockingMethod), 0, []byte("\x08\x01"))
-		fast, _ := proto.EncodeRequest(make([]byte, 64), 2, proto.MethodID(demo.EchoMethod), 0, []byte("\x08\x02"))
+		fast, _ := proto.EncodeRequest(make([]byte, 64), 2, proto.MethodID(echo.EchoMethod), 0, []byte("\x08\x02"))
 		conn.Write(append(append([]byte(nil), slow...), fast...))
 		for i := 0; i < 2000 && gate.entered.Load() == 0; i++ {
 			time.Sleep(5 * time.Millisecond)
@@ -96,7 +96,7 @@ func TestUringBackendTCPStream(t *testing.T) {
 
 	t.Run("bad frame answered, lost sync closes", func(t *testing.T) {
 		conn, r := dialTCP(t, srv)
-		bad, _ := proto.EncodeRequest(make([]byte, 64), 3, proto.MethodID(demo.EchoMethod), 0, nil)
+		bad, _ := proto.EncodeRequest(make([]byte, 64), 3, proto.MethodID(echo.EchoMethod), 0, nil)
 		bad[22] = 0x80 // reserved flag: BAD_FRAME, the stream goes on
 		conn.Write(bad)
 		if f := readFrame(t, r); f.Status() != proto.StatusBadFrame || f.RequestID() != 3 {
@@ -110,7 +110,7 @@ func TestUringBackendTCPStream(t *testing.T) {
 
 	t.Run("oversized frame answered TOO_LARGE before the close", func(t *testing.T) {
 		conn, r := dialTCP(t, srv)
-		big, _ := proto.EncodeRequest(make([]byte, 24+10000), 5, proto.MethodID(demo.EchoMethod), 0, make([]byte, 10000))
+		big, _ := proto.EncodeRequest(make([]byte, 24+10000), 5, proto.MethodID(echo.EchoMethod), 0, make([]byte, 10000))
 		conn.Write(big)
 		if f := readFrame(t, r); f.Status() != proto.StatusTooLarge || f.RequestID() != 5 {
 			t.Fatalf("reply status %v id %d", f.Status(), f.RequestID())
@@ -125,7 +125,7 @@ func TestUringBackendTCPStream(t *testing.T) {
 		gate.reset()
 		var stream []byte
 		for i := 0; i < 50; i++ {
-			f, _ := proto.EncodeRequest(make([]byte, 64), uint64(100+i), proto.MethodID(demo.EchoMethod), 0, []byte{8, byte(i)})
+			f, _ := proto.EncodeRequest(make([]byte, 64), uint64(100+i), proto.MethodID(echo.EchoMethod), 0, []byte{8, byte(i)})
 			stream = append(stream, f...)
 		}
 		slow, _ := proto.EncodeRequest(make([]byte, 64), 150, proto.MethodID(blockingMethod), 0, []byte{8, 50})
@@ -148,7 +148,7 @@ func TestUringBackendTCPStream(t *testing.T) {
 
 	t.Run("UDP still served", func(t *testing.T) {
 		c := dialKernel(t, srv.Addr())
-		if f := c.call(9, demo.EchoMethod, []byte("\x08\x09")); !bytes.Equal(f.Payload(), []byte("\x08\x09")) {
+		if f := c.call(9, echo.EchoMethod, []byte("\x08\x09")); !bytes.Equal(f.Payload(), []byte("\x08\x09")) {
 			t.Fatalf("udp echo % x", f.Payload())
 		}
 	})

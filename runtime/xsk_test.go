@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/bpf"
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/internal/topo"
 	zr "github.com/zerohop/zerohop/runtime"
@@ -93,12 +93,12 @@ func TestXSKBackendAutoPicksXSKAndCleansUp(t *testing.T) {
 	if srv.Backend() != zr.BackendXSK {
 		t.Fatalf("auto picked %v: %s", srv.Backend(), srv.BackendReason())
 	}
-	demo.Register(srv)
+	echo.Register(srv)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	c := kernelClientIn(t, link.B.Host, srv.Addr())
-	if f := c.call(1, demo.EchoMethod, []byte("\x08\x2a")); string(f.Payload()) != "\x08\x2a" {
+	if f := c.call(1, echo.EchoMethod, []byte("\x08\x2a")); string(f.Payload()) != "\x08\x2a" {
 		t.Fatalf("echo % x", f.Payload())
 	}
 	pins := bpf.PinDir(link.A.Iface)
@@ -138,7 +138,7 @@ func TestXSKBackendTwoQueues(t *testing.T) {
 			c := dialKernel(t, srv.Addr())
 			for i := 0; i < 50; i++ {
 				id := uint64(cpu*1000 + i)
-				if f := c.call(id, demo.EchoMethod, []byte{8, byte(i)}); f.Payload()[1] != byte(i) {
+				if f := c.call(id, echo.EchoMethod, []byte{8, byte(i)}); f.Payload()[1] != byte(i) {
 					t.Errorf("cpu %d call %d: payload % x", cpu, i, f.Payload())
 				}
 			}
@@ -165,7 +165,7 @@ func TestXSKBackendSurvivesInjectedLoss(t *testing.T) {
 	c := kernelClientIn(t, link.B.Host, srv.Addr())
 	c.rto = 50 * time.Millisecond
 	for i := 0; i < 200; i++ {
-		if got := firstVarint(t, c.call(uint64(i), demo.SumMethod, sumPayload(uint64(i), 1))); got != uint64(i)+1 {
+		if got := firstVarint(t, c.call(uint64(i), echo.SumMethod, sumPayload(uint64(i), 1))); got != uint64(i)+1 {
 			t.Fatalf("call %d: sum %d", i, got)
 		}
 	}
@@ -192,7 +192,7 @@ func TestXSKBackendIPv6(t *testing.T) {
 	srv, _ := testServerIn(t, link.A.Host.Do, addr, zr.WithInterface(link.A.Iface), zr.WithBackend(zr.BackendXSK))
 	c := kernelClientIn(t, link.B.Host, srv.Addr())
 	for i := 0; i < 100; i++ {
-		if got := firstVarint(t, c.call(uint64(i), demo.SumMethod, sumPayload(uint64(i), 2))); got != uint64(i)+2 {
+		if got := firstVarint(t, c.call(uint64(i), echo.SumMethod, sumPayload(uint64(i), 2))); got != uint64(i)+2 {
 			t.Fatalf("call %d: sum %d", i, got)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/internal/topo"
 	"github.com/zerohop/zerohop/runtime"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -157,7 +157,7 @@ func demoLoopback(ctx context.Context, out io.Writer) int {
 		fmt.Fprintln(out, "zerohop demo:", err)
 		return 1
 	}
-	demo.Register(srv)
+	echo.Register(srv)
 	if err := srv.Start(); err != nil {
 		fmt.Fprintln(out, "zerohop demo:", err)
 		return 1
@@ -181,7 +181,7 @@ func demoBurst(ctx context.Context, out io.Writer, c *runtime.Client) int {
 	for _, v := range []uint64{19, 23} {
 		sumReq = protowire.AppendVarint(protowire.AppendTag(sumReq, 1, protowire.VarintType), v)
 	}
-	r, err := c.Call(ctx, demo.SumMethod, sumReq, nil)
+	r, err := c.Call(ctx, echo.SumMethod, sumReq, nil)
 	if err != nil {
 		fmt.Fprintln(out, "zerohop demo: Sum:", err)
 		return 1
@@ -201,7 +201,7 @@ func demoBurst(ctx context.Context, out io.Writer, c *runtime.Client) int {
 	begin := time.Now()
 	issued, failed := 0, 0
 	for issued < window {
-		started[c.Go(ctx, demo.EchoMethod, payload, nil, done)] = time.Now()
+		started[c.Go(ctx, echo.EchoMethod, payload, nil, done)] = time.Now()
 		issued++
 	}
 	for finished := 0; finished < demoCalls; finished++ {
@@ -213,7 +213,7 @@ func demoBurst(ctx context.Context, out io.Writer, c *runtime.Client) int {
 		}
 		call.Release()
 		if issued < demoCalls {
-			started[c.Go(ctx, demo.EchoMethod, payload, nil, done)] = time.Now()
+			started[c.Go(ctx, echo.EchoMethod, payload, nil, done)] = time.Now()
 			issued++
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/runtime"
 )
 
@@ -79,7 +79,7 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 		fmt.Fprintln(logOut, "zerohop serve:", err)
 		return 1
 	}
-	demo.Register(srv)
+	echo.Register(srv)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := srv.Start(); err != nil {

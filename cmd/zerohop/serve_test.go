@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
 )
@@ -33,7 +33,7 @@ func TestServeAnswersEchoAndShutsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	req, _ := proto.EncodeRequest(make([]byte, 64), 9, proto.MethodID(demo.EchoMethod), 0, []byte("\x08\x07"))
+	req, _ := proto.EncodeRequest(make([]byte, 64), 9, proto.MethodID(echo.EchoMethod), 0, []byte("\x08\x07"))
 	buf := make([]byte, 1500)
 	var reply proto.Frame
 	for attempt := 0; attempt < 10 && reply == nil; attempt++ {

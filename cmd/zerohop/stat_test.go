@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/bpf"
-	"github.com/zerohop/zerohop/demo"
+	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/internal/topo"
 	"github.com/zerohop/zerohop/runtime"
 )
@@ -30,7 +30,7 @@ func TestStatReadsPinnedMaps(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	demo.Register(srv)
+	echo.Register(srv)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestStatReadsPinnedMaps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := 0; i < 50; i++ {
-		if _, err := c.Call(ctx, demo.EchoMethod, []byte{8, byte(i)}, nil); err != nil {
+		if _, err := c.Call(ctx, echo.EchoMethod, []byte{8, byte(i)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,8 +1,8 @@
-// Package demo is the service `zerohop serve` runs and the tests and
+// Package echo is the service `zerohop serve` runs and the tests and
 // benchmarks call: zerohop.Echo/Echo returns the request payload unchanged;
 // zerohop.Echo/Sum returns field 1 (varint) = the sum of every varint field
 // 1 in the request. Both run on the event loop and allocate nothing.
-package demo
+package echo
 
 import (
 	"github.com/zerohop/zerohop/proto"
