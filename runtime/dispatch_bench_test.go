@@ -8,17 +8,22 @@ import (
 
 	"github.com/zerohop/zerohop/netstack"
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // benchServer is a Server with handlers and counters but no backend: enough
 // for the request path, which the benchmarks drive without a kernel.
-func benchServer(tb testing.TB) *Server {
+func benchServer(tb testing.TB, opts ...Option) *Server {
 	cfg := defaultConfig()
 	cfg.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	s := &Server{cfg: cfg}
-	empty := map[uint32]*handlerEntry{}
-	s.handlers.Store(&empty)
+	s.core = engine.NewServer(engine.Config{Logger: cfg.logger, Loops: 1, Workers: 1, WorkQueue: 1})
 	s.Handle("zerohop.Echo/Echo", func(req *Request, resp *Response) { resp.Write(req.Payload()) })
 	s.Handle("zerohop.Echo/Sum", func(req *Request, resp *Response) {
 		var sum uint64
@@ -48,17 +53,15 @@ func payload64() []byte {
 func BenchmarkDispatch(b *testing.B) {
 	for _, method := range []string{"zerohop.Echo/Echo", "zerohop.Echo/Sum"} {
 		b.Run(method[len("zerohop.Echo/"):], func(b *testing.B) {
-			s := benchServer(b)
-			var stats loopCounters
-			d := dispatcher{srv: s, stats: &stats}
+			d := benchDispatcher(benchServer(b))
 			req, _ := proto.EncodeRequest(make([]byte, 128), 1, proto.MethodID(method), 0, payload64())
 			out := make([]byte, 2048)
 			peer := netip.MustParseAddrPort("10.0.0.2:5000")
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if r, n := d.dispatch(req, peer, out); r != replyReady || n == 0 {
-					b.Fatalf("dispatch: %v %d", r, n)
+				if r, f := d.Dispatch(req, peer, engine.PathUDP, out, nil); r != engine.Ready || len(f) == 0 {
+					b.Fatalf("dispatch: %v %d", r, len(f))
 				}
 			}
 		})
@@ -69,9 +72,7 @@ func BenchmarkDispatch(b *testing.B) {
 // RX and TX rings: Ethernet/IPv4/UDP parse with checksum checks, dispatch,
 // the reply moved to the payload's start, headers swapped and checksummed.
 func BenchmarkXSKFramePath(b *testing.B) {
-	s := benchServer(b)
-	var stats loopCounters
-	d := dispatcher{srv: s, stats: &stats}
+	d := benchDispatcher(benchServer(b))
 	gwir, _ := proto.EncodeRequest(make([]byte, 128), 1, proto.MethodID("zerohop.Echo/Echo"), 0, payload64())
 	frameBuf := make([]byte, 4096)
 	template, err := netstack.BuildUDP(frameBuf, &netstack.UDPFields{
@@ -95,11 +96,11 @@ func BenchmarkXSKFramePath(b *testing.B) {
 		off := (len(pkt.Payload) + 63) &^ 63
 		out := room[off : off+1472 : off+1472]
 		peer := netip.AddrPortFrom(pkt.IPv4.SourceAddress(), pkt.UDP.SourcePort())
-		r, m := d.dispatch(pkt.Payload, peer, out)
-		if r != replyReady {
+		r, reply := d.Dispatch(pkt.Payload, peer, engine.PathXSK, out, nil)
+		if r != engine.Ready {
 			b.Fatal("no reply")
 		}
-		copy(room, out[:m])
+		m := copy(room, reply)
 		if _, err := netstack.Reply(&pkt, m); err != nil {
 			b.Fatal(err)
 		}
@@ -107,9 +108,7 @@ func BenchmarkXSKFramePath(b *testing.B) {
 }
 
 func TestDispatchAllocatesNothing(t *testing.T) {
-	s := benchServer(t)
-	var stats loopCounters
-	d := dispatcher{srv: s, stats: &stats}
+	d := benchDispatcher(benchServer(t))
 	req, _ := proto.EncodeRequest(make([]byte, 128), 1, proto.MethodID("zerohop.Echo/Sum"), 0, payload64())
 	bad := append([]byte(nil), req...)
 	bad[23] = 0x80
@@ -117,8 +116,16 @@ func TestDispatchAllocatesNothing(t *testing.T) {
 	out := make([]byte, 2048)
 	peer := netip.MustParseAddrPort("10.0.0.2:5000")
 	for name, in := range map[string][]byte{"sum": req, "bad frame": bad, "unknown method": unknown, "short": req[:10]} {
-		if allocs := testing.AllocsPerRun(100, func() { d.dispatch(in, peer, out) }); allocs != 0 {
+		if allocs := testing.AllocsPerRun(100, func() { d.Dispatch(in, peer, engine.PathUDP, out, nil) }); allocs != 0 {
 			t.Errorf("%s: %v allocs per dispatch", name, allocs)
 		}
 	}
+}
+
+// benchDispatcher is a loop's dispatcher for s, outside any loop.
+func benchDispatcher(s *Server) *engine.Dispatcher {
+	var c engine.LoopCounters
+	d := new(engine.Dispatcher)
+	d.Init(s.core, 0, 0, &c)
+	return d
 }

@@ -47,17 +47,25 @@ func ParseBackend(s string) (Backend, error) {
 type Option func(*config) error
 
 type config struct {
-	iface       string
-	queues      []int
-	cores       []int
-	backend     Backend
-	busyPoll    time.Duration
-	workers     int
-	workQueue   int
-	frames      int
-	logger      *slog.Logger
-	pinMaps     bool
-	idleTimeout time.Duration
+	iface         string
+	queues        []int // nil: every RX queue (AF_XDP), one loop (kernel sockets)
+	cores         []int
+	backend       Backend
+	busyPoll      time.Duration
+	workers       int
+	workQueue     int
+	frames        int
+	logger        *slog.Logger
+	pinMaps       bool
+	idleTimeout   time.Duration
+	tcp           bool
+	reusePort     bool
+	shutdownGrace time.Duration
+	poison        bool
+	middleware    []Middleware
+	admission     []Middleware
+	registry      Registry
+	service       string
 }
 
 // DefaultBusyPoll is how long a loop spins after its last packet before it
@@ -67,20 +75,26 @@ type config struct {
 // a scheduler slice) into most round trips and multiplied p99 by ~5.
 const DefaultBusyPoll = time.Millisecond
 
+// DefaultShutdownGrace is how long Serve lets in-flight requests finish
+// when its context ends, unless WithShutdownGrace says otherwise.
+const DefaultShutdownGrace = 5 * time.Second
+
 func defaultConfig() config {
 	return config{
-		queues:      []int{0},
-		busyPoll:    DefaultBusyPoll,
-		workers:     4,
-		workQueue:   1024,
-		frames:      16384,
-		logger:      slog.Default(),
-		idleTimeout: 100 * time.Millisecond,
+		busyPoll:      DefaultBusyPoll,
+		workers:       4,
+		workQueue:     1024,
+		frames:        16384,
+		logger:        slog.Default(),
+		idleTimeout:   100 * time.Millisecond,
+		shutdownGrace: DefaultShutdownGrace,
 	}
 }
 
 // WithInterface names the network interface to serve on. The XSK backend
-// needs it; the uring backend ignores it.
+// needs it (without it, the interface holding the listen address); the
+// uring backend ignores it. An interface that does not exist is an error,
+// never a reason to fall back.
 func WithInterface(name string) Option {
 	return func(c *config) error {
 		if name == "" {
@@ -91,8 +105,12 @@ func WithInterface(name string) Option {
 	}
 }
 
-// WithQueues lists the RX queues to serve, one event loop each. With the
-// uring backend each entry is one SO_REUSEPORT socket and loop. Default: 0.
+// WithQueues restricts the RX queues the XSK backend serves (default:
+// every RX queue of the interface, as the kernel reports it). Datagrams
+// for the port arriving on other queues are not lost: the steering
+// program passes them to the kernel, where the server's kernel sockets
+// answer them (counted as PathUDP). With the uring backend each entry is
+// one SO_REUSEPORT socket and loop (default: one).
 func WithQueues(queues ...int) Option {
 	return func(c *config) error {
 		if len(queues) == 0 {
@@ -110,8 +128,10 @@ func WithQueues(queues ...int) Option {
 	}
 }
 
-// WithCores pins the loop of queues[i] to cores[i]. Default: queue i's loop
-// on core i mod NumCPU.
+// WithCores pins the loop of queues[i] to cores[i] (WithQueues must list
+// as many queues). Default: the CPU the queue's interrupt is affine to
+// where the NIC has per-queue interrupts, else queue mod NumCPU. Queues
+// given the same core share one loop.
 func WithCores(cores ...int) Option {
 	return func(c *config) error {
 		for _, core := range cores {
@@ -192,6 +212,98 @@ func WithLogger(l *slog.Logger) Option {
 func WithPinnedMaps() Option {
 	return func(c *config) error {
 		c.pinMaps = true
+		return nil
+	}
+}
+
+// WithTCP serves the stream transport too: a TCP listener on the same
+// address and port, on both backends, answering the same handlers. Off by
+// default, so a server that serves only UDP never touches the TCP port.
+func WithTCP() Option {
+	return func(c *config) error {
+		c.tcp = true
+		return nil
+	}
+}
+
+// WithReusePort lets this server share its address with other zerohop
+// servers that opt in too (the kernel spreads datagrams among them). By
+// default a second server on an address fails with an "address in use"
+// error instead of silently taking part of the traffic.
+func WithReusePort() Option {
+	return func(c *config) error {
+		c.reusePort = true
+		return nil
+	}
+}
+
+// WithShutdownGrace sets how long Serve lets in-flight requests finish
+// once its context ends (default DefaultShutdownGrace).
+func WithShutdownGrace(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("runtime: WithShutdownGrace: negative duration %v", d)
+		}
+		c.shutdownGrace = d
+		return nil
+	}
+}
+
+// WithPoisonedBuffers is for tests: every receive buffer is overwritten
+// with 0xDB bytes as soon as its handler returns, so a handler that keeps
+// Payload (or any slice from a Request) past its return sees garbage at
+// once and deterministically, not only when the buffer happens to be
+// reused. It costs a memset per request.
+func WithPoisonedBuffers() Option {
+	return func(c *config) error {
+		c.poison = true
+		return nil
+	}
+}
+
+// WithMiddleware wraps every method's handler in mws, the first
+// outermost. They run where the handler runs: on the loop for Handle, on
+// a worker for HandleBlocking. This is the one place their order is set.
+func WithMiddleware(mws ...Middleware) Option {
+	return func(c *config) error {
+		for _, mw := range mws {
+			if mw == nil {
+				return fmt.Errorf("runtime: WithMiddleware: nil middleware")
+			}
+		}
+		c.middleware = append(c.middleware, mws...)
+		return nil
+	}
+}
+
+// WithAdmission installs admission middleware: mws run on the loop, the
+// first outermost, before a request is handed to its handler — and for
+// blocking methods before it takes a worker's queue slot — so rate
+// limits, load shedding and authorization refuse work early and cheaply.
+// Calling next admits the request (the admission chain's innermost
+// handler does nothing else); answering without calling it refuses it.
+// Admission runs before WithMiddleware's chain.
+func WithAdmission(mws ...Middleware) Option {
+	return func(c *config) error {
+		for _, mw := range mws {
+			if mw == nil {
+				return fmt.Errorf("runtime: WithAdmission: nil middleware")
+			}
+		}
+		c.admission = append(c.admission, mws...)
+		return nil
+	}
+}
+
+// WithRegistry announces the server as an endpoint of service to reg once
+// it serves, and withdraws the announcement first thing on Shutdown, so
+// callers stop picking it before it drains.
+func WithRegistry(reg Registry, service string) Option {
+	return func(c *config) error {
+		if reg == nil || service == "" {
+			return fmt.Errorf("runtime: WithRegistry: need a registry and a service name")
+		}
+		c.registry, c.service = reg, service
 		return nil
 	}
 }

@@ -6,16 +6,17 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
+	"sort"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
+	"github.com/zerohop/zerohop/runtime/internal/sockpath"
 )
 
-// ErrServerClosed is returned by Start, Serve and Shutdown on a server that
-// was already shut down.
+// ErrServerClosed is returned by Start on a server that was shut down,
+// and by Serve when the server was shut down by a call to Shutdown rather
+// than by Serve's own context.
 var ErrServerClosed = errors.New("runtime: server closed")
 
 // Server serves GWIR requests on one address. Create it with Listen,
@@ -25,50 +26,36 @@ type Server struct {
 	addr    netip.AddrPort
 	backend Backend
 	reason  string
+	core    *engine.Server
+	plan    []loopPlan
+	loops   []*engine.Loop
+	tcps    []*sockpath.TCPServer
+	xsk     xskAttachment // nil on the uring backend
+	guard   *sockpath.Guard
 
-	mu       sync.Mutex // guards handler registration and the lifecycle
-	handlers atomic.Pointer[map[uint32]*handlerEntry]
-	started  bool
-	closed   bool
-
-	draining atomic.Bool
-	workers  *workerPool
-	impl     backendImpl
-	stopped  chan struct{} // closed when the backend has shut down
-	loopErr  chan error    // the first loop failure, if any
+	mu           sync.Mutex // guards registration and the lifecycle
+	started      bool
+	closed       bool
+	byServe      bool // Serve's own context caused the shutdown
+	registration Registration
+	stopped      chan struct{} // closed when Shutdown has released everything
+	shutdownErr  error
 }
 
-// backendImpl is one data path: it owns the sockets, rings and loops.
-type backendImpl interface {
-	// start starts one loop per queue and returns once each has set up its
-	// ring (or the first failure, with everything released).
-	start(s *Server) error
-	// stop makes every loop exit, waits for them and releases everything.
-	stop()
-	// loopStats snapshots each loop's counters.
-	loopStats() []LoopStats
-	// describe names what serves, for the start-up log line.
-	describe() string
-	// owesReplies reports replies accepted but not yet handed to the
-	// kernel outside the worker pool's count (TCP connections' queues).
-	owesReplies() bool
-}
-
-type handlerEntry struct {
-	srv         *Server
-	name        string
-	fn          HandlerFunc
-	blocking    bool
-	panicLogged atomic.Bool
+// loopPlan is what one loop serves: the RX queues whose AF_XDP sockets it
+// owns (none on the uring backend) and the core it is pinned to.
+type loopPlan struct {
+	queues []int
+	core   int
 }
 
 // Listen prepares a server for network "udp" (or "udp4"/"udp6") on addr
 // ("IP:PORT"; port 0 picks one). It picks the backend (see WithBackend),
-// opens its sockets and binds them, but serves nothing until Start or Serve.
-// Errors name the backend and the reason; with BackendAuto, a failure of the
-// XSK backend falls back to io_uring sockets and the reason is logged and
-// kept in BackendReason.
-func Listen(network, addr string, opts ...Option) (*Server, error) {
+// opens its sockets and binds them, but serves nothing until Start or
+// Serve. Errors name the backend and the reason; with BackendAuto, a
+// failure of the XSK backend falls back to io_uring sockets, logged at
+// WARN with the cause and kept in BackendReason.
+func Listen(network, addr string, opts ...Option) (_ *Server, err error) {
 	switch network {
 	case "udp", "udp4", "udp6":
 	default:
@@ -81,24 +68,23 @@ func Listen(network, addr string, opts ...Option) (*Server, error) {
 		}
 	}
 	if len(cfg.cores) != 0 && len(cfg.cores) != len(cfg.queues) {
-		return nil, fmt.Errorf("runtime: WithCores gives %d cores for %d queues", len(cfg.cores), len(cfg.queues))
-	}
-	if len(cfg.cores) == 0 {
-		for _, q := range cfg.queues {
-			cfg.cores = append(cfg.cores, q%runtime.NumCPU())
-		}
+		return nil, fmt.Errorf("runtime: WithCores gives %d cores for %d queues (WithQueues): give one core per queue", len(cfg.cores), len(cfg.queues))
 	}
 	ua, err := net.ResolveUDPAddr(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: Listen: %w", err)
 	}
 	ap := ua.AddrPort()
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	s := &Server{cfg: cfg, addr: ap, stopped: make(chan struct{}), loopErr: make(chan error, 1)}
-	empty := map[uint32]*handlerEntry{}
-	s.handlers.Store(&empty)
-	s.workers = newWorkerPool(cfg.workers, cfg.workQueue)
+	s := &Server{cfg: cfg, addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
 	if err := s.chooseBackend(); err != nil {
+		return nil, err
+	}
+	if err := s.openSockets(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -113,7 +99,8 @@ func (s *Server) Handle(method string, fn HandlerFunc) { s.register(method, fn, 
 // HandleBlocking registers fn for method to run on the server's worker pool,
 // off the event loop, so it may block. Its reply is sent by the loop that
 // received the request once fn returns. When the pool's queue is full the
-// request is answered OVERLOADED.
+// request is answered OVERLOADED; a request whose deadline passes while it
+// waits in the queue is answered DEADLINE_EXCEEDED without running fn.
 func (s *Server) HandleBlocking(method string, fn HandlerFunc) { s.register(method, fn, true) }
 
 func (s *Server) register(method string, fn HandlerFunc, blocking bool) {
@@ -124,24 +111,16 @@ func (s *Server) register(method string, fn HandlerFunc, blocking bool) {
 	if id == 0 {
 		panic(fmt.Sprintf("runtime: method %q hashes to id 0, which PING uses; rename it", method))
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := *s.handlers.Load()
-	if h, ok := old[id]; ok {
-		if h.name == method {
-			panic(fmt.Sprintf("runtime: method %q registered twice", method))
-		}
-		panic(fmt.Sprintf("runtime: methods %q and %q have the same id %#x", h.name, method, id))
+	info := MethodInfo{Name: method, ID: id, Blocking: blocking}
+	m := &engine.Method{Name: method, ID: id, Blocking: blocking,
+		Serve: stage(chain(info, fn, s.cfg.middleware))}
+	if len(s.cfg.admission) > 0 {
+		m.Admit = stage(chain(info, admitter{}, s.cfg.admission))
 	}
-	next := make(map[uint32]*handlerEntry, len(old)+1)
-	for k, v := range old {
-		next[k] = v
+	if err := s.core.Methods.Add(m); err != nil {
+		panic("runtime: " + err.Error())
 	}
-	next[id] = &handlerEntry{srv: s, name: method, fn: fn, blocking: blocking}
-	s.handlers.Store(&next)
 }
-
-func (s *Server) lookup(id uint32) *handlerEntry { return (*s.handlers.Load())[id] }
 
 // Backend returns the backend the server runs on.
 func (s *Server) Backend() Backend { return s.backend }
@@ -152,13 +131,24 @@ func (s *Server) BackendReason() string { return s.reason }
 // Addr is the address served (with the port chosen when Listen got 0).
 func (s *Server) Addr() netip.AddrPort { return s.addr }
 
-// Queues returns the served queues and, index for index, the cores their
-// loops are pinned to.
+// Queues returns the RX queues served through AF_XDP sockets and, index
+// for index, the cores their loops are pinned to. On the uring backend it
+// returns the loop indexes and their cores.
 func (s *Server) Queues() (queues, cores []int) {
-	return append([]int(nil), s.cfg.queues...), append([]int(nil), s.cfg.cores...)
+	for i, p := range s.plan {
+		if len(p.queues) == 0 {
+			queues, cores = append(queues, i), append(cores, p.core)
+		}
+		for _, q := range p.queues {
+			queues, cores = append(queues, q), append(cores, p.core)
+		}
+	}
+	return queues, cores
 }
 
-// Start starts the event loops and returns once they serve.
+// Start starts the event loops and returns once they serve. On the XSK
+// backend the port is steered to the AF_XDP sockets only now, once they
+// can receive; until then its datagrams reach the server's kernel sockets.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,24 +158,39 @@ func (s *Server) Start() error {
 	if s.started {
 		return errors.New("runtime: Start called twice")
 	}
-	s.workers.start()
-	if err := s.impl.start(s); err != nil {
+	s.core.Pool.Start()
+	var first error
+	for _, l := range s.loops {
+		if err := l.Start(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if first == nil && s.xsk != nil {
+		first = s.xsk.Steer()
+	}
+	if first == nil && s.cfg.registry != nil {
+		s.registration, first = s.cfg.registry.Register(context.Background(), s.cfg.service, Endpoint{Addr: s.addr})
+		if first != nil {
+			first = fmt.Errorf("runtime: registering %s as %s: %w", s.cfg.service, s.addr, first)
+		}
+	}
+	if first != nil {
 		s.closed = true
-		s.workers.close(context.Background())
-		s.impl.stop()
+		s.stopAll(context.Background())
 		close(s.stopped)
-		return err
+		return first
 	}
 	s.started = true
 	s.cfg.logger.Info("zerohop serving", "addr", s.addr.String(), "backend", s.backend.String(),
-		"reason", s.reason, "queues", s.cfg.queues, "cores", s.cfg.cores, "detail", s.impl.describe())
+		"reason", s.reason, "tcp", s.cfg.tcp, "loops", s.describeLoops(), "detail", s.describe())
 	return nil
 }
 
 // Serve starts the server (unless started) and serves until ctx is done,
-// then shuts down gracefully, giving in-flight requests up to 5 seconds.
-// It returns nil after a shutdown caused by ctx, or the error that stopped a
-// loop.
+// then shuts down gracefully, giving in-flight requests the grace of
+// WithShutdownGrace. It returns nil after a shutdown caused by ctx, the
+// error that stopped a loop, or ErrServerClosed when Shutdown was called
+// from elsewhere.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	started := s.started
@@ -198,65 +203,154 @@ func (s *Server) Serve(ctx context.Context) error {
 	var loopErr error
 	select {
 	case <-ctx.Done():
-	case loopErr = <-s.loopErr:
+	case loopErr = <-s.core.Failed():
 	case <-s.stopped:
-		return nil
+		return ErrServerClosed
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.mu.Lock()
+	if !s.closed {
+		s.byServe = true
+	}
+	s.mu.Unlock()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.shutdownGrace)
 	defer cancel()
 	err := s.Shutdown(shutdownCtx)
-	if loopErr != nil {
+	s.mu.Lock()
+	byServe := s.byServe
+	s.mu.Unlock()
+	switch {
+	case loopErr != nil:
 		return loopErr
+	case !byServe:
+		return ErrServerClosed
 	}
 	return err
 }
 
-// Shutdown drains the server: PINGs are answered "draining" and new
-// requests OVERLOADED while requests already handed to blocking handlers
-// finish, until ctx is done; then the loops stop and every socket, ring,
-// XDP attachment and pinned map is released. It returns ctx's error when
-// in-flight requests were abandoned, nil otherwise.
+// Shutdown drains the server: its registration (WithRegistry) is withdrawn,
+// the port stops being steered to AF_XDP sockets (its datagrams reach the
+// same loops through the kernel sockets), PINGs are answered "draining" and
+// new requests OVERLOADED while requests already handed to blocking
+// handlers finish, until ctx is done. Then blocking requests still queued
+// never start (Stats.Abandoned counts them), the loops stop, and every
+// socket, ring, XDP attachment and pinned map is released. It returns
+// ctx's error when in-flight requests were abandoned, nil otherwise; a
+// second call waits for the first and returns its result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		<-s.stopped
-		return nil
+		return s.shutdownErr
 	}
 	s.closed = true
 	started := s.started
 	s.mu.Unlock()
-
-	s.draining.Store(true)
-	var err error
+	var errs []error
+	if s.registration != nil {
+		if err := s.registration.Deregister(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("runtime: withdrawing the registration: %w", err))
+		}
+	}
+	if s.xsk != nil {
+		if err := s.xsk.Unsteer(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.core.Draining.Store(true)
+	var drainErr error
 	if started {
-		err = s.workers.drain(ctx, s.impl.owesReplies)
+		drainErr = s.core.Pool.Drain(ctx, s.owesReplies)
 	}
-	s.impl.stop()
-	if cerr := s.workers.close(ctx); err == nil {
-		err = cerr
+	if err := s.stopAll(ctx); drainErr == nil {
+		drainErr = err
 	}
+	for _, err := range errs {
+		s.cfg.logger.Warn("zerohop shutdown", "err", err)
+	}
+	s.shutdownErr = drainErr
 	close(s.stopped)
+	return drainErr
+}
+
+// stopAll stops starting queued jobs, stops the loops and the workers and
+// releases every resource.
+func (s *Server) stopAll(ctx context.Context) error {
+	s.core.Pool.StopStarts()
+	s.core.Cancel()
+	for _, l := range s.loops {
+		if l.Started() {
+			l.RequestStop()
+		}
+	}
+	for _, l := range s.loops {
+		if l.Started() {
+			<-l.Exited()
+		}
+	}
+	err := s.core.Pool.Close(ctx)
+	s.release()
 	return err
+}
+
+// release closes what the loops do not own: the AF_XDP attachment and
+// the address claim (and, through Discard, the eventfds and sockets of
+// loops that never started).
+func (s *Server) release() {
+	for _, l := range s.loops {
+		l.Discard()
+	}
+	if s.xsk != nil {
+		if err := s.xsk.Close(); err != nil {
+			s.cfg.logger.Error("releasing AF_XDP", "err", err)
+		}
+	}
+	s.guard.Release()
+}
+
+func (s *Server) owesReplies() bool {
+	for _, t := range s.tcps {
+		if t.OwesReplies() {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats snapshots the server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Backend: s.backend, Total: LoopStats{Queue: -1, Core: -1, Dropped: map[string]uint64{}}}
-	if s.impl == nil {
+	st := Stats{Backend: s.backend, Total: newLoopStats(-1, nil, -1)}
+	if s.core == nil {
 		return st
 	}
-	st.Loops = s.impl.loopStats()
-	for i := range st.Loops {
-		st.Total.add(&st.Loops[i])
+	var fill []uint64
+	if s.xsk != nil {
+		fill = s.xsk.FillRingEmpty()
 	}
+	sock := 0
+	for i, l := range s.loops {
+		p := s.plan[i]
+		q := i
+		if len(p.queues) > 0 {
+			q = p.queues[0]
+		}
+		ls := newLoopStats(q, append([]int(nil), p.queues...), p.core)
+		snap := l.Counters.Snapshot()
+		ls.addSnapshot(&snap)
+		for range p.queues {
+			if sock < len(fill) {
+				ls.FillRingEmpty += fill[sock]
+			}
+			sock++
+		}
+		st.Total.addSnapshot(&snap)
+		st.Total.FillRingEmpty += ls.FillRingEmpty
+		st.Loops = append(st.Loops, ls)
+	}
+	for _, m := range s.core.Methods.All() {
+		st.Methods = append(st.Methods, methodStats(m))
+	}
+	sort.Slice(st.Methods, func(i, j int) bool { return st.Methods[i].Method < st.Methods[j].Method })
+	st.Abandoned = s.core.Pool.Abandoned()
 	return st
-}
-
-// fail records the first loop failure so Serve can return it.
-func (s *Server) fail(err error) {
-	select {
-	case s.loopErr <- err:
-	default:
-	}
 }

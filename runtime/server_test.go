@@ -22,7 +22,7 @@ import (
 )
 
 // loopGoroutine is how an event loop's goroutine shows in a stack dump.
-const loopGoroutine = "zerohop/runtime.run("
+const loopGoroutine = "engine.(*Loop).run("
 
 const (
 	panicMethod    = "test.T/Panic"
@@ -77,10 +77,10 @@ func testServerIn(t *testing.T, do func(func() error) error, addr string, opts .
 			t.Errorf("Shutdown: %v", err)
 		}
 		// Loops and workers end with Shutdown.
-		for i := 0; i < 200 && leak.Goroutines(loopGoroutine, "runtime.(*workerPool).work") > 0; i++ {
+		for i := 0; i < 200 && leak.Goroutines(loopGoroutine, "engine.(*Pool).work") > 0; i++ {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if n := leak.Goroutines(loopGoroutine, "runtime.(*workerPool).work"); n > 0 {
+		if n := leak.Goroutines(loopGoroutine, "engine.(*Pool).work"); n > 0 {
 			t.Errorf("%d loop or worker goroutines left after Shutdown", n)
 		}
 	})

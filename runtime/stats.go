@@ -1,86 +1,63 @@
 package runtime
 
 import (
-	"sync/atomic"
+	"time"
 
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
 )
-
-// DropReason says why a received datagram got no reply.
-type DropReason int
-
-const (
-	// DropShort: fewer than 24 bytes.
-	DropShort DropReason = iota
-	// DropMagic: not a GWIR frame.
-	DropMagic
-	// DropVersion: a GWIR version this server does not speak.
-	DropVersion
-	// DropReply: a RESPONSE or PONG sent to the server.
-	DropReply
-	// DropTruncated: larger than the receive buffer and not a request that
-	// could be answered TOO_LARGE.
-	DropTruncated
-	// DropPacket: the XSK backend got a frame that is not a valid UDP
-	// datagram for the service (bad checksum, fragment, truncated headers).
-	DropPacket
-	// DropTxFull: a reply was built but no transmit slot was free; the
-	// caller's retransmission recovers it.
-	DropTxFull
-	// DropDuplicate: a retransmission of a request a blocking handler is
-	// still working on; its reply is on the way.
-	DropDuplicate
-	numDropReasons
-)
-
-var dropReasonNames = [numDropReasons]string{
-	DropShort: "short", DropMagic: "magic", DropVersion: "version", DropReply: "reply",
-	DropTruncated: "truncated", DropPacket: "packet", DropTxFull: "tx_full", DropDuplicate: "duplicate",
-}
-
-func (d DropReason) String() string {
-	if d >= 0 && d < numDropReasons {
-		return dropReasonNames[d]
-	}
-	return "unknown"
-}
-
-// loopCounters are written by one loop (and its workers' completions, which
-// the loop itself reaps) and read by Stats.
-type loopCounters struct {
-	rx, tx                  atomic.Uint64
-	requests, pings, oneway atomic.Uint64
-	badFrame, unknownMethod atomic.Uint64
-	panics, overloaded      atomic.Uint64
-	tooLarge, blocking      atomic.Uint64
-	kicks, rearms           atomic.Uint64
-	dropped                 [numDropReasons]atomic.Uint64
-	latency                 histogram
-}
 
 // LoopStats are one event loop's counters since Start.
 type LoopStats struct {
-	// Queue is the RX queue (XSK) or socket index (uring) the loop serves;
-	// Core the CPU it is pinned to.
-	Queue, Core int
-	// RX counts datagrams received, TX replies handed to the kernel.
+	// Queue is the first RX queue (XSK) or the socket index (uring) the loop
+	// serves, Queues all the RX queues whose sockets it owns, Core the CPU
+	// it is pinned to.
+	Queue  int
+	Queues []int
+	Core   int
+	// RX counts datagrams (and TCP reads) received, TX replies handed to
+	// the kernel.
 	RX, TX uint64
-	// Requests counts REQUEST frames dispatched to a handler (including
-	// oneway ones), Pings PINGs answered, Oneway the oneway requests.
+	// Requests counts REQUEST frames dispatched (including oneway ones),
+	// Pings PINGs answered, Oneway the oneway requests.
 	Requests, Pings, Oneway uint64
+	// Served counts requests by the path that received them ("xsk",
+	// "udp", "tcp").
+	Served map[string]uint64
 	// BadFrame counts requests answered BAD_FRAME, UnknownMethod those
 	// answered UNKNOWN_METHOD, Panics handler panics (answered INTERNAL),
 	// Overloaded requests refused OVERLOADED (worker pool full or server
 	// draining), TooLarge replies replaced by TOO_LARGE, Blocking requests
-	// handed to the worker pool.
-	BadFrame, UnknownMethod, Panics, Overloaded, TooLarge, Blocking uint64
-	// Kicks counts TX wakeups of the kernel, FillRingEmpty the times the
-	// XSK fill ring ran dry (packets were dropped by the kernel), Rearms the
-	// times a multishot receive had to be re-armed after buffers ran out.
-	Kicks, FillRingEmpty, Rearms uint64
+	// handed to the worker pool, Expired requests answered
+	// DEADLINE_EXCEEDED without running their handler.
+	BadFrame, UnknownMethod, Panics, Overloaded, TooLarge, Blocking, Expired uint64
+	// Kicks counts TX wakeups of the kernel, FillRingEmpty the times an
+	// XSK fill ring ran dry (the kernel dropped packets), Rearms the times
+	// a multishot receive had to be re-armed after buffers ran out,
+	// PartialChecksum the AF_XDP datagrams accepted with only the
+	// pseudo-header sum in their checksum (a local peer's TX offload).
+	Kicks, FillRingEmpty, Rearms, PartialChecksum uint64
 	// Dropped counts datagrams dropped without a reply, by reason.
 	Dropped map[string]uint64
+	// OpErrors counts failed loop operations by kind ("wake", "kick",
+	// "poll", "recv", "accept"): each is logged at WARN the first time.
+	OpErrors map[string]uint64
 	// Latency is the handler latency (receive to reply built).
+	Latency Histogram
+}
+
+// MethodStats are one method's counters since it was registered.
+type MethodStats struct {
+	Method   string
+	Blocking bool
+	// Requests counts requests that reached the method (whatever their
+	// answer).
+	Requests uint64
+	// Statuses counts the answers by status (oneway requests included:
+	// the status their handler set); statuses from 31 up are counted
+	// together under 31.
+	Statuses map[proto.Status]uint64
+	// Latency is receive to reply built.
 	Latency Histogram
 }
 
@@ -90,45 +67,11 @@ type Stats struct {
 	Loops   []LoopStats
 	// Total sums the loops (Queue and Core are -1).
 	Total LoopStats
-}
-
-func (c *loopCounters) snapshot(queue, core int) LoopStats {
-	s := LoopStats{
-		Queue: queue, Core: core,
-		RX: c.rx.Load(), TX: c.tx.Load(),
-		Requests: c.requests.Load(), Pings: c.pings.Load(), Oneway: c.oneway.Load(),
-		BadFrame: c.badFrame.Load(), UnknownMethod: c.unknownMethod.Load(),
-		Panics: c.panics.Load(), Overloaded: c.overloaded.Load(),
-		TooLarge: c.tooLarge.Load(), Blocking: c.blocking.Load(),
-		Kicks: c.kicks.Load(), Rearms: c.rearms.Load(),
-		Dropped: map[string]uint64{},
-		Latency: c.latency.snapshot(),
-	}
-	for r := DropReason(0); r < numDropReasons; r++ {
-		s.Dropped[r.String()] = c.dropped[r].Load()
-	}
-	return s
-}
-
-func (t *LoopStats) add(s *LoopStats) {
-	t.RX += s.RX
-	t.TX += s.TX
-	t.Requests += s.Requests
-	t.Pings += s.Pings
-	t.Oneway += s.Oneway
-	t.BadFrame += s.BadFrame
-	t.UnknownMethod += s.UnknownMethod
-	t.Panics += s.Panics
-	t.Overloaded += s.Overloaded
-	t.TooLarge += s.TooLarge
-	t.Blocking += s.Blocking
-	t.Kicks += s.Kicks
-	t.FillRingEmpty += s.FillRingEmpty
-	t.Rearms += s.Rearms
-	for k, v := range s.Dropped {
-		t.Dropped[k] += v
-	}
-	t.Latency.merge(&s.Latency)
+	// Methods holds each registered method's counters, sorted by name.
+	Methods []MethodStats
+	// Abandoned counts blocking requests still queued when Shutdown's
+	// grace ran out: they never ran (their callers retry elsewhere).
+	Abandoned uint64
 }
 
 // DroppedTotal sums Dropped over all reasons.
@@ -140,15 +83,69 @@ func (s *LoopStats) DroppedTotal() uint64 {
 	return n
 }
 
-// dropFor maps a proto parse error of the drop class onto a DropReason.
-func dropFor(err proto.Error) DropReason {
-	switch err {
-	case proto.ErrShort:
-		return DropShort
-	case proto.ErrMagic:
-		return DropMagic
-	case proto.ErrVersion:
-		return DropVersion
+func newLoopStats(queue int, queues []int, core int) LoopStats {
+	return LoopStats{Queue: queue, Queues: queues, Core: core, Served: map[string]uint64{},
+		Dropped: map[string]uint64{}, OpErrors: map[string]uint64{}}
+}
+
+func (t *LoopStats) addSnapshot(s *engine.LoopSnapshot) {
+	t.RX += s.RX
+	t.TX += s.TX
+	t.Requests += s.Requests
+	t.Pings += s.Pings
+	t.Oneway += s.Oneway
+	t.BadFrame += s.BadFrame
+	t.UnknownMethod += s.UnknownMethod
+	t.Panics += s.Panics
+	t.Overloaded += s.Overloaded
+	t.TooLarge += s.TooLarge
+	t.Blocking += s.Blocking
+	t.Expired += s.Expired
+	t.Kicks += s.Kicks
+	t.Rearms += s.Rearms
+	t.PartialChecksum += s.PartialChecksum
+	for p := engine.Path(0); p < engine.NumPaths; p++ {
+		t.Served[p.String()] += s.Served[p]
 	}
-	return DropReply
+	for r := engine.DropReason(0); r < engine.NumDropReasons; r++ {
+		t.Dropped[r.String()] += s.Dropped[r]
+	}
+	for c := engine.CQEClass(0); c < engine.NumCQEClasses; c++ {
+		t.OpErrors[c.String()] += s.CQEErrors[c]
+	}
+	t.Latency.s.Merge(&s.Latency)
+}
+
+// Histogram is a snapshot of a latency histogram: log-linear buckets, any
+// value reported within 12.5 % of itself.
+type Histogram struct{ s engine.HistogramSnapshot }
+
+// Count is the number of recorded values.
+func (h *Histogram) Count() uint64 { return h.s.Count() }
+
+// Sum is the sum of the recorded values.
+func (h *Histogram) Sum() time.Duration { return h.s.Sum() }
+
+// Quantile returns the value below which the fraction q (0..1) of the
+// recorded values fall, to within 12.5 %; zero when nothing was recorded.
+func (h *Histogram) Quantile(q float64) time.Duration { return h.s.Quantile(q) }
+
+// CountBelow returns how many recorded values are below d (never more
+// than the truth; exact at the histogram's bucket boundaries, which are
+// 12.5 % apart).
+func (h *Histogram) CountBelow(d time.Duration) uint64 { return h.s.CountBelow(d) }
+
+// Merge adds o's values to h.
+func (h *Histogram) Merge(o *Histogram) { h.s.Merge(&o.s) }
+
+func methodStats(m *engine.Method) MethodStats {
+	s := m.Snapshot()
+	out := MethodStats{Method: s.Name, Blocking: s.Blocking, Requests: s.Requests,
+		Statuses: map[proto.Status]uint64{}, Latency: Histogram{s.Latency}}
+	for i, n := range s.Statuses {
+		if n != 0 {
+			out.Statuses[proto.Status(i)] = n
+		}
+	}
+	return out
 }

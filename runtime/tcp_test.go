@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"math/rand"
 	"net"
@@ -45,7 +46,7 @@ func dialTCP(t *testing.T, srv *runtime.Server) (net.Conn, *bufio.Reader) {
 }
 
 func TestUringBackendTCPStream(t *testing.T) {
-	srv, gate := testServer(t, "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring))
+	srv, gate := testServer(t, "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithTCP())
 
 	t.Run("pipelined frames across arbitrary writes", func(t *testing.T) {
 		conn, r := dialTCP(t, srv)
@@ -162,11 +163,19 @@ func TestListenFailureClosesOnlyItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	_, err = runtime.Listen("udp", held.Addr().String(), runtime.WithBackend(runtime.BackendUring))
-	if err == nil || !strings.Contains(err.Error(), "tcp") {
-		t.Fatalf("Listen on a taken TCP port: %v", err)
+	_, err = runtime.Listen("udp", held.Addr().String(), runtime.WithBackend(runtime.BackendUring), runtime.WithTCP())
+	if err == nil || !strings.Contains(err.Error(), "tcp") || !strings.Contains(err.Error(), "address in use") {
+		t.Fatalf("Listen with TCP on a taken TCP port: %v", err)
 	}
 	if _, err := unix.FcntlInt(0, unix.F_GETFD, 0); err != nil {
 		t.Fatalf("fd 0 after the failed Listen: %v", err)
+	}
+	// A server that serves only UDP does not care who holds the TCP port.
+	srv, err := runtime.Listen("udp", held.Addr().String(), runtime.WithBackend(runtime.BackendUring))
+	if err != nil {
+		t.Fatalf("UDP-only Listen beside a taken TCP port: %v", err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"testing"
@@ -6,27 +6,27 @@ import (
 )
 
 func TestIdleClock(t *testing.T) {
-	var c idleClock
-	if !c.spin(true, time.Hour) {
+	var c IdleClock
+	if !c.Spin(true, time.Hour) {
 		t.Fatal("a busy pass must keep spinning")
 	}
 	for i := 0; i < 100; i++ {
-		if !c.spin(false, time.Hour) {
+		if !c.Spin(false, time.Hour) {
 			t.Fatalf("idle pass %d stopped spinning inside the window", i)
 		}
 	}
-	var short idleClock
-	short.spin(false, time.Nanosecond)
+	var short IdleClock
+	short.Spin(false, time.Nanosecond)
 	stopped := false
 	for i := 0; i < 2*idleClockEvery && !stopped; i++ {
 		time.Sleep(time.Microsecond)
-		stopped = !short.spin(false, time.Nanosecond)
+		stopped = !short.Spin(false, time.Nanosecond)
 	}
 	if !stopped {
 		t.Fatal("never stopped spinning after the window")
 	}
-	var none idleClock
-	if none.spin(true, 0) || none.spin(false, 0) {
+	var none IdleClock
+	if none.Spin(true, 0) || none.Spin(false, 0) {
 		t.Fatal("a zero window must never spin")
 	}
 }

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"testing"
@@ -27,11 +27,11 @@ func TestHistogramBucketsAreMonotonicAndTight(t *testing.T) {
 }
 
 func TestHistogramQuantiles(t *testing.T) {
-	var h histogram
+	var h Histogram
 	for i := 1; i <= 1000; i++ {
-		h.record(time.Duration(i) * time.Microsecond)
+		h.Record(time.Duration(i) * time.Microsecond)
 	}
-	s := h.snapshot()
+	s := h.Snapshot()
 	if s.Count() != 1000 {
 		t.Fatalf("count = %d", s.Count())
 	}
@@ -44,7 +44,7 @@ func TestHistogramQuantiles(t *testing.T) {
 			t.Errorf("Quantile(%v) = %v, want within 12.5%% below %v", c.q, got, c.want)
 		}
 	}
-	var empty Histogram
+	var empty HistogramSnapshot
 	if empty.Quantile(0.5) != 0 {
 		t.Error("empty histogram has a quantile")
 	}
@@ -52,8 +52,27 @@ func TestHistogramQuantiles(t *testing.T) {
 
 func BenchmarkHistogramRecord(b *testing.B) {
 	b.ReportAllocs()
-	var h histogram
+	var h Histogram
 	for i := 0; i < b.N; i++ {
-		h.record(time.Duration(i))
+		h.Record(time.Duration(i))
+	}
+}
+
+func TestHistogramCountBelow(t *testing.T) {
+	var h Histogram
+	for _, d := range []time.Duration{5, 100, 1000, 10_000, 100_000} {
+		h.Record(d * time.Nanosecond)
+	}
+	s := h.Snapshot()
+	for _, c := range []struct {
+		below time.Duration
+		want  uint64
+	}{{0, 0}, {5, 0}, {6, 1}, {1000, 2}, {1 << 20, 5}} {
+		if got := s.CountBelow(c.below); got != c.want {
+			t.Errorf("CountBelow(%v) = %d, want %d", c.below, got, c.want)
+		}
+	}
+	if s.Sum() != 111_105 {
+		t.Errorf("Sum = %v", s.Sum())
 	}
 }

@@ -1,4 +1,4 @@
-package runtime
+package engine
 
 import (
 	"math/bits"
@@ -16,9 +16,11 @@ const (
 	histBuckets = (64 - histSubBits) * histSub
 )
 
-// histogram is written by one loop (atomic adds) and read by Stats callers.
-type histogram struct {
+// Histogram is written with atomic adds (by one loop, or the workers of
+// that loop) and read by snapshots from any goroutine.
+type Histogram struct {
 	counts [histBuckets]atomic.Uint64
+	sumNs  atomic.Uint64
 }
 
 func histBucket(ns uint64) int {
@@ -40,52 +42,56 @@ func histBucketLow(b int) uint64 {
 	return (1 << uint(exp)) | sub<<(uint(exp)-histSubBits)
 }
 
-func (h *histogram) record(d time.Duration) {
+// Record adds one value.
+func (h *Histogram) Record(d time.Duration) {
 	if d < 0 {
 		d = 0
 	}
 	h.counts[histBucket(uint64(d))].Add(1)
+	h.sumNs.Add(uint64(d))
 }
 
-// Histogram is a snapshot of a latency histogram.
-type Histogram struct {
-	counts [histBuckets]uint64
-	total  uint64
-}
-
-func (h *histogram) snapshot() Histogram {
-	var s Histogram
+// Snapshot copies the counts.
+func (h *Histogram) Snapshot() HistogramSnapshot {
+	var s HistogramSnapshot
 	for i := range h.counts {
 		c := h.counts[i].Load()
 		s.counts[i] = c
 		s.total += c
 	}
+	s.sumNs = h.sumNs.Load()
 	return s
 }
 
-// merge adds o into h.
-func (h *Histogram) merge(o *Histogram) {
+// HistogramSnapshot is a copy of a Histogram's counts.
+type HistogramSnapshot struct {
+	counts [histBuckets]uint64
+	total  uint64
+	sumNs  uint64
+}
+
+// Merge adds o into h.
+func (h *HistogramSnapshot) Merge(o *HistogramSnapshot) {
 	for i := range h.counts {
 		h.counts[i] += o.counts[i]
 	}
 	h.total += o.total
+	h.sumNs += o.sumNs
 }
 
 // Count is the number of recorded values.
-func (h *Histogram) Count() uint64 { return h.total }
+func (h *HistogramSnapshot) Count() uint64 { return h.total }
+
+// Sum is the sum of the recorded values.
+func (h *HistogramSnapshot) Sum() time.Duration { return time.Duration(h.sumNs) }
 
 // Quantile returns the value below which the fraction q (0..1) of the
 // recorded values fall, to within 12.5 %; zero when nothing was recorded.
-func (h *Histogram) Quantile(q float64) time.Duration {
+func (h *HistogramSnapshot) Quantile(q float64) time.Duration {
 	if h.total == 0 {
 		return 0
 	}
-	if q < 0 {
-		q = 0
-	}
-	if q > 1 {
-		q = 1
-	}
+	q = min(max(q, 0), 1)
 	rank := uint64(q*float64(h.total-1)) + 1
 	var seen uint64
 	for b, c := range h.counts {
@@ -95,4 +101,19 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 		}
 	}
 	return time.Duration(histBucketLow(histBuckets - 1))
+}
+
+// CountBelow returns how many recorded values are below d, exactly when d
+// is a bucket boundary and otherwise counting the whole bucket d falls in
+// as above it (so the result never overstates).
+func (h *HistogramSnapshot) CountBelow(d time.Duration) uint64 {
+	if d <= 0 {
+		return 0
+	}
+	limit := histBucket(uint64(d)) // buckets below it end at or before d
+	var n uint64
+	for b := 0; b < limit; b++ {
+		n += h.counts[b]
+	}
+	return n
 }

@@ -1,0 +1,261 @@
+package xskpath
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/zerohop/zerohop/netstack"
+	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
+	"github.com/zerohop/zerohop/uring"
+	"github.com/zerohop/zerohop/xsk"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	frameSize = 4096
+	batch     = 64
+)
+
+// user_data kinds of a socket source.
+const (
+	udKick uint64 = 0 // TX kick (a CQE only on failure)
+	udPoll uint64 = 1 // POLL_ADD on the socket, armed when going idle
+)
+
+// Socket is the engine.Source of one AF_XDP socket: the loop drives its
+// four rings directly and uses its io_uring for TX kicks (SENDMSG), for
+// sleeping on the socket (POLL_ADD) and for wakeups. A reply is built in
+// the frame the request arrived in and sent from there; a blocking
+// request's frame goes back to the kernel at once and its reply is built
+// in a fresh frame.
+type Socket struct {
+	sock *xsk.Socket
+	port uint16
+	mtu  int
+
+	loop  *engine.Loop
+	tag   engine.Tag
+	disp  *engine.Dispatcher
+	c     *engine.LoopCounters
+	warn  *engine.Warnings
+	queue int
+
+	rx        []xsk.Desc
+	tx        []xsk.Desc // replies not yet taken by the TX ring
+	pkt       netstack.Packet
+	scratch   []byte
+	kickMsg   unix.Msghdr
+	pollArmed bool
+	route     engine.Route
+}
+
+// Queue is the RX queue the socket is bound to.
+func (s *Socket) Queue() int { return s.sock.Queue() }
+
+// Setup implements engine.Source: the fill ring gets every free frame,
+// so the socket can receive before the port is steered to it.
+func (s *Socket) Setup(l *engine.Loop, tag engine.Tag) error {
+	s.loop, s.tag = l, tag
+	s.disp, s.c, s.warn = &l.Dispatcher, &l.Counters, l.Config().Warn
+	s.queue = s.sock.Queue()
+	s.rx = make([]xsk.Desc, batch)
+	s.tx = make([]xsk.Desc, 0, 4*batch)
+	s.scratch = make([]byte, frameSize)
+	s.sock.Refill(s.sock.Free())
+	if s.sock.FillNeedsWakeup() {
+		_ = s.sock.WakeFill()
+	}
+	return nil
+}
+
+// Poll implements engine.Source: receive and answer, send what is
+// queued, take back completed frames and refill.
+func (s *Socket) Poll() bool {
+	got := s.sock.Receive(s.rx)
+	for i := 0; i < got; i++ {
+		s.onFrame(s.rx[i])
+	}
+	s.flushTX()
+	s.sock.ReapCompletions()
+	if s.sock.Refill(s.sock.Free()) > 0 && s.sock.FillNeedsWakeup() {
+		_ = s.sock.WakeFill()
+	}
+	return got > 0
+}
+
+// Idle implements engine.Source: a level-triggered POLL_ADD wakes the
+// loop when the RX ring fills; the ring is re-checked after arming so no
+// frame is stranded.
+func (s *Socket) Idle() (bool, time.Duration, error) {
+	if !s.pollArmed {
+		if _, err := s.loop.Ring().PrepPollAdd(s.sock.FD(), unix.POLLIN, false, s.tag.With(udPoll)); err != nil {
+			return false, 0, err
+		}
+		s.pollArmed = true
+	}
+	return s.sock.RXReady() || len(s.tx) > 0, 0, nil
+}
+
+// Complete implements engine.Source.
+func (s *Socket) Complete(c *uring.CQE, data uint64) {
+	switch data {
+	case udPoll:
+		s.pollArmed = false
+		if err := c.Err(); err != nil && !errors.Is(err, unix.ECANCELED) {
+			s.warn.CQEError(s.c, engine.CQEPoll, s.queue, err)
+		}
+	case udKick:
+		// Only failures post a CQE (CQE_SKIP_SUCCESS). EAGAIN, EBUSY,
+		// ENOBUFS and ENETDOWN mean "kick again later", which the next
+		// pass does; anything else is counted and logged.
+		if err := c.Err(); err != nil && !tryLater(err) {
+			s.warn.CQEError(s.c, engine.CQEKick, s.queue, err)
+		}
+	}
+}
+
+func tryLater(err error) bool {
+	return errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY) || errors.Is(err, unix.ENOBUFS) ||
+		errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ECANCELED)
+}
+
+// flushTX moves pending replies to the TX ring and kicks the kernel when
+// it asks for it, through a SENDMSG on the socket submitted with the next
+// io_uring_enter.
+func (s *Socket) flushTX() {
+	if len(s.tx) > 0 {
+		k := s.sock.Transmit(s.tx)
+		s.c.TX.Add(uint64(k))
+		s.tx = s.tx[:copy(s.tx, s.tx[k:])]
+	}
+	if s.sock.TXPending() > 0 && s.sock.TXNeedsWakeup() {
+		sqe, err := s.loop.Ring().PrepSendmsg(s.sock.FD(), &s.kickMsg, 0, s.tag.With(udKick))
+		if err != nil {
+			return // the ring is full; the next pass kicks
+		}
+		sqe.Flags |= uring.SQECQESkipSuccess
+		s.c.Kicks.Add(1)
+	}
+}
+
+func (s *Socket) onFrame(d xsk.Desc) {
+	s.c.RX.Add(1)
+	frame := s.sock.Frame(d.Addr)
+	if int(d.Len) > len(frame) {
+		s.warn.Drop(s.c, engine.DropPacket, s.queue)
+		s.sock.Release(d.Addr)
+		return
+	}
+	if err := netstack.Parse(frame[:d.Len], s.port, &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
+		s.warn.Drop(s.c, engine.DropForPacket(err), s.queue)
+		s.sock.Release(d.Addr)
+		return
+	}
+	peer := s.peer()
+	payload := s.pkt.Payload
+	room := s.pkt.PayloadRoom()
+	limit := s.replyLimit()
+	// Build the reply behind the request in the same frame when it fits,
+	// else in scratch; either way it then moves to the payload's start.
+	off := (len(payload) + 63) &^ 63
+	var out []byte
+	if len(room)-off >= limit {
+		out = room[off : off+limit : off+limit]
+	} else {
+		out = s.scratch[:limit:limit]
+	}
+	r, reply := s.disp.Dispatch(payload, peer, engine.PathXSK, out, s)
+	if r != engine.Ready {
+		// Nothing to send, or a worker has the request (copied): either
+		// way the frame goes back now.
+		s.sock.Release(d.Addr)
+		return
+	}
+	n := copy(room, reply)
+	s.queueReply(d.Addr, n)
+}
+
+func (s *Socket) peer() netip.AddrPort {
+	if s.pkt.IPv4 != nil {
+		return netip.AddrPortFrom(s.pkt.IPv4.SourceAddress(), s.pkt.UDP.SourcePort())
+	}
+	return netip.AddrPortFrom(s.pkt.IPv6.SourceAddress(), s.pkt.UDP.SourcePort())
+}
+
+func (s *Socket) local() netip.AddrPort {
+	if s.pkt.IPv4 != nil {
+		return netip.AddrPortFrom(s.pkt.IPv4.DestinationAddress(), s.pkt.UDP.DestinationPort())
+	}
+	return netip.AddrPortFrom(s.pkt.IPv6.DestinationAddress(), s.pkt.UDP.DestinationPort())
+}
+
+// replyLimit is the largest GWIR reply that fits both the interface's MTU
+// (with the request's IP header) and the request's frame.
+func (s *Socket) replyLimit() int {
+	ipHeader := 40
+	if s.pkt.IPv4 != nil {
+		ipHeader = s.pkt.IPv4.HeaderLength()
+	}
+	limit := min(s.mtu-ipHeader-8, proto.MaxFrameLen)
+	// The reply is moved to the request payload's place in the frame, so it
+	// cannot be longer than the frame holds from there (about 3.8 KiB in
+	// copy mode), whatever the MTU.
+	return min(limit, len(s.pkt.PayloadRoom()), len(s.scratch))
+}
+
+// queueReply turns the parsed request frame at addr, whose payload room
+// now starts with an n-byte GWIR reply, into the reply packet and queues
+// it.
+func (s *Socket) queueReply(addr uint64, n int) {
+	reply, err := netstack.Reply(&s.pkt, n)
+	if err != nil {
+		s.warn.Drop(s.c, engine.DropPacket, s.queue)
+		s.sock.Release(addr)
+		return
+	}
+	s.tx = append(s.tx, xsk.Desc{Addr: addr, Len: uint32(len(reply))})
+}
+
+// Submit implements engine.Submitter: the job keeps the reply's header
+// fields, so the request's frame is released at once.
+func (s *Socket) Submit(m *engine.Method, req *engine.Request) bool {
+	f := &s.route.Reply
+	*f = netstack.UDPFields{SrcMAC: s.pkt.Ethernet.Destination(), DstMAC: s.pkt.Ethernet.Source(),
+		Src: s.local(), Dst: s.peer()}
+	if s.pkt.VLAN != nil {
+		f.Tagged, f.VLANTCI = true, s.pkt.VLAN.TCI()
+	}
+	if s.pkt.IPv4 != nil {
+		f.TOS = s.pkt.IPv4.TOS()
+	} else {
+		f.TOS, f.FlowLabel = s.pkt.IPv6.TrafficClass(), s.pkt.IPv6.FlowLabel()
+	}
+	return s.loop.Submit(m, req, s.replyLimit(), s.tag.Source(), &s.route)
+}
+
+// JobDone implements engine.Source: the reply of a blocking request goes
+// out in a fresh frame.
+func (s *Socket) JobDone(j *engine.Job) {
+	defer s.loop.Pool().Release(j)
+	if j.Reply == nil {
+		return
+	}
+	addr, ok := s.sock.Alloc()
+	if !ok {
+		s.warn.Drop(s.c, engine.DropNoFrame, s.queue)
+		return
+	}
+	pkt, err := netstack.BuildUDP(s.sock.Frame(addr), &j.Route.Reply, j.Reply)
+	if err != nil {
+		s.warn.Drop(s.c, engine.DropPacket, s.queue)
+		s.sock.Release(addr)
+		return
+	}
+	s.tx = append(s.tx, xsk.Desc{Addr: addr, Len: uint32(len(pkt))})
+}
+
+// Cleanup implements engine.Source: frames still held go with the UMEM,
+// which the attachment closes after the loops have stopped.
+func (s *Socket) Cleanup() {}
