@@ -139,11 +139,17 @@ func (br *BufferRing) Recycle(id uint16) {
 	br.Publish()
 }
 
-// Close unregisters the group and frees the buffers. Requests still using
-// the group must have completed (or the ring must be closing).
+// Close unregisters the group and frees the buffers. While a submitted
+// request that picks from the group has not posted its last CQE (a
+// multishot receive still armed), it returns an error wrapping ErrInFlight
+// and frees nothing: cancel the request and reap its last CQE first, or
+// close the Ring, which does both.
 func (br *BufferRing) Close() error {
 	if br.closed {
 		return nil
+	}
+	if br.ring.fd >= 0 && br.ring.inflight.usesGroup(br.group) {
+		return fmt.Errorf("io_uring close buffer ring %d: %w: a submitted receive still picks from this group", br.group, ErrInFlight)
 	}
 	err := br.unregister()
 	br.release()

@@ -3,9 +3,11 @@ package uring
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/zerohop/zerohop/internal/leak"
 	"golang.org/x/sys/unix"
@@ -157,14 +159,31 @@ func TestMultishotRecvBufferSelect(t *testing.T) {
 		}
 		br.Recycle(id)
 	}
-	if err := br.Close(); err != nil {
-		t.Fatal(err)
+	// The multishot recv still picks from the group: closing it now would
+	// free buffers the kernel may fill.
+	if err := br.Close(); !errors.Is(err, ErrInFlight) {
+		t.Fatalf("BufferRing.Close with a multishot recv armed = %v, want ErrInFlight", err)
 	}
-	// The multishot recv still refers to the unregistered group; its next
-	// receive fails instead of touching freed memory.
+	if br.closed || br.slab == nil {
+		t.Fatal("refused BufferRing.Close freed the buffers")
+	}
+	r.PrepCancel(1, 0, 2)
+	c := collectUntil(t, r, func(c []CQE) bool {
+		m := byUserData(c)
+		return len(m[1]) > 0 && !m[1][len(m[1])-1].More() && len(m[2]) > 0
+	})
+	if m := byUserData(c); !m[1][len(m[1])-1].Canceled() {
+		t.Fatalf("cancelled multishot recv ended with %+v", m[1])
+	}
+	if err := br.Close(); err != nil {
+		t.Fatalf("BufferRing.Close after the recv ended: %v", err)
+	}
+	// A receive on the unregistered group fails instead of touching freed
+	// memory.
+	r.PrepRecvMultishot(srv, br.Group(), 0, 3)
 	sendDatagrams(t, cli, srvAddr, 3, 1)
-	c := collectUntil(t, r, func(c []CQE) bool { return len(c) > 0 && !c[len(c)-1].More() })
-	if last := c[len(c)-1]; last.Res >= 0 {
+	c = collectUntil(t, r, func(c []CQE) bool { return len(c) > 0 && !c[len(c)-1].More() })
+	if last := c[len(c)-1]; last.Res >= 0 || last.UserData != 3 {
 		t.Fatalf("receive into an unregistered group: %+v", last)
 	}
 }
@@ -294,7 +313,7 @@ func TestCloseWithOperationsInFlight(t *testing.T) {
 			sendDatagrams(t, cli, srvAddr, 0, 2)
 			collect(t, r, 2) // two datagrams consumed buffers
 			// What Close does first: cancel all five and wait for it.
-			if err := r.cancelAllSync(); err != nil {
+			if err := r.cancelAll(time.Now().Add(5 * time.Second)); err != nil {
 				t.Fatalf("sync cancel of in-flight requests: %v", err)
 			}
 			r.PrepRecvmsgMultishot(srv, recvmsgTemplate(), br.Group(), 0, 6)

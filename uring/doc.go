@@ -21,13 +21,29 @@
 // # Memory and lifetimes
 //
 // user_data is the caller's: make it an index into a table, never a
-// pointer. Memory an SQE points at (buffers, msghdrs, sockaddrs) must stay
-// untouched until the operation's last CQE; the ring keeps it reachable
-// only until the kernel consumed the SQE. CQEs returned by Reap are copies
-// and stay valid as long as the caller's slice. A provided buffer delivered
-// by a CQE is the caller's until BufferRing.Recycle. Close cancels every
-// in-flight request and waits for the cancellations before unmapping
-// anything, so nothing the kernel writes can land in freed memory.
+// pointer. Memory an SQE points at (buffers, msghdrs, iovecs through their
+// msghdr, sockaddrs) must stay untouched until the operation's last CQE —
+// for a multishot request the first CQE without CQEFMore — and the ring
+// keeps it reachable until then, not merely until its SQ slot is reused.
+// The ring finds that CQE by user data, so user data that another ring
+// posts here through MSG_RING must not equal that of this ring's own
+// operations that hold memory. An operation given SQECQESkipSuccess posts
+// no CQE when it succeeds, so nothing says when the kernel is done with
+// its memory: the ring keeps that memory until Close (once per distinct
+// buffer and user data, so a TX kick repeated with one msghdr holds one
+// reference), and the caller must treat it as in use until Close too; use
+// skip-success only where the kernel is done with the memory at
+// submission, like the empty msghdr of a kick. CQEs returned by Reap are
+// copies and stay valid as long as the caller's slice. A provided buffer
+// delivered by a CQE is the caller's until BufferRing.Recycle.
+//
+// Close cancels every in-flight request and waits until the kernel is done
+// with their memory (every operation holding memory reaped to its last
+// CQE) before unmapping or letting go of anything. A SingleIssuer ring can
+// only do that on its own thread: from another one, with such operations
+// in flight, Close returns ErrWrongThread and keeps everything, so a later
+// Close on the right thread succeeds. BufferRing.Close likewise refuses
+// (ErrInFlight) while a receive still picks from its group.
 //
 // # Errors
 //

@@ -16,6 +16,17 @@ var ErrNotSupported = errors.New("not supported by this kernel")
 // ErrClosed is returned by operations on a closed Ring or BufferRing.
 var ErrClosed = errors.New("io_uring: ring closed")
 
+// ErrWrongThread means a SingleIssuer ring was used from another thread
+// than the one that created it; the kernel refuses that (EEXIST). Close
+// returns it, keeping the ring intact, when it cannot cancel from the
+// calling thread.
+var ErrWrongThread = errors.New("not on the ring's own thread")
+
+// ErrInFlight means operations still use memory that the call would free:
+// Close gave up waiting for cancelled operations, or BufferRing.Close
+// found receives still picking from its group. Nothing was freed.
+var ErrInFlight = errors.New("operations still in flight")
+
 const (
 	enobufs   = unix.ENOBUFS
 	ecanceled = unix.ECANCELED
@@ -112,7 +123,7 @@ func enterError(errno unix.Errno) error {
 	case unix.EBUSY, unix.EAGAIN:
 		return fmt.Errorf("io_uring_enter: %w: completion queue overflowing; reap completions before submitting more", errno)
 	case unix.EEXIST:
-		return fmt.Errorf("io_uring_enter: %w: a SINGLE_ISSUER ring entered from another thread than the one that created it (lock the OS thread)", errno)
+		return fmt.Errorf("io_uring_enter: %w (%w): a SINGLE_ISSUER ring entered from another thread than the one that created it (lock the OS thread)", ErrWrongThread, errno)
 	}
 	return fmt.Errorf("io_uring_enter: %w", errno)
 }

@@ -15,9 +15,11 @@ import (
 // table of the caller's, never a pointer.
 //
 // Memory passed to a Prep* method (buffers, msghdrs, sockaddrs) must stay
-// untouched until the operation's final CQE: the kernel reads or writes it
-// while the operation runs. The ring keeps it reachable only until the SQE
-// is consumed.
+// untouched until the operation's final CQE (the first without CQEFMore):
+// the kernel reads or writes it while the operation runs. The ring keeps it
+// reachable until that CQE is reaped, matching it by the SQE's UserData as
+// it was when submitted; with SQECQESkipSuccess, which posts no CQE on
+// success, until Close (see the package doc).
 
 func (r *Ring) prep(op Op, fd int, addr uint64, length uint32, off uint64, userData uint64) (*SQE, error) {
 	sqe, err := r.GetSQE()

@@ -16,9 +16,10 @@ import (
 //
 // A Ring is not safe for concurrent use. With SingleIssuer or DeferTaskrun
 // it must also be created, entered and closed on one OS thread (call
-// runtime.LockOSThread first); the kernel answers EEXIST otherwise. The one
-// thing other threads may do is post to it through MSG_RING from their own
-// ring, using Fd.
+// runtime.LockOSThread first); the kernel answers EEXIST otherwise, and
+// Close on another thread returns ErrWrongThread. The one thing other
+// threads may do is post to it through MSG_RING from their own ring, using
+// Fd.
 type Ring struct {
 	fd         int
 	setupFlags uint32
@@ -27,10 +28,17 @@ type Ring struct {
 	sq submissionQueue
 	cq completionQueue
 
-	// keep holds, per SQ slot, the Go memory the slot's SQE points at, so
-	// the garbage collector keeps it (and the compiler puts it on the heap)
-	// at least until the kernel consumed the SQE and the slot is reused.
-	keep []any
+	// keep holds, per SQ slot, the Go memory a prepared but not yet
+	// published SQE points at; flush moves it into inflight, which keeps it
+	// reachable (and the compiler puts it on the heap) until the
+	// operation's last CQE.
+	keep     []any
+	inflight inflight
+	// ownerTid is the thread that created a SingleIssuer ring: the only
+	// one the kernel lets cancel and reap its requests (0: any thread).
+	ownerTid int
+	// closeHook, set only by tests, sees every CQE Close reaps.
+	closeHook func(CQE)
 	// timespecs holds, per SQ slot, the timespec of a TIMEOUT or
 	// LINK_TIMEOUT; the kernel copies it while consuming the SQE.
 	timespecs []unix.Timespec
@@ -52,16 +60,17 @@ type Ring struct {
 
 // submissionQueue is our view of the SQ ring.
 type submissionQueue struct {
-	khead    *atomic.Uint32 // the kernel writes it as it consumes SQEs; we only load it
-	ktail    *atomic.Uint32 // only we write it: stores publish SQEs to the kernel
-	kflags   *atomic.Uint32 // the kernel writes it (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN)
-	kdropped *atomic.Uint32 // the kernel counts invalid SQEs here
-	array    []uint32       // index array (nil with NO_SQARRAY); identity mapping
-	sqes     []SQE
-	mask     uint32
-	entries  uint32
-	head     uint32 // last khead we loaded
-	tail     uint32 // next free slot; published to ktail by flush
+	khead     *atomic.Uint32 // the kernel writes it as it consumes SQEs; we only load it
+	ktail     *atomic.Uint32 // only we write it: stores publish SQEs to the kernel
+	kflags    *atomic.Uint32 // the kernel writes it (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN)
+	kdropped  *atomic.Uint32 // the kernel counts invalid SQEs here
+	array     []uint32       // index array (nil with NO_SQARRAY); identity mapping
+	sqes      []SQE
+	mask      uint32
+	entries   uint32
+	head      uint32 // last khead we loaded
+	tail      uint32 // next free slot; published to ktail by flush
+	published uint32 // the tail flush last stored into ktail
 }
 
 // completionQueue is our view of the CQ ring.
@@ -246,8 +255,26 @@ func (r *Ring) Reserve(n uint32) error {
 
 // flush publishes the prepared SQEs to the kernel (release store of the
 // tail; the SQE contents were written before it) and returns how many SQEs
-// the kernel has yet to consume.
+// the kernel has yet to consume. Before that it records every operation
+// that holds memory, reading the SQE as the caller left it: its final
+// UserData and Flags decide which CQE ends it (SQECQESkipSuccess pins it).
 func (r *Ring) flush() uint32 {
+	for s := r.sq.published; s != r.sq.tail; s++ {
+		slot := s & r.sq.mask
+		sqe := &r.sq.sqes[slot]
+		ref := r.keep[slot]
+		selects := sqe.Flags&SQEBufferSelect != 0
+		if ref == nil && !selects {
+			continue
+		}
+		group := int32(-1)
+		if selects {
+			group = int32(sqe.BufIndex)
+		}
+		r.inflight.add(sqe.UserData, ref, group, sqe.Flags&SQECQESkipSuccess != 0)
+		r.keep[slot] = nil
+	}
+	r.sq.published = r.sq.tail
 	r.sq.ktail.Store(r.sq.tail)
 	return r.sq.tail - r.sq.khead.Load()
 }
@@ -357,7 +384,9 @@ func (r *Ring) reapToBacklog() int {
 	room := uint32(len(r.backlog)) - (r.backlogTail - r.backlogHead)
 	n := 0
 	for head != tail && room > 0 {
-		r.backlog[r.backlogTail&uint32(len(r.backlog)-1)] = r.cq.cqes[head&r.cq.mask]
+		c := r.cq.cqes[head&r.cq.mask]
+		r.retire(&c)
+		r.backlog[r.backlogTail&uint32(len(r.backlog)-1)] = c
 		r.backlogTail++
 		head++
 		room--
@@ -366,6 +395,14 @@ func (r *Ring) reapToBacklog() int {
 	r.cq.head = head
 	r.cq.khead.Store(head)
 	return n
+}
+
+// retire lets go of the memory of the operation c ends, if it is its last
+// CQE. CQEs of operations holding nothing cost one branch.
+func (r *Ring) retire(c *CQE) {
+	if r.inflight.live != 0 && c.Flags&CQEFMore == 0 {
+		r.inflight.retire(c.UserData)
+	}
 }
 
 // Ready returns how many completions Reap would return right now.
@@ -391,6 +428,7 @@ func (r *Ring) Reap(dst []CQE) int {
 	head := r.cq.head
 	for head != tail && n < len(dst) {
 		dst[n] = r.cq.cqes[head&r.cq.mask]
+		r.retire(&dst[n])
 		head++
 		n++
 	}
@@ -401,16 +439,116 @@ func (r *Ring) Reap(dst []CQE) int {
 	return n
 }
 
-// Close cancels every request still in flight and waits for the
-// cancellations (IORING_REGISTER_SYNC_CANCEL, Linux 6.0; best effort when
-// called from another thread than a SingleIssuer ring's own), closes the
-// ring and releases its mappings and every BufferRing registered on it.
-// After Close the kernel no longer touches memory the requests pointed at.
+// closeTimeout bounds how long Close waits for cancelled operations to
+// finish and post their last CQE before it gives up and keeps everything.
+const closeTimeout = 5 * time.Second
+
+// Close cancels every operation still in flight, waits until the kernel is
+// done with the memory they point at, and then closes the ring and
+// releases its mappings and every BufferRing registered on it.
+//
+// The wait has two parts: a synchronous cancel of everything
+// (IORING_REGISTER_SYNC_CANCEL, Linux 6.0; an ASYNC_CANCEL of any request
+// on older kernels), which returns once no cancelled request is still
+// running, and reaping until every operation holding memory posted its
+// last CQE. SQEs prepared but not yet submitted are dropped; completions
+// not yet reaped are discarded.
+//
+// A SingleIssuer (or DeferTaskrun) ring can only be cancelled and reaped on
+// the thread that created it. Called on another thread while operations
+// holding memory may be in flight, Close returns an error wrapping
+// ErrWrongThread and changes nothing: the ring stays open and usable,
+// every mapping and every kept buffer stays, and a later Close on the
+// owning thread finishes the job. With nothing holding memory in flight it
+// closes from any thread (the kernel cancels the rest when the descriptor
+// goes). If cancelled operations do not finish within closeTimeout, Close
+// returns an error wrapping ErrInFlight and likewise keeps everything.
+//
+// On a ring submitted to from several threads (not SingleIssuer) the
+// kernel's synchronous cancel finds blocking io-wq work of the calling
+// thread only: operations that post a last CQE are still waited for, but
+// skip-success ones are not; give such rings one submitting thread.
 func (r *Ring) Close() error {
 	if r.fd < 0 {
 		return nil
 	}
-	r.cancelAllSync()
+	if r.ownerTid != 0 {
+		if tid := unix.Gettid(); tid != r.ownerTid {
+			if r.inflight.live > 0 {
+				return fmt.Errorf("io_uring: close: %w: the ring belongs to thread %d, Close ran on thread %d with %d operations that may still use memory; call Close on the ring's own thread", ErrWrongThread, r.ownerTid, tid, r.inflight.live)
+			}
+			return r.release()
+		}
+	}
+	r.dropUnsubmitted()
+	if err := r.quiesce(); err != nil {
+		return fmt.Errorf("io_uring: close: %w", err)
+	}
+	return r.release()
+}
+
+// dropUnsubmitted forgets SQEs prepared since the last submission: the
+// kernel never saw them.
+func (r *Ring) dropUnsubmitted() {
+	for s := r.sq.published; s != r.sq.tail; s++ {
+		r.keep[s&r.sq.mask] = nil
+	}
+	r.sq.tail = r.sq.published
+}
+
+// quiesce cancels everything in flight and reaps until no operation holding
+// memory is left.
+func (r *Ring) quiesce() error {
+	deadline := time.Now().Add(closeTimeout)
+	// Submitted SQEs the kernel has not consumed yet (it pushed back with
+	// EBUSY) would never complete: hand them over so they are cancelled
+	// with the rest. An SQ poller consumes them on its own.
+	for r.setupFlags&setupSQPoll == 0 && r.sq.published != r.sq.khead.Load() {
+		if _, err := r.Submit(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: the kernel did not consume %d submitted SQEs within %v", ErrInFlight, r.sq.published-r.sq.khead.Load(), closeTimeout)
+		}
+	}
+	if err := r.cancelAll(deadline); err != nil {
+		return err
+	}
+	var cqes [64]CQE
+	for {
+		for {
+			n := r.Reap(cqes[:])
+			if r.closeHook != nil {
+				for _, c := range cqes[:n] {
+					r.closeHook(c)
+				}
+			}
+			if n < len(cqes) {
+				break
+			}
+		}
+		if r.inflight.pending == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %d cancelled operations holding memory posted no last completion within %v", ErrInFlight, r.inflight.pending, closeTimeout)
+		}
+		var err error
+		if r.features&FeatExtArg != 0 {
+			_, err = r.SubmitAndWait(1, 10*time.Millisecond)
+		} else {
+			_, err = r.SubmitAndWait(0, 0) // runs deferred completion work
+			time.Sleep(time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// release closes the ring and frees everything, in reverse order of setup;
+// the kernel must be done with every operation's memory.
+func (r *Ring) release() error {
 	err := unix.Close(r.fd)
 	leak.Untrack(r.fd)
 	r.fd = -1
@@ -427,6 +565,7 @@ func (r *Ring) Close() error {
 	r.sq = submissionQueue{}
 	r.cq = completionQueue{}
 	clear(r.keep)
+	r.inflight.reset()
 	if err != nil {
 		return fmt.Errorf("io_uring: close: %w", err)
 	}

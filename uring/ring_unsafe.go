@@ -1,8 +1,10 @@
 package uring
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/zerohop/zerohop/internal/leak"
@@ -54,6 +56,9 @@ func setup(entries uint32, cfg *config, flags uint32) (*Ring, error) {
 	}
 	leak.Track(int(fd))
 	r := &Ring{fd: int(fd), setupFlags: flags, features: p.features}
+	if flags&setupSingleIssuer != 0 {
+		r.ownerTid = unix.Gettid() // the kernel's submitter_task from now on
+	}
 	if err := r.mapRings(&p); err != nil {
 		r.Close()
 		return nil, &SetupError{Entries: entries, Flags: flags, Err: err, Hint: setupHint(err, flags)}
@@ -126,7 +131,9 @@ func (r *Ring) mapRings(p *params) error {
 	}
 	r.cq.head = r.cq.khead.Load()
 
+	r.sq.published = r.sq.tail
 	r.keep = make([]any, r.sq.entries)
+	r.inflight = newInflight(r.sq.entries)
 	r.timespecs = make([]unix.Timespec, r.sq.entries)
 	r.backlog = make([]CQE, r.cq.entries) // a power of two, like the CQ
 	r.waitArg.ts = uint64(uintptr(unsafe.Pointer(&r.waitTimeout)))
@@ -170,14 +177,32 @@ type syncCancelReg struct {
 	pad2    [3]uint64
 }
 
-// cancelAllSync cancels every in-flight request and waits (up to a second)
-// until they completed. Errors are not interesting here: ENOENT means
-// nothing was in flight, EEXIST a SingleIssuer ring closed from another
-// thread, EINVAL a kernel before 6.0; closing the ring cancels the rest.
-func (r *Ring) cancelAllSync() error {
-	reg := syncCancelReg{fd: -1, flags: CancelAny, timeout: unix.Timespec{Sec: 1}}
+// cancelAll cancels every in-flight request and returns once none of them
+// is still running (IORING_REGISTER_SYNC_CANCEL with ANY, Linux 6.0), or
+// an error once deadline passed. ENOENT means nothing was in flight. On
+// kernels without synchronous cancel (EINVAL) it submits an ASYNC_CANCEL
+// of any request (5.19) and leaves the waiting to the caller's reaping.
+func (r *Ring) cancelAll(deadline time.Time) error {
+	left := max(time.Until(deadline), time.Millisecond)
+	reg := syncCancelReg{fd: -1, flags: CancelAny, timeout: unix.NsecToTimespec(int64(left))}
 	_, err := r.register(registerSyncCancel, unsafe.Pointer(&reg), 1)
-	return err
+	switch {
+	case err == nil, errors.Is(err, unix.ENOENT):
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("cancel in-flight operations: %w (%w)", ErrWrongThread, err)
+	case errors.Is(err, unix.ETIME):
+		return fmt.Errorf("cancel in-flight operations: %w: some were still running after %v (%w)", ErrInFlight, left, err)
+	case errors.Is(err, unix.EINVAL):
+		sqe, perr := r.GetSQE()
+		if perr != nil {
+			return perr
+		}
+		*sqe = SQE{Opcode: OpAsyncCancel, Fd: -1, OpFlags: CancelAny, UserData: ^uint64(0)}
+		_, perr = r.Submit()
+		return perr
+	}
+	return fmt.Errorf("cancel in-flight operations: %w", err)
 }
 
 // filesUpdate is struct io_uring_files_update.

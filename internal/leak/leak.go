@@ -3,12 +3,14 @@
 //
 // Code that opens kernel objects (rings, sockets, BPF links) calls Track with
 // the new descriptor and Untrack when it closes it. Tracking costs one atomic
-// load while disabled; a test binary enables it from TestMain through Main,
-// which then records the opening stack of every tracked descriptor and, after
-// the tests ran, fails the binary if any tracked descriptor is still open,
-// printing the stack that opened it. Descriptors opened outside Track (by the
-// Go runtime, os/exec, net) are reported by number and target only, and only
-// when they were not open before the tests and are not the runtime's own.
+// load while disabled, and the package does not import testing, so
+// production code links it at no cost. A test binary enables tracking from
+// TestMain through Main, which then records the opening stack of every
+// tracked descriptor and, after the tests ran, fails the binary if any
+// tracked descriptor is still open, printing the stack that opened it.
+// Descriptors opened outside Track (by the Go runtime, os/exec, net) are
+// reported by number and target only, and only when they were not open
+// before the tests and are not the runtime's own.
 package leak
 
 import (
@@ -20,7 +22,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -53,11 +54,18 @@ func Untrack(fd int) {
 	mu.Unlock()
 }
 
+// Runner is what Main needs of a test binary: *testing.M. Taking it as an
+// interface keeps package testing out of the production binaries that
+// link this package for Track and Untrack.
+type Runner interface {
+	Run() (code int)
+}
+
 // Main runs the tests of a package with tracking enabled and exits non-zero
 // if descriptors tracked during the run are still open afterwards. Use it as
 //
 //	func TestMain(m *testing.M) { leak.Main(m) }
-func Main(m *testing.M) {
+func Main(m Runner) {
 	enabled.Store(true)
 	before := openFDs()
 	code := m.Run()

@@ -2,6 +2,9 @@ package leak
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -63,3 +66,26 @@ func TestGoroutinesCountsMatchingStacks(t *testing.T) {
 }
 
 func parkForLeakTest(stop chan struct{}) { <-stop }
+
+// Production code calls Track and Untrack, so this package ends up in the
+// zerohop binary; package testing must not come with it (nor through any
+// other package the binary links).
+func TestZerohopBinaryDoesNotLinkTesting(t *testing.T) {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goTool, "list", "-deps", "github.com/zerohop/zerohop/cmd/zerohop").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps listed only %q", deps)
+	}
+	for _, d := range deps {
+		if d == "testing" || strings.HasPrefix(d, "testing/") {
+			t.Errorf("cmd/zerohop links %s", d)
+		}
+	}
+}
+
+// Main accepts *testing.M through its Runner interface.
+var _ Runner = (*testing.M)(nil)

@@ -13,5 +13,10 @@
 // Host.Command. Without root the test constructors skip the test, naming the
 // missing capability, and Build returns an error wrapping ErrNotPermitted; as
 // root, any failure to build the topology fails the test (or is returned by
-// Build after removing whatever was made).
+// Build after removing whatever was made). With ZEROHOP_REQUIRE_KERNEL_TESTS=1
+// (scripts/test sets it as root) RequireRoot and SkipMissing fail instead of
+// skipping, so a CI run cannot pass with kernel tests skipped.
+//
+// The constructors take TB, the subset of testing.TB they use, so that this
+// package does not link package testing into binaries (the bench harness).
 package topo

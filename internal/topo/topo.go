@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,12 +74,45 @@ func uniquePrefix() string {
 	return fmt.Sprintf("zh%x%x", os.Getpid()&0xffff, seq.Add(1))
 }
 
+// TB is the part of testing.TB the test constructors use; *testing.T and
+// *testing.B satisfy it. It is declared here so that the bench harness,
+// which builds topologies inside the zerohop binary, does not link package
+// testing into it.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Error(args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
+
+// RequireKernelTestsEnv names the environment variable that turns a kernel
+// test's skip for a missing capability or kernel feature into a failure
+// when set to 1. scripts/test sets it when it runs as root, as CI does,
+// where every kernel test must run.
+const RequireKernelTestsEnv = "ZEROHOP_REQUIRE_KERNEL_TESTS"
+
+// SkipMissing skips t because the environment lacks what a kernel test
+// needs, named by the formatted reason, or fails it when
+// RequireKernelTestsEnv is 1. Kernel tests skip through it (never t.Skip
+// directly) so that CI cannot pass with them skipped.
+func SkipMissing(t TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(RequireKernelTestsEnv) == "1" {
+		t.Fatalf("%s; %s=1 requires kernel tests to run, not skip", fmt.Sprintf(format, args...), RequireKernelTestsEnv)
+		return
+	}
+	t.Skipf(format, args...)
+}
+
 // RequireRoot skips t unless the process has CAP_NET_ADMIN and CAP_SYS_ADMIN
-// (to create namespaces and veths), naming whichever is missing.
-func RequireRoot(t testing.TB) {
+// (to create namespaces and veths), naming whichever is missing; with
+// RequireKernelTestsEnv=1 it fails t instead (see SkipMissing).
+func RequireRoot(t TB) {
 	t.Helper()
 	if missing := MissingCaps(unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN); missing != "" {
-		t.Skipf("needs %s (run as root)", missing)
+		SkipMissing(t, "needs %s (run as root)", missing)
 	}
 }
 
@@ -113,8 +145,9 @@ func MissingCaps(caps ...int) string {
 }
 
 // New builds the topology described by cfg and registers its teardown with
-// t.Cleanup. It skips t without root and fails it on any setup error.
-func New(t testing.TB, cfg Config) *Topology {
+// t.Cleanup. It skips t without root (fails it with RequireKernelTestsEnv=1)
+// and fails it on any setup error.
+func New(t TB, cfg Config) *Topology {
 	t.Helper()
 	RequireRoot(t)
 	topo, err := Build(cfg)
@@ -131,7 +164,7 @@ func New(t testing.TB, cfg Config) *Topology {
 
 // Pair builds a two-host topology and returns its one link: A in the first
 // namespace ("server"), B in the second ("client").
-func Pair(t testing.TB, cfg Config) *Link {
+func Pair(t TB, cfg Config) *Link {
 	t.Helper()
 	cfg.Hosts = 2
 	return New(t, cfg).Links[0]

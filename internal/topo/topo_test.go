@@ -2,6 +2,7 @@ package topo
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/internal/leak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { leak.Main(m) }
@@ -80,7 +82,7 @@ func TestTeardownRemovesNamespaces(t *testing.T) {
 		}
 	})
 	if len(names) == 0 {
-		t.Skip("inner test skipped")
+		SkipMissing(t, "inner test skipped")
 	}
 	for _, n := range names {
 		if _, err := os.Stat("/var/run/netns/" + n); err == nil {
@@ -103,5 +105,53 @@ func TestParseSNMP(t *testing.T) {
 	}
 	if _, err := parseSNMP6(six, "Udp6NoPorts"); err == nil {
 		t.Fatal("missing snmp6 counter not reported")
+	}
+}
+
+// fakeTB records what a skip helper did instead of ending a test.
+type fakeTB struct {
+	skipped, failed string
+}
+
+func (f *fakeTB) Helper()                           {}
+func (f *fakeTB) Cleanup(func())                    {}
+func (f *fakeTB) Error(args ...any)                 { f.failed = fmt.Sprint(args...) }
+func (f *fakeTB) Fatal(args ...any)                 { f.failed = fmt.Sprint(args...) }
+func (f *fakeTB) Fatalf(format string, args ...any) { f.failed = fmt.Sprintf(format, args...) }
+func (f *fakeTB) Skipf(format string, args ...any)  { f.skipped = fmt.Sprintf(format, args...) }
+
+func TestSkipMissingFailsWhenKernelTestsRequired(t *testing.T) {
+	for _, tc := range []struct {
+		env        string
+		skip, fail bool
+	}{
+		{"", true, false},
+		{"0", true, false},
+		{"1", false, true},
+	} {
+		t.Setenv(RequireKernelTestsEnv, tc.env)
+		var f fakeTB
+		SkipMissing(&f, "needs %s", "CAP_BPF")
+		if (f.skipped != "") != tc.skip || (f.failed != "") != tc.fail {
+			t.Errorf("%s=%q: skipped %q, failed %q; want skip %v, fail %v", RequireKernelTestsEnv, tc.env, f.skipped, f.failed, tc.skip, tc.fail)
+		}
+		if msg := f.skipped + f.failed; !strings.Contains(msg, "needs CAP_BPF") {
+			t.Errorf("%s=%q: message %q lacks the reason", RequireKernelTestsEnv, tc.env, msg)
+		}
+		if tc.fail && !strings.Contains(f.failed, RequireKernelTestsEnv) {
+			t.Errorf("failure %q does not name %s", f.failed, RequireKernelTestsEnv)
+		}
+	}
+}
+
+// RequireRoot goes through SkipMissing: without the capabilities and with
+// kernel tests required, it fails.
+func TestRequireRootObeysRequirement(t *testing.T) {
+	t.Setenv(RequireKernelTestsEnv, "1")
+	var f fakeTB
+	RequireRoot(&f)
+	missing := MissingCaps(unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN)
+	if (missing != "") != (f.failed != "") || f.skipped != "" {
+		t.Fatalf("missing %q: RequireRoot skipped %q, failed %q", missing, f.skipped, f.failed)
 	}
 }
