@@ -72,19 +72,18 @@ const (
 	TraceLen = 26
 )
 
-// knownSize is the value size each known tag must have; anySize marks the
-// text tags, whose one-byte len cannot exceed their 255-byte limit.
-const anySize = 0xff
+// knownSizes packs the value size each known tag must have, one byte per
+// tag (byte t for tag t), so that the check is a shift instead of a table
+// load; anySize marks the text tags, whose one-byte len cannot exceed their
+// 255-byte limit.
+const (
+	anySize    = 0xff
+	knownSizes = 4<<(8*ExtDeadline) | TraceLen<<(8*ExtTrace) | anySize<<(8*ExtTraceState) |
+		anySize<<(8*ExtCaller) | 4<<(8*ExtServiceTime) | 4<<(8*ExtRetryAfter) | 1<<(8*ExtAttempt)
+)
 
-var knownSize = [maxKnownTag + 1]uint8{
-	ExtDeadline:    4,
-	ExtTrace:       TraceLen,
-	ExtTraceState:  anySize,
-	ExtCaller:      anySize,
-	ExtServiceTime: 4,
-	ExtRetryAfter:  4,
-	ExtAttempt:     1,
-}
+// knownSize returns the size tag t (1–7) must have.
+func knownSize(t ExtTag) int { return int(uint8(uint64(knownSizes) >> (8 * (t & 7)))) }
 
 var tagNames = [maxKnownTag + 1]string{
 	ExtDeadline:    "DEADLINE",
@@ -109,36 +108,47 @@ func (t ExtTag) String() string {
 }
 
 // checkExt returns the reason the extension block at the start of body (the
-// bytes after the header) breaks a rule, or 0.
+// bytes after the header) breaks a rule, or 0. It is one pass over the
+// entries with the tags seen so far in a 128-bit set.
 func checkExt(body []byte) Error {
 	if len(body) < extLenSize {
 		return ErrExtLen
 	}
-	n := int(binary.BigEndian.Uint16(body))
-	if n > len(body)-extLenSize {
+	end := extLenSize + int(binary.BigEndian.Uint16(body))
+	if end > len(body) {
 		return ErrExtLen
 	}
-	e := body[extLenSize : extLenSize+n]
-	var seen [2]uint64 // bit t: tag t (1–127) was met
-	for len(e) > 0 {
-		if len(e) < extEntryHdr {
+	var seenLow, seenHigh uint64 // tags 1–63 and 64–127
+	for i := extLenSize; i < end; {
+		if end-i < extEntryHdr {
 			return ErrExtEntries
 		}
-		tag, size := e[0], int(e[1])
-		if size > len(e)-extEntryHdr {
+		tag, size := body[i], int(body[i+1])
+		i += extEntryHdr + size
+		if i > end {
 			return ErrExtEntries
 		}
-		if tag-1 < 127 { // 1–127; tag 0 wraps to 255
-			bit := uint64(1) << (tag & 63)
-			if seen[tag>>6]&bit != 0 {
+		switch {
+		case tag == 0 || tag >= uint8(ExtApp):
+			// Skipped, and free to repeat.
+		case tag < 64:
+			bit := uint64(1) << tag
+			if seenLow&bit != 0 {
 				return ErrExtRepeated
 			}
-			seen[tag>>6] |= bit
-			if tag <= uint8(maxKnownTag) && knownSize[tag] != anySize && size != int(knownSize[tag]) {
-				return ErrExtSize
+			seenLow |= bit
+			if tag <= uint8(maxKnownTag) {
+				if want := knownSize(ExtTag(tag)); want != anySize && size != want {
+					return ErrExtSize
+				}
 			}
+		default:
+			bit := uint64(1) << (tag - 64)
+			if seenHigh&bit != 0 {
+				return ErrExtRepeated
+			}
+			seenHigh |= bit
 		}
-		e = e[extEntryHdr+size:]
 	}
 	return 0
 }

@@ -53,6 +53,7 @@ type ExtBuilder struct {
 	set         uint8 // bit t: known tag t holds a value
 	attempt     uint8
 	nApp        uint8
+	size        uint16 // the entries' bytes so far
 	deadline    uint32
 	serviceTime uint32
 	retryAfter  uint32
@@ -68,8 +69,25 @@ type appEntry struct {
 	val []byte
 }
 
-// Reset empties b for reuse.
-func (b *ExtBuilder) Reset() { *b = ExtBuilder{} }
+// Reset empties b for reuse. It clears only what was used, so a builder
+// kept per loop costs less to reset than a new zero value.
+func (b *ExtBuilder) Reset() {
+	for i := range b.nApp {
+		b.app[i] = appEntry{}
+	}
+	b.set, b.nApp, b.size, b.err = 0, 0, 0, nil
+	b.traceState, b.caller = nil, nil
+}
+
+// add accounts for a known tag set to a value of n bytes, replacing its
+// previous value if it had one.
+func (b *ExtBuilder) add(t ExtTag, n, old int) {
+	if b.set&(1<<t) != 0 {
+		b.size -= uint16(extEntryHdr + old)
+	}
+	b.set |= 1 << t
+	b.size += uint16(extEntryHdr + n)
+}
 
 // Err returns the first error a setter recorded, or nil.
 func (b *ExtBuilder) Err() error { return b.err }
@@ -85,14 +103,14 @@ func (b *ExtBuilder) fail(err error) {
 // budgets above 2^32−1 µs (71.6 minutes) are saturated.
 func (b *ExtBuilder) SetDeadline(d time.Duration) {
 	b.deadline = durationU32(d, time.Microsecond)
-	b.set |= 1 << ExtDeadline
+	b.add(ExtDeadline, 4, 4)
 }
 
 // SetTrace sets TRACE to tc, version 0. A context that is not IsValid is
 // written as given; receivers treat it as absent.
 func (b *ExtBuilder) SetTrace(tc TraceContext) {
 	b.trace = tc
-	b.set |= 1 << ExtTrace
+	b.add(ExtTrace, TraceLen, TraceLen)
 }
 
 // SetTraceState sets TRACESTATE; more than 255 bytes is ErrExtValueTooLong.
@@ -101,8 +119,8 @@ func (b *ExtBuilder) SetTraceState(s []byte) {
 		b.fail(ErrExtValueTooLong)
 		return
 	}
+	b.add(ExtTraceState, len(s), len(b.traceState))
 	b.traceState = s
-	b.set |= 1 << ExtTraceState
 }
 
 // SetCaller sets CALLER; more than 255 bytes is ErrExtValueTooLong.
@@ -111,28 +129,28 @@ func (b *ExtBuilder) SetCaller(name []byte) {
 		b.fail(ErrExtValueTooLong)
 		return
 	}
+	b.add(ExtCaller, len(name), len(b.caller))
 	b.caller = name
-	b.set |= 1 << ExtCaller
 }
 
 // SetServiceTime sets SERVICE_TIME to d in nanoseconds, 0 for d ≤ 0 and
 // saturated at 2^32−1 ns (4.29 s).
 func (b *ExtBuilder) SetServiceTime(d time.Duration) {
 	b.serviceTime = durationU32(d, time.Nanosecond)
-	b.set |= 1 << ExtServiceTime
+	b.add(ExtServiceTime, 4, 4)
 }
 
 // SetRetryAfter sets RETRY_AFTER to d in microseconds, truncated, 0 for
 // d ≤ 0 and saturated at 2^32−1 µs.
 func (b *ExtBuilder) SetRetryAfter(d time.Duration) {
 	b.retryAfter = durationU32(d, time.Microsecond)
-	b.set |= 1 << ExtRetryAfter
+	b.add(ExtRetryAfter, 4, 4)
 }
 
 // SetAttempt sets ATTEMPT.
 func (b *ExtBuilder) SetAttempt(n uint8) {
 	b.attempt = n
-	b.set |= 1 << ExtAttempt
+	b.add(ExtAttempt, 1, 1)
 }
 
 // AddApp adds an application entry; tags may repeat. A tag below ExtApp is
@@ -149,73 +167,65 @@ func (b *ExtBuilder) AddApp(tag ExtTag, value []byte) {
 	default:
 		b.app[b.nApp] = appEntry{tag, value}
 		b.nApp++
+		b.size += uint16(extEntryHdr + len(value))
 	}
 }
 
 // Len returns the size of the block b describes, ext_len included: 0 for an
 // empty builder, at most MaxExtBlockLen.
 func (b *ExtBuilder) Len() int {
-	if b == nil || b.set == 0 && b.nApp == 0 {
+	if b == nil || b.size == 0 {
 		return 0
 	}
-	n := extLenSize
-	for t := ExtDeadline; t <= maxKnownTag; t++ {
-		if b.set&(1<<t) == 0 {
-			continue
-		}
-		switch t {
-		case ExtTraceState:
-			n += extEntryHdr + len(b.traceState)
-		case ExtCaller:
-			n += extEntryHdr + len(b.caller)
-		default:
-			n += extEntryHdr + int(knownSize[t])
-		}
-	}
-	for i := range b.nApp {
-		n += extEntryHdr + len(b.app[i].val)
-	}
-	return n
+	return extLenSize + int(b.size)
 }
 
 // put writes the block into p, which holds exactly b.Len() bytes.
 func (b *ExtBuilder) put(p []byte) {
-	binary.BigEndian.PutUint16(p, uint16(len(p)-extLenSize))
+	binary.BigEndian.PutUint16(p, b.size)
 	i := extLenSize
-	entry := func(t ExtTag, size int) []byte {
-		p[i], p[i+1] = byte(t), byte(size)
-		v := p[i+extEntryHdr : i+extEntryHdr+size]
-		i += extEntryHdr + size
-		return v
-	}
 	if b.set&(1<<ExtDeadline) != 0 {
-		binary.BigEndian.PutUint32(entry(ExtDeadline, 4), b.deadline)
+		p[i], p[i+1] = byte(ExtDeadline), 4
+		binary.BigEndian.PutUint32(p[i+2:], b.deadline)
+		i += 6
 	}
 	if b.set&(1<<ExtTrace) != 0 {
-		v := entry(ExtTrace, TraceLen)
-		v[0] = 0
-		copy(v[1:17], b.trace.TraceID[:])
-		copy(v[17:25], b.trace.SpanID[:])
-		v[25] = b.trace.Flags
+		v := p[i : i+extEntryHdr+TraceLen]
+		v[0], v[1], v[2] = byte(ExtTrace), TraceLen, 0
+		copy(v[3:19], b.trace.TraceID[:])
+		copy(v[19:27], b.trace.SpanID[:])
+		v[27] = b.trace.Flags
+		i += extEntryHdr + TraceLen
 	}
 	if b.set&(1<<ExtTraceState) != 0 {
-		copy(entry(ExtTraceState, len(b.traceState)), b.traceState)
+		i = putEntry(p, i, ExtTraceState, b.traceState)
 	}
 	if b.set&(1<<ExtCaller) != 0 {
-		copy(entry(ExtCaller, len(b.caller)), b.caller)
+		i = putEntry(p, i, ExtCaller, b.caller)
 	}
 	if b.set&(1<<ExtServiceTime) != 0 {
-		binary.BigEndian.PutUint32(entry(ExtServiceTime, 4), b.serviceTime)
+		p[i], p[i+1] = byte(ExtServiceTime), 4
+		binary.BigEndian.PutUint32(p[i+2:], b.serviceTime)
+		i += 6
 	}
 	if b.set&(1<<ExtRetryAfter) != 0 {
-		binary.BigEndian.PutUint32(entry(ExtRetryAfter, 4), b.retryAfter)
+		p[i], p[i+1] = byte(ExtRetryAfter), 4
+		binary.BigEndian.PutUint32(p[i+2:], b.retryAfter)
+		i += 6
 	}
 	if b.set&(1<<ExtAttempt) != 0 {
-		entry(ExtAttempt, 1)[0] = b.attempt
+		p[i], p[i+1], p[i+2] = byte(ExtAttempt), 1, b.attempt
+		i += 3
 	}
 	for k := range b.nApp {
-		copy(entry(b.app[k].tag, len(b.app[k].val)), b.app[k].val)
+		i = putEntry(p, i, b.app[k].tag, b.app[k].val)
 	}
+}
+
+// putEntry writes one entry at p[i:] and returns where the next one starts.
+func putEntry(p []byte, i int, t ExtTag, v []byte) int {
+	p[i], p[i+1] = byte(t), byte(len(v))
+	return i + extEntryHdr + copy(p[i+extEntryHdr:], v)
 }
 
 // blockLen returns x's block size, or x's error.

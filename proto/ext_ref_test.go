@@ -49,10 +49,10 @@ func refFrame(kind byte, flags uint16, id uint64, method uint32, status uint16, 
 
 // Violations of the block rules, as a set.
 const (
-	refBadLen      = 1 << iota // ext_len larger than length − 2 (or no room for ext_len)
-	refBadFill                 // entries do not exactly fill ext_len
-	refBadRepeat               // a tag 1–127 twice
-	refBadSize                 // a known tag with the wrong size
+	refBadLen    = 1 << iota // ext_len larger than length − 2 (or no room for ext_len)
+	refBadFill               // entries do not exactly fill ext_len
+	refBadRepeat             // a tag 1–127 twice
+	refBadSize               // a known tag with the wrong size
 )
 
 // refDecoded is what the reference makes of a payload with EXT.
