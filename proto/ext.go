@@ -5,7 +5,18 @@ import (
 	"time"
 )
 
-// The extension block. With FlagExt set, the payload starts with
+// Sizes in the extension block.
+const (
+	extLenSize  = 2 // the ext_len field
+	extEntryHdr = 2 // tag and len of an entry
+
+	// MaxExtValue is the largest value an entry can carry.
+	MaxExtValue = 255
+)
+
+// ExtTag is the tag of an entry of the extension block.
+//
+// With FlagExt set, the payload starts with
 //
 //	ext_len u16   bytes of entries that follow
 //	entries       tag u8, len u8, value (len bytes), back to back, exactly filling ext_len
@@ -18,9 +29,9 @@ import (
 //     and RETRY_AFTER 4 bytes, TRACE 26, ATTEMPT 1; TRACESTATE and CALLER
 //     any size up to 255.
 //
-// Tags 8–127 (reserved for zerohop) and 128–255 (the application's) are not
-// looked at, so that new tags never break old peers; application tags may
-// repeat. Tag 0 is assigned to nothing: it is skipped like an unknown tag,
+// The values of tags 8–127 (reserved for zerohop; still at most once each)
+// and 128–255 (the application's; they may repeat) are skipped unread, so
+// that new tags never break old peers. Tag 0 is assigned to nothing: it is skipped like an unknown tag,
 // and the at-most-once rule, which covers 1–127, does not cover it. A known
 // tag that belongs to the other direction (SERVICE_TIME in a request, say)
 // is accepted as long as its size is right; the accessors read it like any
@@ -28,15 +39,6 @@ import (
 //
 // A broken block makes a REQUEST BAD_FRAME and a RESPONSE a drop, like every
 // other header rule.
-const (
-	extLenSize  = 2 // the ext_len field
-	extEntryHdr = 2 // tag and len of an entry
-
-	// MaxExtValue is the largest value an entry can carry.
-	MaxExtValue = 255
-)
-
-// ExtTag is the tag of an extension entry.
 type ExtTag uint8
 
 // The tags of DESIGN.md's table. Values are big-endian.

@@ -73,17 +73,16 @@ const (
 	// FlagOneway marks a REQUEST whose caller wants no reply.
 	FlagOneway Flags = 1 << 0
 
-	// FlagExt says the payload starts with an extension block (see Ext).
-	// It is allowed on a REQUEST and a RESPONSE.
+	// FlagExt says the payload starts with an extension block (see
+	// ExtTag). It is allowed on a REQUEST and a RESPONSE.
 	FlagExt Flags = 1 << 1
 
 	// FlagSealed is reserved for authenticated, encrypted frames. This
 	// package does not implement them yet: Parse rejects it (ErrSealed).
 	FlagSealed Flags = 1 << 2
 
-	// flagsReserved are the bits no kind may set: SEALED until the identity
-	// work defines it, and bits 3–15.
-	flagsReserved = ^(FlagOneway | FlagExt)
+	// flagsUnassigned are bits 3–15, which no kind may set.
+	flagsUnassigned = ^(FlagOneway | FlagExt | FlagSealed)
 	// flagsRequest and flagsResponse are the flags each kind may carry.
 	flagsRequest  = FlagOneway | FlagExt
 	flagsResponse = FlagExt
@@ -171,7 +170,7 @@ func (f Frame) ErrorMessage() []byte {
 //     anything but a reply): the returned Frame is the 24-byte header, from
 //     which RequestID and MethodID can be read; answer with EncodeBadFrame.
 //
-// With FlagExt, Parse also walks the extension block (see Ext for the
+// With FlagExt, Parse also walks the extension block (ExtTag states the
 // rules), so that every accessor may trust it afterwards.
 //
 // Parse never allocates and never panics.
@@ -220,7 +219,7 @@ func check(f Frame, size int) Error {
 	method := f.MethodID()
 	status := f.Status()
 	flags := f.Flags()
-	if flags&^FlagSealed&flagsReserved != 0 {
+	if flags&flagsUnassigned != 0 {
 		return ErrFlags
 	}
 	if flags&FlagSealed != 0 {

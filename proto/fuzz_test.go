@@ -35,6 +35,17 @@ func FuzzParse(f *testing.F) {
 	f.Add(enc(proto.EncodeError(buf, 4, 7, proto.StatusUnknownMethod, "no such method")))
 	f.Add(enc(proto.EncodePing(buf, 5)))
 	f.Add(enc(proto.EncodePong(buf, 5, proto.PongDraining)))
+	// With an extension block: a request and a response.
+	var x proto.ExtBuilder
+	x.SetDeadline(time.Second)
+	x.SetCaller([]byte("web"))
+	x.AddApp(200, []byte{1})
+	f.Add(enc(proto.EncodeRequestExt(buf, 6, 7, proto.FlagOneway, &x, []byte{0x08, 0x01})))
+	x.Reset()
+	x.SetServiceTime(time.Microsecond)
+	f.Add(enc(proto.EncodeErrorExt(buf, 6, 7, proto.StatusOverloaded, &x, "busy")))
+	// A block that breaks a rule: DEADLINE of 3 bytes.
+	f.Add(append(header(proto.Magic, 1, 7, proto.KindRequest, 8, 7, 0, proto.FlagExt), 0, 5, 1, 3, 0, 0, 1))
 	// Answerable defects: length one too many, unknown kind, reserved flag.
 	f.Add(header(proto.Magic, 1, 1, proto.KindRequest, 6, 7, 0, 0))
 	f.Add(header(proto.Magic, 1, 0, 0xff, 6, 7, 0, 0))
