@@ -3,6 +3,7 @@ package proto_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/zerohop/zerohop/proto"
 )
@@ -22,6 +23,10 @@ func TestZeroAlloc(t *testing.T) {
 	stream := append(append([]byte{}, req...), req...)
 	s := proto.NewStream(make([]byte, 256))
 	var sink uint64
+	extReq := extRequest(t, payload)
+	badExt := append([]byte{}, extReq...)
+	badExt[proto.HeaderLen+2+1] = 3 // DEADLINE of 3 bytes: BAD_FRAME
+	extStream := append(append([]byte{}, extReq...), extReq...)
 	cases := map[string]func(){
 		"Parse valid": func() {
 			f, err := proto.Parse(req)
@@ -78,6 +83,70 @@ func TestZeroAlloc(t *testing.T) {
 				}
 			}
 		},
+		"Parse EXT": func() {
+			f, err := proto.Parse(extReq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink += uint64(len(f.Payload()))
+		},
+		"Parse EXT bad + answer": func() {
+			_, err := proto.Parse(badExt)
+			if !errors.Is(err, proto.ErrExtSize) {
+				t.Fatal(err)
+			}
+			if _, err := proto.EncodeBadFrame(tx, badExt, err); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"EXT accessors": func() {
+			f := proto.Frame(extReq)
+			d, _ := f.Deadline()
+			tc, _ := f.Trace()
+			a, _ := f.Attempt()
+			v, _ := f.ExtValue(200)
+			st, _ := f.ServiceTime()
+			sink += uint64(d) + uint64(tc.Flags) + uint64(a) + uint64(len(v)+len(f.Caller())+len(f.TraceState())) + uint64(st)
+			for it := f.Ext(); it.Next(); {
+				sink += uint64(it.Tag())
+			}
+		},
+		"EXT encoders": func() {
+			var x proto.ExtBuilder
+			x.SetDeadline(time.Second)
+			x.SetCaller(caller)
+			x.SetAttempt(0)
+			x.AddApp(200, caller)
+			f, err := proto.EncodeRequestExt(tx, 1, 2, 0, &x, payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.SetDeadline(time.Millisecond)
+			f.SetAttempt(1)
+			if _, err := proto.StripExt(tx, f); err != nil {
+				t.Fatal(err)
+			}
+			x.Reset()
+			x.SetServiceTime(time.Microsecond)
+			x.SetRetryAfter(time.Millisecond)
+			if _, err := proto.SealExt(tx[:proto.ResponseHeadroom+64], proto.ResponseHeadroom, proto.Header{Kind: proto.KindResponse}, &x); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := proto.EncodeErrorExt(tx, 1, 2, proto.StatusOverloaded, &x, "overloaded"); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"Stream EXT": func() {
+			s.Feed(extStream[:30])
+			for f, _ := s.Next(); f != nil; f, _ = s.Next() {
+			}
+			s.Feed(extStream[30:])
+			for f, err := s.Next(); f != nil || err != nil; f, err = s.Next() {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
 	}
 	for name, fn := range cases {
 		if n := testing.AllocsPerRun(100, fn); n != 0 {
@@ -91,3 +160,24 @@ func TestZeroAlloc(t *testing.T) {
 // place it on the stack, where leaking it into the iterator would cost an
 // allocation that real payloads (in packet buffers) do not.
 var groupPayload = []byte{0x0b}
+
+// caller is a CALLER value as the runtime would hold it: on the heap, for
+// the life of the process.
+var caller = []byte("checkout")
+
+// extRequest is a REQUEST as a mesh client sends it: DEADLINE, TRACE,
+// CALLER and ATTEMPT, one application entry, then payload.
+func extRequest(t testing.TB, payload []byte) []byte {
+	t.Helper()
+	var x proto.ExtBuilder
+	x.SetDeadline(250 * time.Millisecond)
+	x.SetTrace(proto.TraceContext{TraceID: [16]byte{1, 2, 3}, SpanID: [8]byte{4}, Flags: 1})
+	x.SetCaller(caller)
+	x.SetAttempt(0)
+	x.AddApp(200, []byte("tenant-7"))
+	f, err := proto.EncodeRequestExt(make([]byte, 256), 1, 2, 0, &x, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

@@ -145,3 +145,153 @@ func BenchmarkParseIterateVsUnmarshal(b *testing.B) {
 	b.ReportMetric(float64(theirs.Nanoseconds())/float64(b.N*block), "unmarshal-ns/call")
 	b.ReportMetric(float64(theirs)/float64(ours), "x-faster")
 }
+
+// BenchmarkParse compares Parse on the same 64-byte payload without and
+// with an extension block (DEADLINE, TRACE, CALLER, ATTEMPT and one
+// application entry: 58 bytes of block), the cost of the block's walk.
+func BenchmarkParse(b *testing.B) {
+	payload := benchPayload(b)
+	plain := make([]byte, proto.HeaderLen+len(payload))
+	if _, err := proto.EncodeRequest(plain, 1, 2, 0, payload); err != nil {
+		b.Fatal(err)
+	}
+	for name, req := range map[string][]byte{"plain": plain, "ext": extRequest(b, payload)} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(req)))
+			var n int
+			for b.Loop() {
+				f, err := proto.Parse(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n += len(f)
+			}
+			if n == 0 {
+				b.Fatal("nothing parsed")
+			}
+		})
+	}
+}
+
+// BenchmarkParseIterateExt is BenchmarkParseIterate on the request with
+// an extension block.
+func BenchmarkParseIterateExt(b *testing.B) {
+	req := extRequest(b, benchPayload(b))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(req)))
+	var sum uint64
+	for b.Loop() {
+		v, err := parseIterate(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum += v
+	}
+	if sum == 0 {
+		b.Fatal("nothing read")
+	}
+}
+
+// BenchmarkExtAccessors reads what a server reads from each request with a
+// block: Deadline, Attempt, Caller and Trace (four walks of the block).
+func BenchmarkExtAccessors(b *testing.B) {
+	f, err := proto.Parse(extRequest(b, benchPayload(b)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var sum uint64
+	for b.Loop() {
+		sum += readExt(f)
+	}
+	if sum == 0 {
+		b.Fatal("nothing read")
+	}
+}
+
+func readExt(f proto.Frame) uint64 {
+	d, _ := f.Deadline()
+	a, _ := f.Attempt()
+	tc, _ := f.Trace()
+	return uint64(d) + uint64(a) + uint64(len(f.Caller())) + uint64(tc.SpanID[0])
+}
+
+// BenchmarkEncodeRequestExt is the client's encoder: a builder filled per
+// call (DEADLINE, TRACE, CALLER, ATTEMPT) and the 64-byte payload.
+func BenchmarkEncodeRequestExt(b *testing.B) {
+	payload := benchPayload(b)
+	tx := make([]byte, 2048)
+	tc := proto.TraceContext{TraceID: [16]byte{1}, SpanID: [8]byte{2}, Flags: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		var x proto.ExtBuilder
+		x.SetDeadline(250 * time.Millisecond)
+		x.SetTrace(tc)
+		x.SetCaller(caller)
+		x.SetAttempt(0)
+		if _, err := proto.EncodeRequestExt(tx, 1, 2, 0, &x, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRetransmitPatch is the client's retransmission: DEADLINE and
+// ATTEMPT overwritten in the encoded frame.
+func BenchmarkRetransmitPatch(b *testing.B) {
+	f := proto.Frame(extRequest(b, benchPayload(b)))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		if !f.SetDeadline(time.Duration(n)*time.Microsecond) || !f.SetAttempt(uint8(n)) {
+			b.Fatal("entries not found")
+		}
+	}
+}
+
+// BenchmarkStripExt is the fallback: the request rewritten without its
+// block in its own buffer.
+func BenchmarkStripExt(b *testing.B) {
+	orig := extRequest(b, benchPayload(b))
+	buf := make([]byte, len(orig))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, orig)
+		if _, err := proto.StripExt(buf, proto.Frame(buf)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSealExt is the server's reply: SERVICE_TIME placed with the
+// header in front of a 64-byte payload already in the TX buffer.
+func BenchmarkSealExt(b *testing.B) {
+	payload := benchPayload(b)
+	tx := make([]byte, proto.ResponseHeadroom+len(payload))
+	copy(tx[proto.ResponseHeadroom:], payload)
+	h := proto.Header{Kind: proto.KindResponse, RequestID: 1, MethodID: 2}
+	b.ReportAllocs()
+	for b.Loop() {
+		var x proto.ExtBuilder
+		x.SetServiceTime(18 * time.Microsecond)
+		if _, err := proto.SealExt(tx, proto.ResponseHeadroom, h, &x); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeErrorExt is an OVERLOADED answer with SERVICE_TIME and
+// RETRY_AFTER.
+func BenchmarkEncodeErrorExt(b *testing.B) {
+	tx := make([]byte, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		var x proto.ExtBuilder
+		x.SetServiceTime(time.Microsecond)
+		x.SetRetryAfter(5 * time.Millisecond)
+		if _, err := proto.EncodeErrorExt(tx, 1, 2, proto.StatusOverloaded, &x, "overloaded"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -16,8 +16,8 @@ type Header struct {
 }
 
 // ErrInvalidHeader: an Encode function was asked for a frame that Parse
-// would reject (method 0 on a REQUEST, reserved flags, a PONG status other
-// than serving/draining).
+// would reject (method 0 on a REQUEST, flags other than FlagOneway, a PONG
+// status other than serving/draining).
 var ErrInvalidHeader = encodeError("proto: encode: header fields not valid for this kind")
 
 // Seal writes header h in front of a payload that the caller already placed
@@ -65,10 +65,11 @@ func Encode(dst []byte, h Header, payload []byte) (Frame, error) {
 	return Seal(dst[:size], h)
 }
 
-// EncodeRequest writes a REQUEST. methodID must not be 0 and flags may only
-// hold FlagOneway.
+// EncodeRequest writes a REQUEST without an extension block (see
+// EncodeRequestExt for one). methodID must not be 0 and flags may only hold
+// FlagOneway.
 func EncodeRequest(dst []byte, requestID uint64, methodID uint32, flags Flags, payload []byte) (Frame, error) {
-	if methodID == 0 || flags&flagsReserved != 0 {
+	if methodID == 0 || flags&^FlagOneway != 0 {
 		return nil, ErrInvalidHeader
 	}
 	return Encode(dst, Header{Kind: KindRequest, RequestID: requestID, MethodID: methodID, Flags: flags}, payload)

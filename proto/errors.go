@@ -1,7 +1,7 @@
 package proto
 
 // Error is why Parse or Stream rejected input. A returned Error combines a
-// reason (ErrShort … ErrFrameTooLarge) with a class (ErrDrop or ErrBadFrame),
+// reason (ErrShort … ErrSealed) with a class (ErrDrop or ErrBadFrame),
 // so that both
 //
 //	errors.Is(err, proto.ErrMagic)    // which check failed
@@ -40,16 +40,30 @@ const (
 	ErrMethod Error = 6
 	// ErrStatus: status not 0 on a REQUEST or PING, not 0 or 1 on a PONG.
 	ErrStatus Error = 7
-	// ErrFlags: reserved flag bits set, or ONEWAY on anything but a REQUEST.
+	// ErrFlags: reserved flag bits (3–15) set, ONEWAY on anything but a
+	// REQUEST, or EXT on a PING or PONG.
 	ErrFlags Error = 8
 	// ErrPingPayload: a PING or PONG with a payload.
 	ErrPingPayload Error = 9
 	// ErrFrameTooLarge (Stream only): a frame longer than the stream's
 	// buffer. The stream cannot go on.
 	ErrFrameTooLarge = Error(10) | ErrDrop
+	// ErrExtLen: FlagExt is set but the payload is shorter than the 2-byte
+	// ext_len, or ext_len is larger than length − 2.
+	ErrExtLen Error = 11
+	// ErrExtEntries: the extension entries do not exactly fill ext_len (an
+	// entry header or value runs past its end).
+	ErrExtEntries Error = 12
+	// ErrExtRepeated: a tag from 1 to 127 appears twice in the block.
+	ErrExtRepeated Error = 13
+	// ErrExtSize: a known tag (1–7) whose value has the wrong size.
+	ErrExtSize Error = 14
+	// ErrSealed: FlagSealed is set. Sealed frames are reserved for the
+	// identity work; until it defines them they are BAD_FRAME.
+	ErrSealed Error = 15
 
 	// NumReasons bounds Reason values, for per-reason counter arrays.
-	NumReasons = 11
+	NumReasons = 16
 )
 
 var reasonText = [NumReasons]string{
@@ -61,9 +75,14 @@ var reasonText = [NumReasons]string{
 	5:  "proto: parse: unknown kind",
 	6:  "proto: parse: method id 0 on a REQUEST or not 0 on a PING/PONG",
 	7:  "proto: parse: status not allowed for this kind",
-	8:  "proto: parse: reserved flag bits set or ONEWAY on a non-REQUEST",
+	8:  "proto: parse: reserved flag bits set, ONEWAY on a non-REQUEST or EXT on a PING/PONG",
 	9:  "proto: parse: PING/PONG with a payload",
 	10: "proto: stream: frame longer than the stream buffer",
+	11: "proto: parse: extension block: ext_len does not fit in the payload",
+	12: "proto: parse: extension block: entries do not exactly fill ext_len",
+	13: "proto: parse: extension block: tag 1-127 repeated",
+	14: "proto: parse: extension block: known tag with a value of the wrong size",
+	15: "proto: parse: SEALED frames are not supported",
 }
 
 func (e Error) Error() string {

@@ -73,8 +73,19 @@ const (
 	// FlagOneway marks a REQUEST whose caller wants no reply.
 	FlagOneway Flags = 1 << 0
 
-	// flagsReserved are the bits v1 reserves; they must be zero.
-	flagsReserved = ^FlagOneway
+	// FlagExt says the payload starts with an extension block (see
+	// ExtTag). It is allowed on a REQUEST and a RESPONSE.
+	FlagExt Flags = 1 << 1
+
+	// FlagSealed is reserved for authenticated, encrypted frames. This
+	// package does not implement them yet: Parse rejects it (ErrSealed).
+	FlagSealed Flags = 1 << 2
+
+	// flagsUnassigned are bits 3–15, which no kind may set.
+	flagsUnassigned = ^(FlagOneway | FlagExt | FlagSealed)
+	// flagsRequest and flagsResponse are the flags each kind may carry.
+	flagsRequest  = FlagOneway | FlagExt
+	flagsResponse = FlagExt
 )
 
 // Frame is a view of one GWIR frame: a byte slice that Parse checked, or that
@@ -90,7 +101,9 @@ func (f Frame) Magic() uint32 { return binary.BigEndian.Uint32(f[magicOffset:]) 
 // Version returns the protocol version byte.
 func (f Frame) Version() uint8 { return f[versionOffset] }
 
-// PayloadLen returns the length field: the number of payload bytes.
+// PayloadLen returns the length field: the number of bytes after the
+// header, the extension block included. len(f.Payload()) is the message
+// alone.
 func (f Frame) PayloadLen() int { return int(binary.BigEndian.Uint16(f[lengthOffset:])) }
 
 // Kind returns the frame kind.
@@ -111,10 +124,19 @@ func (f Frame) Flags() Flags { return Flags(binary.BigEndian.Uint16(f[flagsOffse
 // Oneway reports whether the caller wants no reply.
 func (f Frame) Oneway() bool { return f.Flags()&FlagOneway != 0 }
 
-// Payload returns the payload as a sub-slice of the frame; it is never
-// copied. On the header-only view that Parse returns with an ErrBadFrame
+// HasExt reports whether the frame carries an extension block (FlagExt).
+func (f Frame) HasExt() bool { return f.Flags()&FlagExt != 0 }
+
+// Payload returns the message: everything after the header and, with
+// FlagExt, after the extension block. It is a sub-slice of the frame, never
+// a copy. On the header-only view that Parse returns with an ErrBadFrame
 // error it is empty.
-func (f Frame) Payload() []byte { return f[HeaderLen:] }
+func (f Frame) Payload() []byte {
+	if f.Flags()&FlagExt == 0 {
+		return f[HeaderLen:]
+	}
+	return f[f.messageOffset():]
+}
 
 // Fields returns an iterator over the payload's protobuf fields. In a hot
 // loop, declare the iterator and Reset it to f.Payload() instead: the
@@ -144,9 +166,12 @@ func (f Frame) ErrorMessage() []byte {
 //   - class ErrDrop (shorter than a header, wrong magic, unknown version, or
 //     a broken RESPONSE/PONG): the returned Frame is nil; drop and count.
 //   - class ErrBadFrame (magic and version right, but the size, kind,
-//     method, status, flags or PING payload wrong on anything but a reply):
-//     the returned Frame is the 24-byte header, from which RequestID and
-//     MethodID can be read; answer with EncodeBadFrame.
+//     method, status, flags, PING payload or extension block wrong on
+//     anything but a reply): the returned Frame is the 24-byte header, from
+//     which RequestID and MethodID can be read; answer with EncodeBadFrame.
+//
+// With FlagExt, Parse also walks the extension block (ExtTag states the
+// rules), so that every accessor may trust it afterwards.
 //
 // Parse never allocates and never panics.
 func Parse(b []byte) (Frame, error) {
@@ -154,11 +179,18 @@ func Parse(b []byte) (Frame, error) {
 		return nil, ErrShort
 	}
 	// Fast path for the common case, a valid REQUEST, from two loads:
-	// magic|version|length|kind and method|status|flags.
+	// magic|version|length|kind and method|status|flags. A request with
+	// an extension block stays on it and pays only the walk of its block.
 	w0 := binary.BigEndian.Uint64(b[0:])
 	w2 := binary.BigEndian.Uint64(b[methodIDOffset:])
 	if w0>>24 == uint64(Magic)<<8|Version && byte(w0) == byte(KindRequest) &&
-		len(b) == HeaderLen+int(uint16(w0>>8)) && w2>>32 != 0 && uint32(w2)&^uint32(FlagOneway) == 0 {
+		len(b) == HeaderLen+int(uint16(w0>>8)) && w2>>32 != 0 && uint32(w2)&^uint32(flagsRequest) == 0 {
+		if uint32(w2)&uint32(FlagExt) == 0 {
+			return Frame(b), nil
+		}
+		if reason := checkExt(b[HeaderLen:]); reason != 0 {
+			return Frame(b[:HeaderLen:HeaderLen]), reason | ErrBadFrame
+		}
 		return Frame(b), nil
 	}
 	if uint32(w0>>32) != Magic {
@@ -187,8 +219,11 @@ func check(f Frame, size int) Error {
 	method := f.MethodID()
 	status := f.Status()
 	flags := f.Flags()
-	if flags&flagsReserved != 0 {
+	if flags&flagsUnassigned != 0 {
 		return ErrFlags
+	}
+	if flags&FlagSealed != 0 {
+		return ErrSealed
 	}
 	switch kind {
 	case KindRequest:
@@ -198,9 +233,15 @@ func check(f Frame, size int) Error {
 		if status != StatusOK {
 			return ErrStatus
 		}
+		if flags&FlagExt != 0 {
+			return checkExt(f[HeaderLen:])
+		}
 	case KindResponse:
-		if flags != 0 {
+		if flags&^flagsResponse != 0 {
 			return ErrFlags
+		}
+		if flags&FlagExt != 0 {
+			return checkExt(f[HeaderLen:])
 		}
 	case KindPing, KindPong:
 		if method != 0 {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	gproto "google.golang.org/protobuf/proto"
@@ -33,6 +35,17 @@ func FuzzParse(f *testing.F) {
 	f.Add(enc(proto.EncodeError(buf, 4, 7, proto.StatusUnknownMethod, "no such method")))
 	f.Add(enc(proto.EncodePing(buf, 5)))
 	f.Add(enc(proto.EncodePong(buf, 5, proto.PongDraining)))
+	// With an extension block: a request and a response.
+	var x proto.ExtBuilder
+	x.SetDeadline(time.Second)
+	x.SetCaller([]byte("web"))
+	x.AddApp(200, []byte{1})
+	f.Add(enc(proto.EncodeRequestExt(buf, 6, 7, proto.FlagOneway, &x, []byte{0x08, 0x01})))
+	x.Reset()
+	x.SetServiceTime(time.Microsecond)
+	f.Add(enc(proto.EncodeErrorExt(buf, 6, 7, proto.StatusOverloaded, &x, "busy")))
+	// A block that breaks a rule: DEADLINE of 3 bytes.
+	f.Add(append(header(proto.Magic, 1, 7, proto.KindRequest, 8, 7, 0, proto.FlagExt), 0, 5, 1, 3, 0, 0, 1))
 	// Answerable defects: length one too many, unknown kind, reserved flag.
 	f.Add(header(proto.Magic, 1, 1, proto.KindRequest, 6, 7, 0, 0))
 	f.Add(header(proto.Magic, 1, 0, 0xff, 6, 7, 0, 0))
@@ -49,7 +62,9 @@ func FuzzParse(f *testing.F) {
 			if len(fr) != len(b) {
 				t.Fatalf("Frame is %d bytes, input %d", len(fr), len(b))
 			}
-			re, err := proto.Encode(dst, proto.Header{Kind: fr.Kind(), RequestID: fr.RequestID(), MethodID: fr.MethodID(), Status: fr.Status(), Flags: fr.Flags()}, fr.Payload())
+			// Encode writes flags as given, so the body (block included)
+			// comes back byte for byte.
+			re, err := proto.Encode(dst, proto.Header{Kind: fr.Kind(), RequestID: fr.RequestID(), MethodID: fr.MethodID(), Status: fr.Status(), Flags: fr.Flags()}, fr[proto.HeaderLen:])
 			if err != nil {
 				t.Fatalf("re-encoding an accepted frame: %v", err)
 			}
@@ -218,4 +233,243 @@ func FuzzMarshalFields(f *testing.F) {
 			t.Fatalf("iterated %v\nmarshalled %v", got, msg)
 		}
 	})
+}
+
+// FuzzExt: a REQUEST or RESPONSE with FlagExt around an arbitrary body (the
+// bytes after the header, ext_len first). Parse must agree with the
+// reference decoder of ext_ref_test.go on the verdict, on the reason (one of
+// the rules broken) and class, and on every entry, the message and each
+// accessor; an accepted block must survive the reference encoder, the
+// package's ExtBuilder, in-place patching, StripExt and a Stream. The seed
+// corpus (testdata/fuzz/FuzzExt) names the rule each seed exercises.
+func FuzzExt(f *testing.F) {
+	f.Fuzz(func(t *testing.T, response bool, oneway bool, body []byte) {
+		if len(body) > proto.MaxPayload {
+			return
+		}
+		kind, flags := kindReq, flagExt
+		if response {
+			kind = kindResp
+		}
+		if oneway && !response {
+			flags |= uint16(proto.FlagOneway)
+		}
+		frame := refFrame(kind, flags, 0x0102030405060708, 9, 0, body)
+		checkAgainstRef(t, frame)
+		ref := refDecode(body)
+		if ref.bad != 0 {
+			if !response {
+				_, err := proto.Parse(frame)
+				resp, err := proto.EncodeBadFrame(make([]byte, len(frame)), frame, err)
+				if err != nil || len(resp) > len(frame) {
+					t.Fatalf("BAD_FRAME answer %d bytes to %d: %v", len(resp), len(frame), err)
+				}
+			}
+			return
+		}
+		if !bytes.Equal(refBody(ref.entries, ref.msg), body) {
+			t.Fatalf("reference round trip differs")
+		}
+		checkBuilderRoundTrip(t, kind, flags, ref)
+		checkPatch(t, frame, ref)
+		stripped, err := proto.StripExt(make([]byte, len(frame)), frame)
+		if want := refFrame(kind, flags&^flagExt, 0x0102030405060708, 9, 0, ref.msg); err != nil || !bytes.Equal(stripped, want) {
+			t.Fatalf("StripExt\n%x\nwant\n%x (%v)", []byte(stripped), want, err)
+		}
+		if len(frame) <= 512 {
+			checkStream(t, frame)
+		}
+	})
+}
+
+// checkBuilderRoundTrip rebuilds an accepted block with ExtBuilder when the
+// builder can say it (no reserved or unassigned tags, TRACE of version 0, at
+// most MaxAppExt application entries) and expects the reference encoding of
+// the same entries in the builder's order: known tags ascending, then
+// application entries as they came.
+func checkBuilderRoundTrip(t *testing.T, kind byte, flags uint16, ref refDecoded) {
+	t.Helper()
+	var x proto.ExtBuilder
+	var known, apps []refEntry
+	for _, e := range ref.entries {
+		switch {
+		case e.tag >= 128:
+			apps = append(apps, e)
+			x.AddApp(proto.ExtTag(e.tag), e.val)
+		case e.tag >= 1 && e.tag <= 7:
+			known = append(known, e)
+			v := e.val
+			u := func() uint32 { return uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]) }
+			switch e.tag {
+			case 1:
+				x.SetDeadline(time.Duration(u()) * time.Microsecond)
+			case 2:
+				if v[0] != 0 {
+					return
+				}
+				var tc proto.TraceContext
+				copy(tc.TraceID[:], v[1:17])
+				copy(tc.SpanID[:], v[17:25])
+				tc.Flags = v[25]
+				x.SetTrace(tc)
+			case 3:
+				x.SetTraceState(v)
+			case 4:
+				x.SetCaller(v)
+			case 5:
+				x.SetServiceTime(time.Duration(u()))
+			case 6:
+				x.SetRetryAfter(time.Duration(u()) * time.Microsecond)
+			case 7:
+				x.SetAttempt(v[0])
+			}
+		default:
+			return
+		}
+	}
+	if len(apps) > proto.MaxAppExt || len(ref.entries) == 0 {
+		return
+	}
+	slices.SortStableFunc(known, func(a, b refEntry) int { return int(a.tag) - int(b.tag) })
+	h := proto.Header{Kind: proto.Kind(kind), RequestID: 0x0102030405060708, MethodID: 9, Flags: proto.Flags(flags)}
+	got, err := proto.EncodeExt(make([]byte, proto.MaxFrameLen), h, &x, ref.msg)
+	if err != nil {
+		t.Fatalf("builder: %v", err)
+	}
+	want := refFrame(kind, flags, 0x0102030405060708, 9, 0, refBody(append(known, apps...), ref.msg))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("builder writes\n%x\nreference\n%x", []byte(got), want)
+	}
+}
+
+// checkPatch overwrites DEADLINE and ATTEMPT in a copy of an accepted frame
+// and expects exactly those values changed, and only when present.
+func checkPatch(t *testing.T, frame []byte, ref refDecoded) {
+	t.Helper()
+	f := proto.Frame(append([]byte{}, frame...))
+	_, hasDeadline := ref.find(1)
+	_, hasAttempt := ref.find(7)
+	if f.SetDeadline(1234*time.Microsecond) != hasDeadline || f.SetAttempt(99) != hasAttempt {
+		t.Fatalf("patch reports DEADLINE %v ATTEMPT %v wrongly", hasDeadline, hasAttempt)
+	}
+	var entries []refEntry
+	for _, e := range ref.entries {
+		switch e.tag {
+		case 1:
+			e.val = u32be(1234)
+		case 7:
+			e.val = []byte{99}
+		}
+		entries = append(entries, e)
+	}
+	want := append(append([]byte{}, frame[:proto.HeaderLen]...), refBody(entries, ref.msg)...)
+	if !bytes.Equal(f, want) {
+		t.Fatalf("patched\n%x\nwant\n%x", []byte(f), want)
+	}
+}
+
+// FuzzStream: an arbitrary byte stream cut into arbitrary chunks (cuts: one
+// chunk length per byte) through a Stream whose buffer holds 24 + bufSize%1024
+// bytes gives exactly what Parse gives on the same frames, located by the
+// length field: the same frames or header views and errors in the same
+// order, the same sticky error where sync is lost or a frame is too large,
+// and the same number of bytes left over, whatever the cuts. The seed corpus
+// (testdata/fuzz/FuzzStream) names what each seed exercises.
+func FuzzStream(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte, cuts []byte, bufSize uint16) {
+		bufLen := proto.HeaderLen + int(bufSize)%1024
+		want, rest := refStream(data, bufLen)
+		got, left := runStream(t, data, cuts, bufLen)
+		compareEvents(t, "cut", got, want, left, rest)
+		got, left = runStream(t, data, nil, bufLen)
+		compareEvents(t, "whole", got, want, left, rest)
+	})
+}
+
+// streamEvent is one non-empty answer of Stream.Next.
+type streamEvent struct {
+	frame []byte
+	err   error
+}
+
+// stickyErr reports the Stream errors that end a stream.
+func stickyErr(err error) bool {
+	return err == proto.ErrMagic || err == proto.ErrVersion || err == proto.ErrFrameTooLarge
+}
+
+// refStream splits data by the header rules of DESIGN.md and Parses each
+// frame. rest is the size of the incomplete frame at the end, -1 after a
+// sticky error.
+func refStream(data []byte, bufLen int) (events []streamEvent, rest int) {
+	pos := 0
+	for len(data)-pos >= proto.HeaderLen {
+		h := data[pos:]
+		switch {
+		case string(h[:4]) != "GWIR":
+			return append(events, streamEvent{nil, proto.ErrMagic}), -1
+		case h[4] != 1:
+			return append(events, streamEvent{nil, proto.ErrVersion}), -1
+		}
+		size := proto.HeaderLen + (int(h[5])<<8 | int(h[6]))
+		if size > bufLen {
+			return append(events, streamEvent{h[:proto.HeaderLen], proto.ErrFrameTooLarge}), -1
+		}
+		if len(data)-pos < size {
+			break
+		}
+		fr, err := proto.Parse(data[pos : pos+size])
+		events = append(events, streamEvent{fr, err})
+		pos += size
+	}
+	return events, len(data) - pos
+}
+
+// runStream feeds data to a Stream in chunks of 1+cuts[i] bytes (the rest
+// in one chunk once cuts run out) and collects copies of what Next returns.
+func runStream(t *testing.T, data, cuts []byte, bufLen int) (events []streamEvent, left int) {
+	s := proto.NewStream(make([]byte, bufLen))
+	for len(data) > 0 {
+		n := len(data)
+		if len(cuts) > 0 {
+			n = min(n, 1+int(cuts[0]))
+			cuts = cuts[1:]
+		}
+		chunk := append([]byte{}, data[:n]...) // a buffer of its own, spoilt after use
+		data = data[n:]
+		if err := s.Feed(chunk); err != nil {
+			t.Fatalf("Feed: %v", err)
+		}
+		for {
+			fr, err := s.Next()
+			if fr == nil && err == nil {
+				break
+			}
+			events = append(events, streamEvent{append([]byte(nil), fr...), err})
+			if stickyErr(err) {
+				if fr2, err2 := s.Next(); fr2 != nil || err2 != err {
+					t.Fatalf("sticky %v came back as %x, %v", err, []byte(fr2), err2)
+				}
+				return events, -1
+			}
+		}
+		for i := range chunk {
+			chunk[i] = 0xEE
+		}
+	}
+	return events, s.Buffered()
+}
+
+func compareEvents(t *testing.T, pass string, got, want []streamEvent, left, rest int) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: stream gave %d answers, Parse %d", pass, len(got), len(want))
+	}
+	for i := range got {
+		if got[i].err != want[i].err || !bytes.Equal(got[i].frame, want[i].frame) || (got[i].frame == nil) != (want[i].frame == nil) {
+			t.Fatalf("%s: answer %d: stream %x %v, Parse %x %v", pass, i, got[i].frame, got[i].err, want[i].frame, want[i].err)
+		}
+	}
+	if left != rest {
+		t.Fatalf("%s: %d bytes left in the stream, want %d", pass, left, rest)
+	}
 }

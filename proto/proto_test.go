@@ -92,7 +92,9 @@ func TestParseRejects(t *testing.T) {
 		{"kind 5", header(proto.Magic, 1, 0, 5, 42, 9, 0, 0), proto.ErrKind, true},
 		{"request method 0", header(proto.Magic, 1, 0, proto.KindRequest, 42, 0, 0, 0), proto.ErrMethod, true},
 		{"request status", header(proto.Magic, 1, 0, proto.KindRequest, 42, 9, 1, 0), proto.ErrStatus, true},
-		{"request reserved flag", header(proto.Magic, 1, 0, proto.KindRequest, 42, 9, 0, 2), proto.ErrFlags, true},
+		{"request reserved flag", header(proto.Magic, 1, 0, proto.KindRequest, 42, 9, 0, 8), proto.ErrFlags, true},
+		{"request sealed", header(proto.Magic, 1, 0, proto.KindRequest, 42, 9, 0, proto.FlagSealed), proto.ErrSealed, true},
+		{"ping ext", header(proto.Magic, 1, 0, proto.KindPing, 42, 0, 0, proto.FlagExt), proto.ErrFlags, true},
 		{"request top flag", header(proto.Magic, 1, 0, proto.KindRequest, 42, 9, 0, 0x8000), proto.ErrFlags, true},
 		{"ping method", header(proto.Magic, 1, 0, proto.KindPing, 42, 9, 0, 0), proto.ErrMethod, true},
 		{"ping payload", withPayload(header(proto.Magic, 1, 2, proto.KindPing, 42, 0, 0, 0), []byte{8, 1}), proto.ErrPingPayload, true},
@@ -101,6 +103,8 @@ func TestParseRejects(t *testing.T) {
 		// Broken replies are dropped, never answered.
 		{"response size", header(proto.Magic, 1, 9, proto.KindResponse, 42, 9, 0, 0), proto.ErrSize, false},
 		{"response flags", header(proto.Magic, 1, 0, proto.KindResponse, 42, 9, 0, proto.FlagOneway), proto.ErrFlags, false},
+		{"response sealed", header(proto.Magic, 1, 0, proto.KindResponse, 42, 9, 0, proto.FlagSealed|proto.FlagExt), proto.ErrSealed, false},
+		{"pong ext", header(proto.Magic, 1, 0, proto.KindPong, 42, 0, 0, proto.FlagExt), proto.ErrFlags, false},
 		{"pong status", header(proto.Magic, 1, 0, proto.KindPong, 42, 0, 2, 0), proto.ErrStatus, false},
 		{"pong method", header(proto.Magic, 1, 0, proto.KindPong, 42, 1, 0, 0), proto.ErrMethod, false},
 	}
