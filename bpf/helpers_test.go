@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 //	pinned:<dir>:<prefix>:<port>  open the pinned maps, print the counters,
 //	                  add a deny rule for prefix and port, print "ok"
 func runHelper(role string) int {
+	if args, ok := strings.CutPrefix(role, "serve:"); ok {
+		return runServerHelper(args)
+	}
 	parts := strings.Split(role, ":")
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "helper:", err)

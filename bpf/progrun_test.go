@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -180,5 +181,98 @@ func BenchmarkSteer(b *testing.B) {
 			}
 			b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
 		})
+	}
+}
+
+// A service is steered only while its slot holds its owner token and a
+// heartbeat within StaleAfter of the kernel's clock, on either side; frames
+// over its MaxLen go to the kernel. Each case counts its reason, globally
+// and in the slot.
+func TestStaleAndOversizeByTestRun(t *testing.T) {
+	p := loadOffline(t)
+	if err := p.AddService(Service{Port: 7003, MaxLen: 80}); err != nil {
+		t.Fatal(err)
+	}
+	small := frame{dport: 7000}.build(t, offlineLink)
+	big := frame{dport: 7003, payload: make([]byte, 100)}.build(t, offlineLink)
+	fits := frame{dport: 7003, payload: make([]byte, 10)}.build(t, offlineLink)
+	setHeartbeat := func(delta time.Duration) {
+		now, err := kernelNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := steerSlot{HeartbeatNs: uint64(int64(now) + delta.Nanoseconds()), Owner: p.token, Pid: p.pid}
+		if err := p.slots.Update(uint32(p.Slot()), &rec, ebpf.UpdateExist); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var key steerServiceKey
+	key.Port = 7000
+	var svc steerService
+	if err := p.services.Lookup(&key, &svc); err != nil {
+		t.Fatal(err)
+	}
+	forged := svc
+	forged.Owner++
+	cases := []struct {
+		name  string
+		setup func()
+		frame []byte
+		moved Counters
+		slot  SlotCounters
+	}{
+		{"live", func() { setHeartbeat(0) }, small, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+		{"heartbeat 2 s old", func() { setHeartbeat(-2 * time.Second) }, small, Counters{Seen: 1, Passed: 1, Stale: 1}, SlotCounters{Stale: 1}},
+		{"heartbeat 2 s ahead", func() { setHeartbeat(2 * time.Second) }, small, Counters{Seen: 1, Passed: 1, Stale: 1}, SlotCounters{Stale: 1}},
+		{"heartbeat half a StaleAfter old", func() { setHeartbeat(-StaleAfter / 2) }, small, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+		{"another owner's token", func() {
+			setHeartbeat(0)
+			if err := p.services.Update(&key, &forged, ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+		}, small, Counters{Seen: 1, Passed: 1, Stale: 1}, SlotCounters{Stale: 1}},
+		{"token back", func() {
+			if err := p.services.Update(&key, &svc, ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+		}, small, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+		{"over MaxLen", nil, big, Counters{Seen: 1, Passed: 1, Oversize: 1}, SlotCounters{Oversize: 1}},
+		{"within MaxLen", nil, fits, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+	}
+	for _, c := range cases {
+		if c.setup != nil {
+			c.setup()
+		}
+		before := counters(t, p.Maps)
+		sBefore, err := p.SlotCounters(p.Slot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.prog.Run(&ebpf.RunOptions{Data: c.frame})
+		if err != nil || got != xdpPass {
+			t.Fatalf("%s: verdict %d, %v; want pass", c.name, got, err)
+		}
+		if d := counters(t, p.Maps).sub(before); d != c.moved {
+			t.Errorf("%s: counters moved by %+v, want %+v", c.name, d, c.moved)
+		}
+		sAfter, _ := p.SlotCounters(p.Slot())
+		d := SlotCounters{Redirected: sAfter.Redirected - sBefore.Redirected, NoSocket: sAfter.NoSocket - sBefore.NoSocket,
+			Stale: sAfter.Stale - sBefore.Stale, Oversize: sAfter.Oversize - sBefore.Oversize}
+		if d != c.slot {
+			t.Errorf("%s: slot counters moved by %+v, want %+v", c.name, d, c.slot)
+		}
+	}
+	// Services reports what the program sees.
+	setHeartbeat(-2 * time.Second)
+	svcs, err := p.Services()
+	if err != nil || len(svcs) != 2 || !svcs[0].Stale || !svcs[1].Stale {
+		t.Fatalf("Services with a stale heartbeat: %+v, %v; want both stale", svcs, err)
+	}
+	if err := p.Heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	svcs, _ = p.Services()
+	if len(svcs) != 2 || svcs[0].Stale || svcs[1].Stale {
+		t.Fatalf("Services after a heartbeat: %+v; want both live", svcs)
 	}
 }
