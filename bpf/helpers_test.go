@@ -41,6 +41,9 @@ func runHelper(role string) int {
 	if args, ok := strings.CutPrefix(role, "serve:"); ok {
 		return runServerHelper(args)
 	}
+	if args, ok := strings.CutPrefix(role, "node:"); ok {
+		return runNodeHelper(args)
+	}
 	parts := strings.Split(role, ":")
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
