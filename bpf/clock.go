@@ -12,12 +12,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Heartbeats are compared by the program with bpf_ktime_get_ns(), the
-// kernel's CLOCK_MONOTONIC. A process in a time namespace (unshare -T, some
-// container runtimes) reads CLOCK_MONOTONIC shifted by its namespace's
-// offset, so kernelNow subtracts that offset, read once from
-// /proc/self/timens_offsets (Linux 5.6+; absent or all zero otherwise).
-// Boot time and suspend do not matter: both clocks stop in suspend alike.
+// Heartbeats are compared by the program with bpf_ktime_get_coarse_ns()
+// (Linux 5.11+), the kernel's CLOCK_MONOTONIC_COARSE: a tick's resolution
+// is plenty for a 1 s staleness and it costs the program no clock read. A
+// process in a time namespace (unshare -T, some container runtimes) reads
+// the monotonic clocks shifted by its namespace's offset, so kernelNow
+// subtracts that offset, read once from /proc/self/timens_offsets (Linux
+// 5.6+; absent or all zero otherwise). That file shows the offsets of the
+// namespace the process's children get, which is its own except between
+// an unshare(CLONE_NEWTIME) and the next fork, which no server does.
+// Suspend does not matter: both sides read the same clock.
 
 var (
 	timensOnce   sync.Once
@@ -25,16 +29,16 @@ var (
 	timensErr    error
 )
 
-// kernelNow returns CLOCK_MONOTONIC as the kernel (and the XDP program)
-// sees it, in nanoseconds.
+// kernelNow returns CLOCK_MONOTONIC_COARSE as the kernel (and the XDP
+// program) sees it, in nanoseconds.
 func kernelNow() (uint64, error) {
 	timensOnce.Do(func() { timensOffset, timensErr = readTimensOffset("/proc/self/timens_offsets") })
 	if timensErr != nil {
 		return 0, timensErr
 	}
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0, fmt.Errorf("clock_gettime(CLOCK_MONOTONIC): %w", err)
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		return 0, fmt.Errorf("clock_gettime(CLOCK_MONOTONIC_COARSE): %w", err)
 	}
 	return uint64(ts.Nano() - timensOffset.Nanoseconds()), nil
 }

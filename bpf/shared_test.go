@@ -192,8 +192,10 @@ func TestServersShareInterface(t *testing.T) {
 
 	// SIGKILL: the kernel closes the socket (and so empties its XSKMAP
 	// entry) and drops the slot lock; the port goes to the kernel.
+	start := time.Now()
 	srv[1].kill9()
-	flows[1].untilKernel(t, link, sinks[1], "after its server was killed")
+	sent := flows[1].untilKernel(t, link, sinks[1], "after its server was killed")
+	t.Logf("SIGKILL: the port reached the kernel after %v (%d datagrams sent)", time.Since(start), sent)
 	flows[0].deliver(t, link, srv[0], 20)
 	flows[2].deliver(t, link, srv[2], 20)
 	if c := slotCounters(t, link.A, srv[1].slot); c.NoSocket+c.Stale == 0 {
@@ -212,18 +214,23 @@ func TestServersShareInterface(t *testing.T) {
 	// StaleAfter the program passes the port to the kernel, counted as
 	// stale. SIGCONT: the next heartbeat steers it again.
 	before := slotCounters(t, link.A, srv[2].slot)
+	start = time.Now()
 	srv[2].signal(syscall.SIGSTOP)
-	flows[2].untilKernel(t, link, sinks[2], "while its server was stopped")
+	sent = flows[2].untilKernel(t, link, sinks[2], "while its server was stopped")
+	t.Logf("SIGSTOP: the port reached the kernel after %v (%d datagrams sent; StaleAfter %v)", time.Since(start), sent, StaleAfter)
 	if c := slotCounters(t, link.A, srv[2].slot); c.Stale <= before.Stale {
 		t.Fatalf("the stopped server's slot counted %+v (before %+v); want Stale to grow", c, before)
 	}
 	flows[0].deliver(t, link, srv[0], 5)
 	flows[1].deliver(t, link, srv[1], 5)
+	start = time.Now()
 	srv[2].signal(syscall.SIGCONT)
 	flows[2].untilServer(t, link, srv[2], "after it resumed")
+	t.Logf("SIGCONT: steered again after %v", time.Since(start))
 
 	// Everyone gone: the last descriptor of the link closes and the
 	// kernel detaches the program.
+	start = time.Now()
 	for _, s := range srv {
 		s.kill9()
 	}
@@ -234,6 +241,7 @@ func TestServersShareInterface(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	t.Logf("all killed: no XDP program after %v", time.Since(start))
 	if a := inspect(t, link.A); a.ProgramID != 0 {
 		t.Fatalf("Inspect after all servers died: %+v, want nothing attached", a)
 	}

@@ -108,7 +108,7 @@ struct service {
 // One per server: written by its owner only (claimed under the registry
 // lock, see bpf/registry.go).
 struct slot {
-	__u64 heartbeat_ns; // bpf_ktime_get_ns() clock, i.e. CLOCK_MONOTONIC
+	__u64 heartbeat_ns; // bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC_COARSE
 	__u64 owner;        // random token of the current owner; 0: free
 	__u32 pid;          // the owner's pid, in its own pid namespace
 	__u32 _pad;
@@ -400,7 +400,7 @@ int zerohop_steer(struct xdp_md *ctx)
 	struct slot_counters *sc = bpf_map_lookup_elem(&slot_counters, &slot_index);
 	if (!m || !owner || !sc) // slot out of range: never written so by Go
 		return malformed();
-	__s64 age = (__s64)(bpf_ktime_get_ns() - owner->heartbeat_ns);
+	__s64 age = (__s64)(bpf_ktime_get_coarse_ns() - owner->heartbeat_ns);
 	if (owner->owner != svc->owner || owner->owner == 0 || age > (__s64)m->stale_ns ||
 	    age < -(__s64)m->stale_ns) {
 		sc->stale += 1;
