@@ -113,6 +113,8 @@ type SlotInfo struct {
 	// Stale: HeartbeatAge exceeds StaleAfter; the program ignores the
 	// slot's services.
 	Stale bool
+	// Queues are the queues the server has sockets on.
+	Queues []int
 }
 
 // Indexes into the counters map, in the order of enum counter in steer.c.
@@ -308,7 +310,8 @@ func (m *Maps) Slots() ([]SlotInfo, error) {
 				continue
 			}
 			out = append(out, SlotInfo{Slot: int(i), PID: slot.Pid,
-				HeartbeatAge: time.Duration(int64(now - slot.HeartbeatNs)), Stale: stale(now, slot.HeartbeatNs)})
+				HeartbeatAge: time.Duration(int64(now - slot.HeartbeatNs)), Stale: stale(now, slot.HeartbeatNs),
+				Queues: slotQueues(&slot)})
 		}
 		return nil
 	})

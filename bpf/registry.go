@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -120,12 +121,11 @@ func (p *Program) Heartbeat() error {
 		if err != nil {
 			return err
 		}
-		rec := steerSlot{HeartbeatNs: now, Owner: p.token, Pid: p.pid}
-		if err := p.slots.Update(uint32(p.slot), &rec, ebpf.UpdateExist); err != nil {
-			return mapError(err)
-		}
 		p.ownMu.Lock()
 		defer p.ownMu.Unlock()
+		if err := p.writeSlot(now); err != nil {
+			return err
+		}
 		var lost []error
 		for key, s := range p.own {
 			var value steerService
@@ -141,6 +141,75 @@ func (p *Program) Heartbeat() error {
 		}
 		return errors.Join(lost...)
 	})
+}
+
+// writeSlot writes this server's slot record: heartbeat, token, pid and
+// the queues it has sockets on. The caller holds ownMu.
+func (p *Program) writeSlot(now uint64) error {
+	rec := steerSlot{HeartbeatNs: now, Owner: p.token, Pid: p.pid}
+	for q := range p.sockets {
+		rec.Queues[q/64] |= 1 << (q % 64)
+	}
+	return mapError(p.slots.Update(uint32(p.slot), &rec, ebpf.UpdateExist))
+}
+
+// setSocketBit records queue in p.sockets and publishes it at once.
+func (p *Program) setSocketBit(queue int, on bool) error {
+	p.ownMu.Lock()
+	defer p.ownMu.Unlock()
+	if on {
+		p.sockets[queue] = true
+	} else {
+		delete(p.sockets, queue)
+	}
+	now, err := kernelNow()
+	if err != nil {
+		return err
+	}
+	return p.writeSlot(now)
+}
+
+// QueuesOfOthers returns the queues on which other live servers of the
+// interface have sockets: a queue one of them holds cannot be bound by
+// this process (the kernel answers EBUSY), so its packets for this
+// server's services go to the kernel. Two servers starting at the same
+// moment may both see a queue free; the second bind then fails.
+func (p *Program) QueuesOfOthers() ([]int, error) {
+	var out []int
+	err := p.use("list queues of other servers", func() error {
+		for slot := range uint32(MaxSlots) {
+			var rec steerSlot
+			if slot == uint32(p.slot) {
+				continue
+			}
+			if err := p.slots.Lookup(slot, &rec); err != nil {
+				return mapError(err)
+			}
+			if rec.Owner == 0 {
+				continue
+			}
+			held, err := p.probe.held(slotLockName(p.progID, int(slot)))
+			if err != nil {
+				return err
+			}
+			if held {
+				out = append(out, slotQueues(&rec)...)
+			}
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return slices.Compact(out), err
+}
+
+func slotQueues(rec *steerSlot) []int {
+	var out []int
+	for q := range MaxQueues {
+		if rec.Queues[q/64]&(1<<(q%64)) != 0 {
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 func describe(addr netip.Addr, port uint16) string {
@@ -292,10 +361,7 @@ func (p *Program) SetSocket(queue int, fd int) error {
 		if err := p.xsks.Update(p.xskIndex(queue), uint32(fd), ebpf.UpdateAny); err != nil {
 			return mapError(err)
 		}
-		p.ownMu.Lock()
-		p.sockets[queue] = true
-		p.ownMu.Unlock()
-		return nil
+		return p.setSocketBit(queue, true)
 	})
 }
 
@@ -306,14 +372,11 @@ func (p *Program) ClearSocket(queue int) error {
 		if queue < 0 || queue >= MaxQueues {
 			return fmt.Errorf("%w: queue %d outside 0..%d", ErrInvalid, queue, MaxQueues-1)
 		}
-		p.ownMu.Lock()
-		delete(p.sockets, queue)
-		p.ownMu.Unlock()
 		err := mapError(p.xsks.Delete(p.xskIndex(queue)))
-		if errors.Is(err, ErrNotFound) {
-			return nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
 		}
-		return err
+		return p.setSocketBit(queue, false)
 	})
 }
 

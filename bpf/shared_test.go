@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -182,6 +183,12 @@ func TestServersShareInterface(t *testing.T) {
 		t.Fatalf("Inspect = %+v; want the zerohop program %d with a link, 3 slots and 3 services", a, srv[0].prog)
 	}
 
+	// A server about to start sees which queues the others hold.
+	watcher := join(t, link.A, Options{})
+	if q, err := watcher.QueuesOfOthers(); err != nil || !slices.Equal(q, []int{0, 1, 2}) {
+		t.Fatalf("QueuesOfOthers = %v, %v; want [0 1 2]", q, err)
+	}
+
 	var flows []*flow
 	for i, s := range srv {
 		flows = append(flows, findFlow(t, link, s, sinks[i], ports[i]))
@@ -198,6 +205,9 @@ func TestServersShareInterface(t *testing.T) {
 	t.Logf("SIGKILL: the port reached the kernel after %v (%d datagrams sent)", time.Since(start), sent)
 	flows[0].deliver(t, link, srv[0], 20)
 	flows[2].deliver(t, link, srv[2], 20)
+	if q, err := watcher.QueuesOfOthers(); err != nil || !slices.Equal(q, []int{0, 2}) {
+		t.Fatalf("QueuesOfOthers after a kill = %v, %v; want [0 2]", q, err)
+	}
 	if c := slotCounters(t, link.A, srv[1].slot); c.NoSocket+c.Stale == 0 {
 		t.Fatalf("the killed server's slot counted %+v; want its port's packets as NoSocket or Stale", c)
 	}
@@ -230,6 +240,9 @@ func TestServersShareInterface(t *testing.T) {
 
 	// Everyone gone: the last descriptor of the link closes and the
 	// kernel detaches the program.
+	if err := watcher.Close(); err != nil {
+		t.Fatal(err)
+	}
 	start = time.Now()
 	for _, s := range srv {
 		s.kill9()

@@ -112,6 +112,10 @@ struct slot {
 	__u64 owner;        // random token of the current owner; 0: free
 	__u32 pid;          // the owner's pid, in its own pid namespace
 	__u32 _pad;
+	// Bit q set: the owner has a socket on queue q (for other servers,
+	// which cannot bind a queue an AF_XDP socket of another process
+	// holds; the program does not read it).
+	__u64 queues[ZH_MAX_QUEUES / 64];
 };
 
 // Written once by the server that loads the program, then frozen (the

@@ -66,6 +66,7 @@ type steerSlot struct {
 	Owner       uint64
 	Pid         uint32
 	Pad         uint32
+	Queues      [4]uint64
 }
 
 type steerSlotCounters struct {
