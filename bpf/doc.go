@@ -91,8 +91,9 @@
 // Queues are not shared either, and cannot be: the kernel allows one UMEM
 // per (interface, queue), so a second process's AF_XDP bind of a queue
 // another server holds fails with EBUSY. Servers of one interface divide
-// its queues; a service's packets on a queue another server holds go to
-// the kernel (NoSocket). On a NIC, an ntuple rule (ethtool -N IF flow-type
+// its queues (each slot publishes the queues it holds: QueuesOfOthers); a
+// service's packets on a queue another server holds go to the kernel
+// (NoSocket). On a NIC, an ntuple rule (ethtool -N IF flow-type
 // udp4 dst-port P action Q) sends a service's port to its own server's
 // queues.
 //
