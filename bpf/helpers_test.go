@@ -38,6 +38,12 @@ func TestMain(m *testing.M) {
 //	pinned:<dir>:<prefix>:<port>  open the pinned maps, print the counters,
 //	                  add a deny rule for prefix and port, print "ok"
 func runHelper(role string) int {
+	if args, ok := strings.CutPrefix(role, "serve:"); ok {
+		return runServerHelper(args)
+	}
+	if args, ok := strings.CutPrefix(role, "node:"); ok {
+		return runNodeHelper(args)
+	}
 	parts := strings.Split(role, ":")
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
@@ -127,6 +133,7 @@ func (c Counters) sub(o Counters) Counters {
 		Seen: c.Seen - o.Seen, Redirected: c.Redirected - o.Redirected, Passed: c.Passed - o.Passed,
 		ACLDropped: c.ACLDropped - o.ACLDropped, Malformed: c.Malformed - o.Malformed,
 		NoSocket: c.NoSocket - o.NoSocket, LossDropped: c.LossDropped - o.LossDropped,
+		Stale: c.Stale - o.Stale, Fragment: c.Fragment - o.Fragment, Oversize: c.Oversize - o.Oversize,
 	}
 }
 
@@ -137,7 +144,8 @@ func checkDelta(t *testing.T, before, after Counters, want Counters) {
 	t.Helper()
 	d := after.sub(before)
 	if d.Redirected != want.Redirected || d.ACLDropped != want.ACLDropped || d.Malformed != want.Malformed ||
-		d.NoSocket != want.NoSocket || d.LossDropped != want.LossDropped || d.Seen < want.Seen || d.Passed < want.Passed {
+		d.NoSocket != want.NoSocket || d.LossDropped != want.LossDropped || d.Stale != want.Stale ||
+		d.Fragment != want.Fragment || d.Oversize != want.Oversize || d.Seen < want.Seen || d.Passed < want.Passed {
 		t.Fatalf("counters moved by %+v, want %+v (Seen and Passed at least)", d, want)
 	}
 }

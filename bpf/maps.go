@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -52,27 +53,68 @@ const (
 	ServicePassToKernel ServiceFlags = 0x1
 )
 
-// Service is a UDP destination steered to the AF_XDP socket of the queue
-// the packet arrived on. A service on a specific address takes precedence
-// over one on the same port for any address.
+// Service is a UDP destination steered to the AF_XDP socket that its
+// server registered for the queue the packet arrived on. A service on a
+// specific address takes precedence over one on the same port for any
+// address.
 type Service struct {
 	Port  uint16
 	Addr  netip.Addr // zero Addr: any destination address
 	ID    uint32     // chosen by the caller, opaque to the program
 	Flags ServiceFlags
+	// MaxLen, when not 0, hands frames longer than MaxLen bytes (from the
+	// Ethernet header on) to the kernel, counted as Oversize: those that
+	// would not fit the server's UMEM frames.
+	MaxLen uint32
+
+	// Filled in by Services, ignored by AddService:
+	Slot int    // the slot of the server that registered it
+	PID  uint32 // that server's pid, as its own pid namespace numbers it
+	// Stale: the program ignores the service (passes its packets to the
+	// kernel, counted as Stale) because its server has not heartbeaten
+	// for StaleAfter or its slot has a new owner.
+	Stale bool
 }
 
 // Counters are the program's packet counters summed over all CPUs. Every
 // packet the program saw ends in exactly one of Redirected, Passed,
-// ACLDropped and LossDropped; Malformed and NoSocket are parts of Passed.
+// ACLDropped and LossDropped; Malformed, NoSocket, Stale, Fragment and
+// Oversize are parts of Passed.
 type Counters struct {
 	Seen        uint64 // every packet the program ran on
 	Redirected  uint64 // handed to an AF_XDP socket
 	Passed      uint64 // handed to the kernel stack
 	ACLDropped  uint64 // dropped by a Deny rule
 	Malformed   uint64 // truncated or inconsistent headers (passed)
-	NoSocket    uint64 // matched a service but its queue had no socket (passed)
+	NoSocket    uint64 // a live service, but no socket of its server on the queue (passed)
 	LossDropped uint64 // dropped by the test loss knob
+	Stale       uint64 // a service whose server is gone or hung (passed)
+	Fragment    uint64 // an IP fragment of a UDP datagram (passed; the kernel reassembles)
+	Oversize    uint64 // longer than the service's MaxLen (passed)
+}
+
+// SlotCounters count, for one server (slot), what its services got: the
+// packets redirected to its sockets and, by reason, those its services
+// matched that went to the kernel instead.
+type SlotCounters struct {
+	Redirected uint64 `json:"redirected"`
+	NoSocket   uint64 `json:"no_socket"` // no socket of this server on the packet's queue
+	Stale      uint64 `json:"stale"`     // the server's heartbeat was older than StaleAfter
+	Oversize   uint64 `json:"oversize"`  // longer than the service's MaxLen
+}
+
+// SlotInfo describes one taken slot: a server on the interface, or the
+// remains of one until the slot is claimed again.
+type SlotInfo struct {
+	Slot int
+	PID  uint32
+	// HeartbeatAge is the time since the owner's last heartbeat.
+	HeartbeatAge time.Duration
+	// Stale: HeartbeatAge exceeds StaleAfter; the program ignores the
+	// slot's services.
+	Stale bool
+	// Queues are the queues the server has sockets on.
+	Queues []int
 }
 
 // Indexes into the counters map, in the order of enum counter in steer.c.
@@ -84,6 +126,9 @@ const (
 	counterMalformed
 	counterNoSocket
 	counterLossDropped
+	counterStale
+	counterFragment
+	counterOversize
 	counterCount
 )
 
@@ -96,29 +141,36 @@ const (
 	serviceFlagOK = ServicePassToKernel
 )
 
-// Maps is a handle on the program's maps: services, ACL, XSK sockets,
-// counters and settings. It is safe for concurrent use; every method is one
-// or a few map syscalls and nothing runs per packet in Go.
+// Maps is a handle on the maps of one interface's steering program: the
+// services and sockets of every server on it, the ACL, the counters and
+// the test loss knob. It is safe for concurrent use; every method is one or
+// a few map syscalls and nothing runs per packet in Go.
 type Maps struct {
 	iface string
 
-	mu       sync.RWMutex // guards the fields below against Close
-	closed   bool
-	xsks     *ebpf.Map
-	services *ebpf.Map
-	acl      *ebpf.Map
-	counters *ebpf.Map
-	settings *ebpf.Map
+	mu           sync.RWMutex // guards the fields below against Close
+	closed       bool
+	xsks         *ebpf.Map
+	services     *ebpf.Map
+	slots        *ebpf.Map
+	slotCounters *ebpf.Map
+	meta         *ebpf.Map
+	acl          *ebpf.Map
+	counters     *ebpf.Map
+	settings     *ebpf.Map
 }
 
 func newMaps(iface string, objs *steerMaps) *Maps {
 	m := &Maps{
-		iface:    iface,
-		xsks:     objs.Xsks,
-		services: objs.Services,
-		acl:      objs.Acl,
-		counters: objs.Counters,
-		settings: objs.Settings,
+		iface:        iface,
+		xsks:         objs.Xsks,
+		services:     objs.Services,
+		slots:        objs.Slots,
+		slotCounters: objs.SlotCounters,
+		meta:         objs.Meta,
+		acl:          objs.Acl,
+		counters:     objs.Counters,
+		settings:     objs.Settings,
 	}
 	for _, em := range m.all() {
 		leak.Track(em.FD())
@@ -127,17 +179,21 @@ func newMaps(iface string, objs *steerMaps) *Maps {
 }
 
 func (m *Maps) all() []*ebpf.Map {
-	return []*ebpf.Map{m.xsks, m.services, m.acl, m.counters, m.settings}
+	return []*ebpf.Map{m.xsks, m.services, m.slots, m.slotCounters, m.meta, m.acl, m.counters, m.settings}
 }
 
-// names pairs each map with its name in the ELF and in a pin directory.
+// named pairs each map with its name in the ELF, the kernel and a pin
+// directory.
 func (m *Maps) named() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
-		steerMapXsks:     m.xsks,
-		steerMapServices: m.services,
-		steerMapAcl:      m.acl,
-		steerMapCounters: m.counters,
-		steerMapSettings: m.settings,
+		steerMapXsks:         m.xsks,
+		steerMapServices:     m.services,
+		steerMapSlots:        m.slots,
+		steerMapSlotCounters: m.slotCounters,
+		steerMapMeta:         m.meta,
+		steerMapAcl:          m.acl,
+		steerMapCounters:     m.counters,
+		steerMapSettings:     m.settings,
 	}
 }
 
@@ -178,40 +234,9 @@ func (m *Maps) Close() error {
 	return nil
 }
 
-// Queues is the number of queue slots for XSK sockets (valid queues are
-// 0..Queues()-1).
-func (m *Maps) Queues() int { return int(m.xsks.MaxEntries()) }
-
-// SetSocket registers the AF_XDP socket fd (bound to this interface and
-// queue) as the destination for service packets arriving on queue. The
-// kernel removes the entry when the socket is closed (its packets then
-// count as NoSocket and go to the kernel); ClearSocket removes it earlier.
-func (m *Maps) SetSocket(queue int, fd int) error {
-	return m.use("set socket", func() error {
-		if queue < 0 || queue >= m.Queues() {
-			return fmt.Errorf("%w: queue %d outside 0..%d", ErrInvalid, queue, m.Queues()-1)
-		}
-		if fd < 0 {
-			return fmt.Errorf("%w: fd %d", ErrInvalid, fd)
-		}
-		return mapError(m.xsks.Update(uint32(queue), uint32(fd), ebpf.UpdateAny))
-	})
-}
-
-// ClearSocket removes the socket registered for queue, if any; packets for
-// services on that queue then go to the kernel and count as NoSocket.
-func (m *Maps) ClearSocket(queue int) error {
-	return m.use("clear socket", func() error {
-		if queue < 0 || queue >= m.Queues() {
-			return fmt.Errorf("%w: queue %d outside 0..%d", ErrInvalid, queue, m.Queues()-1)
-		}
-		err := mapError(m.xsks.Delete(uint32(queue)))
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		return err
-	})
-}
+// Queues is the number of receive queues a server can register sockets on
+// (valid queues are 0..Queues()-1): MaxQueues.
+func (m *Maps) Queues() int { return MaxQueues }
 
 func serviceKey(port uint16, addr netip.Addr) (steerServiceKey, error) {
 	key := steerServiceKey{Port: port}
@@ -230,51 +255,89 @@ func serviceKey(port uint16, addr netip.Addr) (steerServiceKey, error) {
 	return key, nil
 }
 
-// AddService registers s. It fails with ErrExists when a service with the
-// same port and address is registered (remove it first to change it).
-func (m *Maps) AddService(s Service) error {
-	return m.use("add service", func() error {
-		key, err := serviceKey(s.Port, s.Addr)
-		if err != nil {
-			return err
-		}
-		if s.Flags&^serviceFlagOK != 0 {
-			return fmt.Errorf("%w: unknown service flags %#x", ErrInvalid, uint32(s.Flags))
-		}
-		value := steerService{Id: s.ID, Flags: uint32(s.Flags)}
-		return mapError(m.services.Update(&key, &value, ebpf.UpdateNoExist))
-	})
-}
-
-// RemoveService removes the service on port and addr (zero Addr: the
-// any-address service). ErrNotFound when there is none.
-func (m *Maps) RemoveService(port uint16, addr netip.Addr) error {
-	return m.use("remove service", func() error {
-		key, err := serviceKey(port, addr)
-		if err != nil {
-			return err
-		}
-		return mapError(m.services.Delete(&key))
-	})
-}
-
-// Services lists the registered services in no particular order.
+// Services lists the services of every server on the interface, in no
+// particular order.
 func (m *Maps) Services() ([]Service, error) {
 	var out []Service
 	err := m.use("list services", func() error {
+		now, err := kernelNow()
+		if err != nil {
+			return err
+		}
 		var key steerServiceKey
 		var value steerService
 		it := m.services.Iterate()
 		for it.Next(&key, &value) {
-			s := Service{Port: key.Port, ID: value.Id, Flags: ServiceFlags(value.Flags)}
+			s := Service{Port: key.Port, ID: value.Id, Flags: ServiceFlags(value.Flags), MaxLen: value.MaxLen,
+				Slot: int(value.Slot), Stale: true}
 			if key.Addr != ([16]byte{}) {
 				s.Addr = netip.AddrFrom16(key.Addr).Unmap()
+			}
+			var slot steerSlot
+			if value.Slot < MaxSlots && m.slots.Lookup(value.Slot, &slot) == nil {
+				s.PID = slot.Pid
+				s.Stale = slot.Owner != value.Owner || slot.Owner == 0 || stale(now, slot.HeartbeatNs)
 			}
 			out = append(out, s)
 		}
 		return mapError(it.Err())
 	})
 	return out, err
+}
+
+// stale is the program's test of a heartbeat: more than StaleAfter away
+// from now, on either side.
+func stale(now, heartbeat uint64) bool {
+	age := int64(now - heartbeat)
+	return age > StaleAfter.Nanoseconds() || age < -StaleAfter.Nanoseconds()
+}
+
+// Slots lists the taken slots: the servers on the interface, and slots
+// whose server is gone and that no server has claimed or swept since.
+func (m *Maps) Slots() ([]SlotInfo, error) {
+	var out []SlotInfo
+	err := m.use("list slots", func() error {
+		now, err := kernelNow()
+		if err != nil {
+			return err
+		}
+		for i := range uint32(MaxSlots) {
+			var slot steerSlot
+			if err := m.slots.Lookup(i, &slot); err != nil {
+				return mapError(err)
+			}
+			if slot.Owner == 0 {
+				continue
+			}
+			out = append(out, SlotInfo{Slot: int(i), PID: slot.Pid,
+				HeartbeatAge: time.Duration(int64(now - slot.HeartbeatNs)), Stale: stale(now, slot.HeartbeatNs),
+				Queues: slotQueues(&slot)})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// SlotCounters returns the counters of one slot summed over all CPUs.
+func (m *Maps) SlotCounters(slot int) (SlotCounters, error) {
+	var c SlotCounters
+	err := m.use("read slot counters", func() error {
+		if slot < 0 || slot >= MaxSlots {
+			return fmt.Errorf("%w: slot %d outside 0..%d", ErrInvalid, slot, MaxSlots-1)
+		}
+		var perCPU []steerSlotCounters
+		if err := m.slotCounters.Lookup(uint32(slot), &perCPU); err != nil {
+			return mapError(err)
+		}
+		for _, v := range perCPU {
+			c.Redirected += v.Redirected
+			c.NoSocket += v.NoSocket
+			c.Stale += v.Stale
+			c.Oversize += v.Oversize
+		}
+		return nil
+	})
+	return c, err
 }
 
 func aclKey(source netip.Prefix, port uint16) (steerAclKey, error) {
@@ -364,6 +427,9 @@ func (m *Maps) Counters() (Counters, error) {
 			counterMalformed:   &c.Malformed,
 			counterNoSocket:    &c.NoSocket,
 			counterLossDropped: &c.LossDropped,
+			counterStale:       &c.Stale,
+			counterFragment:    &c.Fragment,
+			counterOversize:    &c.Oversize,
 		}
 		var perCPU []uint64
 		for index, field := range fields {

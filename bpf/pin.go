@@ -26,9 +26,10 @@ var mountMu sync.Mutex
 // pinned with the default root.
 func PinDir(iface string) string { return filepath.Join(DefaultPinRoot, iface) }
 
-// pin pins every map under root/<iface>. Pins left by a crashed process
-// (whose program is gone) are replaced; pins whose maps are still used by a
-// loaded program give ErrBusy.
+// pin pins every map under root/<iface>. Pins of these very maps (made by
+// another server of the interface in this mount namespace) are kept; pins
+// left by a crashed process (whose program is gone) are replaced; pins
+// whose maps another loaded program still uses give ErrBusy.
 func (p *Program) pin(root string) error {
 	if p.iface == "" || strings.ContainsAny(p.iface, "/") || p.iface == "." || p.iface == ".." {
 		return fmt.Errorf("pin: %w: interface name %q", ErrInvalid, p.iface)
@@ -40,23 +41,41 @@ func (p *Program) pin(root string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("pin: creating %s: %w", dir, err)
 	}
-	if err := removeStalePins(dir); err != nil {
+	ours := map[ebpf.MapID]bool{}
+	for _, m := range p.named() {
+		if info, err := m.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ours[id] = true
+			}
+		}
+	}
+	if err := removeStalePins(dir, ours); err != nil {
 		return err
 	}
 	p.pinDir = dir
 	for name, m := range p.named() {
-		if err := m.Pin(filepath.Join(dir, name)); err != nil {
+		path := filepath.Join(dir, name)
+		if _, err := os.Stat(path); err == nil {
+			continue // ours already, pinned by another server
+		}
+		if err := m.Pin(path); err != nil {
 			return fmt.Errorf("pin: %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-// unpin removes the pins and the directory.
-func (p *Program) unpin() error {
+// unpinIfLast removes the pins and the directory unless another server of
+// the interface is alive (it may be using them).
+func (p *Program) unpinIfLast() error {
+	if others, err := p.othersAlive(); err != nil || others {
+		return err
+	}
 	var errs []error
-	for _, m := range p.named() {
-		errs = append(errs, m.Unpin())
+	for name := range p.named() {
+		if err := os.Remove(filepath.Join(p.pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("unpin: %w", err))
+		}
 	}
 	if err := os.Remove(p.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("unpin: %w", err))
@@ -91,9 +110,9 @@ func ensureBPFFS(root string) error {
 	return nil
 }
 
-// removeStalePins removes the pins in dir unless a loaded program still
-// uses one of the maps.
-func removeStalePins(dir string) error {
+// removeStalePins removes the pins in dir that are not of the maps ours,
+// unless a loaded program still uses one of those maps.
+func removeStalePins(dir string, ours map[ebpf.MapID]bool) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("pin: reading %s: %w", dir, err)
@@ -101,18 +120,25 @@ func removeStalePins(dir string) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	inUse, err := mapIDsInUse()
-	if err != nil {
-		return err
-	}
+	var inUse map[ebpf.MapID]bool
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
 		if m, err := ebpf.LoadPinnedMap(path, nil); err == nil {
 			info, infoErr := m.Info()
 			m.Close()
 			if infoErr == nil {
-				if id, ok := info.ID(); ok && inUse[id] {
-					return fmt.Errorf("pin: %w: %s belongs to a loaded program", ErrBusy, path)
+				if id, ok := info.ID(); ok {
+					if ours[id] {
+						continue
+					}
+					if inUse == nil {
+						if inUse, err = mapIDsInUse(); err != nil {
+							return err
+						}
+					}
+					if inUse[id] {
+						return fmt.Errorf("pin: %w: %s belongs to another loaded program (an interface of the same name in another network namespace?)", ErrBusy, path)
+					}
 				}
 			}
 		}
@@ -154,35 +180,35 @@ func mapIDsInUse() (map[ebpf.MapID]bool, error) {
 }
 
 // OpenPinned opens the maps that a running Program pinned in dir (for
-// example PinDir(iface)), so another process can read counters and edit
-// services and ACL rules. Close releases the handles and leaves the pins.
+// example PinDir(iface)), so another process of the same mount namespace
+// can read counters and edit the ACL; OpenAttached finds them through the
+// interface instead, from any mount namespace. Close releases the handles
+// and leaves the pins.
 func OpenPinned(dir string) (*Maps, error) {
 	fail := func(err error) (*Maps, error) {
 		return nil, &Error{Op: "open pinned", Iface: filepath.Base(dir), Err: err}
 	}
-	spec, err := loadSteer()
+	spec, err := newSpec()
 	if err != nil {
 		return fail(err)
 	}
-	var objs steerMaps
 	loaded := map[string]*ebpf.Map{}
-	for _, name := range []string{steerMapXsks, steerMapServices, steerMapAcl, steerMapCounters, steerMapSettings} {
+	closeAll := func() {
+		for _, l := range loaded {
+			l.Close()
+		}
+	}
+	for _, name := range mapNames {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
-			for _, l := range loaded {
-				l.Close()
-			}
+			closeAll()
 			return fail(mapError(err))
 		}
 		loaded[name] = m
-		if want := spec.Maps[name]; want.Compatible(m) != nil {
-			for _, l := range loaded {
-				l.Close()
-			}
-			return fail(fmt.Errorf("%w: %s was pinned by an incompatible version: %w", ErrInvalid, name, want.Compatible(m)))
-		}
 	}
-	objs.Xsks, objs.Services, objs.Acl = loaded[steerMapXsks], loaded[steerMapServices], loaded[steerMapAcl]
-	objs.Counters, objs.Settings = loaded[steerMapCounters], loaded[steerMapSettings]
-	return newMaps(filepath.Base(dir), &objs), nil
+	if err := checkMaps(spec, loaded); err != nil {
+		closeAll()
+		return fail(fmt.Errorf("%w: the maps in %s: %w", ErrIncompatible, dir, err))
+	}
+	return newMaps(filepath.Base(dir), mapsOf(loaded)), nil
 }

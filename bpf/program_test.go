@@ -18,18 +18,30 @@ func TestAttachNativeOnVeth(t *testing.T) {
 	if got := xdpShown(t, link.A.Host, link.A.Iface); got != "xdp" {
 		t.Fatalf("ip link shows %q, want xdp:\n%s", got, ipLinkShow(t, link.A.Host, link.A.Iface))
 	}
-	// A second program on the same interface is refused.
-	err := link.A.Host.Do(func() error {
-		p2, err := Attach(link.A.Iface, Options{})
-		if err == nil {
-			p2.Close()
-		}
+	if !p.Loaded() || p.ID() == 0 || p.LinkID() == 0 || p.Slot() != 0 {
+		t.Fatalf("first server: loaded %v, program %d, link %d, slot %d; want it loaded, ids set, slot 0",
+			p.Loaded(), p.ID(), p.LinkID(), p.Slot())
+	}
+	// A second server of the same process joins the same program and
+	// link in a slot of its own; closing it leaves the program attached.
+	var p2 *Program
+	if err := link.A.Host.Do(func() (err error) {
+		p2, err = Join(link.A.Iface, Options{})
 		return err
-	})
-	if !errors.Is(err, ErrBusy) {
-		t.Fatalf("second Attach: %v, want ErrBusy", err)
+	}); err != nil {
+		t.Fatalf("second Join: %v", err)
+	}
+	if p2.Loaded() || p2.ID() != p.ID() || p2.LinkID() != p.LinkID() || p2.Slot() == p.Slot() || p2.Mode() != ModeNative {
+		t.Fatalf("second server: loaded %v, program %d, link %d, slot %d, mode %v; want it joined to %d/%d in another slot than %d, native",
+			p2.Loaded(), p2.ID(), p2.LinkID(), p2.Slot(), p2.Mode(), p.ID(), p.LinkID(), p.Slot())
 	}
 	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := xdpShown(t, link.A.Host, link.A.Iface); got != "xdp" {
+		t.Fatalf("after the first server closed ip link shows %q, want xdp (the second holds the link)", got)
+	}
+	if err := p2.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if got := xdpShown(t, link.A.Host, link.A.Iface); got != "" {
@@ -89,7 +101,7 @@ func TestAttachUnknownInterface(t *testing.T) {
 		t.Fatalf("Attach on a missing interface: %v, want ErrNotFound", err)
 	}
 	var e *Error
-	if !errors.As(err, &e) || e.Op != "attach" || e.Iface != "zh-no-such-if" {
+	if !errors.As(err, &e) || e.Op != "join" || e.Iface != "zh-no-such-if" {
 		t.Fatalf("error %#v does not name the operation and interface", err)
 	}
 }

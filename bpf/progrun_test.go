@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -24,16 +25,24 @@ var offlineLink = &topo.Link{
 	B: topo.Endpoint{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Addr4: netip.MustParseAddr("10.0.0.2"), Addr6: netip.MustParseAddr("fd00::2")},
 }
 
-// loadOffline loads the program without attaching it, with a service on
-// port 7000 and a deny rule for port 7001.
+// loadOffline loads the program without attaching it and claims a slot
+// (heartbeats by hand: opts.HeartbeatInterval < 0), with a service on port
+// 7000 and a deny rule for port 7001.
 func loadOffline(tb testing.TB) *Program {
 	tb.Helper()
 	topo.RequireRoot(tb)
-	p, err := load("test-run")
+	spec, err := newSpec()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := loadProgram("test-run", spec)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { p.Close() })
+	if err := p.start(Options{HeartbeatInterval: -1}); err != nil {
+		tb.Fatal(err)
+	}
 	if err := p.AddService(Service{Port: 7000}); err != nil {
 		tb.Fatal(err)
 	}
@@ -102,7 +111,10 @@ func TestVerdictsByTestRun(t *testing.T) {
 		{"denied port, IPv6 source", frame{dport: 7001, v6: true}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
 		{"IPv6 hop-by-hop, denied port", withExtHeaders(t, frame{dport: 7001, v6: true}.build(t, offlineLink), 0, 0), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
 		{"IPv6 dst opts + first fragment, denied port", withExtHeaders(t, frame{dport: 7001, v6: true}.build(t, offlineLink), 0, 60, 44), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
-		{"IPv6 first fragment, service", withExtHeaders(t, frame{dport: 7000, v6: true}.build(t, offlineLink), 0, 44), xdpPass, Counters{Seen: 1, Passed: 1}},
+		{"IPv6 first fragment, service", withExtHeaders(t, frame{dport: 7000, v6: true}.build(t, offlineLink), 0, 44), xdpPass, Counters{Seen: 1, Passed: 1, Fragment: 1}},
+		{"IPv6 later fragment, service", withExtHeaders(t, frame{dport: 7000, v6: true}.build(t, offlineLink), 3, 44), xdpPass, Counters{Seen: 1, Passed: 1, Fragment: 1}},
+		{"IPv4 later fragment", ipv4Fragment(t, frame{dport: 7000}.build(t, offlineLink), 3), xdpPass, Counters{Seen: 1, Passed: 1, Fragment: 1}},
+		{"IPv4 first fragment, service", ipv4Fragment(t, frame{dport: 7000}.build(t, offlineLink), 0), xdpPass, Counters{Seen: 1, Passed: 1, Fragment: 1}},
 		{"IPv6 port rule beats any-port deny", frame{dport: 7002, v6: true, src: blocked6}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1}},
 		{"IPv6 any-port deny", frame{dport: 53, v6: true, src: blocked6}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
 		{"IPv6 later fragment, any-port deny", withExtHeaders(t, frame{dport: 7002, v6: true, src: blocked6}.build(t, offlineLink), 3, 44), xdpDrop, Counters{Seen: 1, ACLDropped: 1}},
@@ -111,6 +123,9 @@ func TestVerdictsByTestRun(t *testing.T) {
 		{"truncated UDP", frame{dport: 7000}.build(t, offlineLink)[:14+20+6], xdpPass, Counters{Seen: 1, Passed: 1, Malformed: 1}},
 	}
 	for _, c := range cases {
+		if err := p.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
 		before := counters(t, p.Maps)
 		got, err := p.prog.Run(&ebpf.RunOptions{Data: c.frame})
 		if err != nil {
@@ -123,6 +138,25 @@ func TestVerdictsByTestRun(t *testing.T) {
 			t.Errorf("%s: counters moved by %+v, want %+v", c.name, d, c.moved)
 		}
 	}
+}
+
+// ipv4Fragment marks an untagged IPv4 frame as a fragment at offset off
+// (8-byte units) with more fragments following, fixing the header checksum.
+func ipv4Fragment(tb testing.TB, wire []byte, off uint16) []byte {
+	tb.Helper()
+	const ip = 14
+	out := slices.Clone(wire)
+	binary.BigEndian.PutUint16(out[ip+6:], 0x2000|off)
+	out[ip+10], out[ip+11] = 0, 0
+	var sum uint32
+	for i := ip; i < ip+20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(out[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(out[ip+10:], ^uint16(sum))
+	return out
 }
 
 // BenchmarkSteer measures the program per frame in the kernel's test run
@@ -147,5 +181,98 @@ func BenchmarkSteer(b *testing.B) {
 			}
 			b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
 		})
+	}
+}
+
+// A service is steered only while its slot holds its owner token and a
+// heartbeat within StaleAfter of the kernel's clock, on either side; frames
+// over its MaxLen go to the kernel. Each case counts its reason, globally
+// and in the slot.
+func TestStaleAndOversizeByTestRun(t *testing.T) {
+	p := loadOffline(t)
+	if err := p.AddService(Service{Port: 7003, MaxLen: 80}); err != nil {
+		t.Fatal(err)
+	}
+	small := frame{dport: 7000}.build(t, offlineLink)
+	big := frame{dport: 7003, payload: make([]byte, 100)}.build(t, offlineLink)
+	fits := frame{dport: 7003, payload: make([]byte, 10)}.build(t, offlineLink)
+	setHeartbeat := func(delta time.Duration) {
+		now, err := kernelNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := steerSlot{HeartbeatNs: uint64(int64(now) + delta.Nanoseconds()), Owner: p.token, Pid: p.pid}
+		if err := p.slots.Update(uint32(p.Slot()), &rec, ebpf.UpdateExist); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var key steerServiceKey
+	key.Port = 7000
+	var svc steerService
+	if err := p.services.Lookup(&key, &svc); err != nil {
+		t.Fatal(err)
+	}
+	forged := svc
+	forged.Owner++
+	cases := []struct {
+		name  string
+		setup func()
+		frame []byte
+		moved Counters
+		slot  SlotCounters
+	}{
+		{"live", func() { setHeartbeat(0) }, small, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+		{"heartbeat 2 s old", func() { setHeartbeat(-2 * time.Second) }, small, Counters{Seen: 1, Passed: 1, Stale: 1}, SlotCounters{Stale: 1}},
+		{"heartbeat 2 s ahead", func() { setHeartbeat(2 * time.Second) }, small, Counters{Seen: 1, Passed: 1, Stale: 1}, SlotCounters{Stale: 1}},
+		{"heartbeat half a StaleAfter old", func() { setHeartbeat(-StaleAfter / 2) }, small, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+		{"another owner's token", func() {
+			setHeartbeat(0)
+			if err := p.services.Update(&key, &forged, ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+		}, small, Counters{Seen: 1, Passed: 1, Stale: 1}, SlotCounters{Stale: 1}},
+		{"token back", func() {
+			if err := p.services.Update(&key, &svc, ebpf.UpdateExist); err != nil {
+				t.Fatal(err)
+			}
+		}, small, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+		{"over MaxLen", nil, big, Counters{Seen: 1, Passed: 1, Oversize: 1}, SlotCounters{Oversize: 1}},
+		{"within MaxLen", nil, fits, Counters{Seen: 1, Passed: 1, NoSocket: 1}, SlotCounters{NoSocket: 1}},
+	}
+	for _, c := range cases {
+		if c.setup != nil {
+			c.setup()
+		}
+		before := counters(t, p.Maps)
+		sBefore, err := p.SlotCounters(p.Slot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.prog.Run(&ebpf.RunOptions{Data: c.frame})
+		if err != nil || got != xdpPass {
+			t.Fatalf("%s: verdict %d, %v; want pass", c.name, got, err)
+		}
+		if d := counters(t, p.Maps).sub(before); d != c.moved {
+			t.Errorf("%s: counters moved by %+v, want %+v", c.name, d, c.moved)
+		}
+		sAfter, _ := p.SlotCounters(p.Slot())
+		d := SlotCounters{Redirected: sAfter.Redirected - sBefore.Redirected, NoSocket: sAfter.NoSocket - sBefore.NoSocket,
+			Stale: sAfter.Stale - sBefore.Stale, Oversize: sAfter.Oversize - sBefore.Oversize}
+		if d != c.slot {
+			t.Errorf("%s: slot counters moved by %+v, want %+v", c.name, d, c.slot)
+		}
+	}
+	// Services reports what the program sees.
+	setHeartbeat(-2 * time.Second)
+	svcs, err := p.Services()
+	if err != nil || len(svcs) != 2 || !svcs[0].Stale || !svcs[1].Stale {
+		t.Fatalf("Services with a stale heartbeat: %+v, %v; want both stale", svcs, err)
+	}
+	if err := p.Heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	svcs, _ = p.Services()
+	if len(svcs) != 2 || svcs[0].Stale || svcs[1].Stale {
+		t.Fatalf("Services after a heartbeat: %+v; want both live", svcs)
 	}
 }

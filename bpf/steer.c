@@ -2,10 +2,16 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// XDP steering program of zerohop. See doc.go for the contract; in short:
-// Ethernet -> up to two VLAN tags -> IPv4 (any IHL) or IPv6 -> UDP, then
-// ACL (drop), service match (redirect to the queue's AF_XDP socket), and
-// XDP_PASS for everything else so the kernel keeps working.
+// XDP steering program of zerohop, one per interface, shared by every
+// zerohop server on it. See doc.go for the contract; in short: Ethernet ->
+// up to two VLAN tags -> IPv4 (any IHL) or IPv6 -> UDP, then ACL (drop),
+// service match (redirect to the AF_XDP socket that the service's server
+// registered for the receive queue, if that server is alive), and XDP_PASS
+// for everything else so the kernel keeps working.
+//
+// ABI: every map below, its key and value layout, and the meaning of each
+// field are version ZH_ABI. Servers of another ABI refuse to join (bpf/abi.go);
+// change ZH_ABI with any change a joining server could notice.
 //
 // Regenerate the Go bindings and objects with `go generate ./bpf` after any
 // change; bpf/check-generated verifies the committed objects match.
@@ -19,9 +25,19 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+// Version of everything a joining server relies on: the maps, their key
+// and value layouts, the meaning of each field and counter. bpf/abi.go
+// holds the same number; a server refuses to join a program of another.
+#define ZH_ABI 2
+#define ZH_MAGIC 0x5a484f50 // "ZHOP"
+
+// An XSKMAP index is slot * ZH_MAX_QUEUES + rx queue.
+#define ZH_MAX_QUEUES 256
+#define ZH_MAX_SLOTS 64
+
 // Indexes of the per-CPU counters. Every packet lands in exactly one of
-// REDIRECTED, PASSED, ACL_DROPPED and LOSS_DROPPED; MALFORMED and NO_SOCKET
-// are subsets of PASSED.
+// REDIRECTED, PASSED, ACL_DROPPED and LOSS_DROPPED; MALFORMED, NO_SOCKET,
+// STALE, FRAGMENT and OVERSIZE are subsets of PASSED.
 enum counter {
 	COUNTER_SEEN = 0,
 	COUNTER_REDIRECTED,
@@ -30,7 +46,19 @@ enum counter {
 	COUNTER_MALFORMED,
 	COUNTER_NO_SOCKET,
 	COUNTER_LOSS_DROPPED,
+	COUNTER_STALE,
+	COUNTER_FRAGMENT,
+	COUNTER_OVERSIZE,
 	COUNTER_MAX,
+};
+
+// Per-slot counters, for the server that owns the slot: what its services
+// got and why some of it went to the kernel instead.
+struct slot_counters {
+	__u64 redirected;
+	__u64 no_socket; // no socket of this slot on the packet's queue
+	__u64 stale;     // the slot's heartbeat was older than meta.stale_ns
+	__u64 oversize;  // longer than the service's max_len
 };
 
 enum acl_action {
@@ -67,9 +95,37 @@ struct service_key {
 	__u8 addr[16];
 };
 
+// A service belongs to the server in slot; it is live only while that
+// slot's owner token equals owner and its heartbeat is fresh.
 struct service {
-	__u32 id;
+	__u32 slot;
 	__u32 flags;
+	__u32 id;      // chosen by the server, opaque to the program
+	__u32 max_len; // frames longer than this go to the kernel; 0: no limit
+	__u64 owner;   // the token of the slot's owner that registered it
+};
+
+// One per server: written by its owner only (claimed under the registry
+// lock, see bpf/registry.go).
+struct slot {
+	__u64 heartbeat_ns; // bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC_COARSE
+	__u64 owner;        // random token of the current owner; 0: free
+	__u32 pid;          // the owner's pid, in its own pid namespace
+	__u32 _pad;
+	// Bit q set: the owner has a socket on queue q (for other servers,
+	// which cannot bind a queue an AF_XDP socket of another process
+	// holds; the program does not read it).
+	__u64 queues[ZH_MAX_QUEUES / 64];
+};
+
+// Written once by the server that loads the program, then frozen (the
+// program may only read it): how a joining server recognises it.
+struct meta {
+	__u32 magic; // ZH_MAGIC
+	__u32 abi;   // ZH_ABI
+	__u32 max_queues;
+	__u32 max_slots;
+	__u64 stale_ns; // a slot whose heartbeat is older is ignored
 };
 
 // Test knob: when loss_every_n > 0, every loss_every_n-th packet that
@@ -82,7 +138,7 @@ struct settings {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 256);
+	__uint(max_entries, ZH_MAX_SLOTS * ZH_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
@@ -93,6 +149,28 @@ struct {
 	__type(key, struct service_key);
 	__type(value, struct service);
 } services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZH_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct slot);
+} slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ZH_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct slot_counters);
+} slot_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
+	__type(key, __u32);
+	__type(value, struct meta);
+} meta SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -143,6 +221,14 @@ static __always_inline int pass(void)
 {
 	count(COUNTER_PASSED);
 	return XDP_PASS;
+}
+
+// pass_fragment hands an IP fragment of a UDP datagram to the kernel,
+// which reassembles it (and a server's kernel socket may answer it).
+static __always_inline int pass_fragment(void)
+{
+	count(COUNTER_FRAGMENT);
+	return pass();
 }
 
 static __always_inline int malformed(void)
@@ -234,7 +320,7 @@ int zerohop_steer(struct xdp_md *ctx)
 			if (ip->frag_off & bpf_htons(0x1fff)) {
 				if (acl_denies(&acl_key, 0))
 					goto deny;
-				return pass();
+				return pass_fragment();
 			}
 		}
 		udp = l3 + header_len;
@@ -266,6 +352,10 @@ int zerohop_steer(struct xdp_md *ctx)
 				if (frag->frag_off & bpf_htons(0xfff8)) {
 					if (acl_denies(&acl_key, 0))
 						goto deny;
+					// Every fragment names the protocol of the
+					// fragmented part in its header.
+					if (frag->nexthdr == IPPROTO_UDP)
+						return pass_fragment();
 					return pass();
 				}
 				next = frag->nexthdr;
@@ -293,7 +383,7 @@ int zerohop_steer(struct xdp_md *ctx)
 	if (acl_denies(&acl_key, dport))
 		goto deny;
 	if (fragment)
-		return pass(); // the kernel reassembles
+		return pass_fragment();
 
 	svc_key.port = dport;
 	struct service *svc = bpf_map_lookup_elem(&services, &svc_key);
@@ -304,7 +394,24 @@ int zerohop_steer(struct xdp_md *ctx)
 			return pass();
 	}
 
+	// A service whose server is gone or hung (no heartbeat for stale_ns)
+	// goes to the kernel, where that server's kernel sockets (or an
+	// ICMP port unreachable) answer.
+	__u32 slot_index = svc->slot;
 	__u32 zero = 0;
+	struct meta *m = bpf_map_lookup_elem(&meta, &zero);
+	struct slot *owner = bpf_map_lookup_elem(&slots, &slot_index);
+	struct slot_counters *sc = bpf_map_lookup_elem(&slot_counters, &slot_index);
+	if (!m || !owner || !sc) // slot out of range: never written so by Go
+		return malformed();
+	__s64 age = (__s64)(bpf_ktime_get_coarse_ns() - owner->heartbeat_ns);
+	if (owner->owner != svc->owner || owner->owner == 0 || age > (__s64)m->stale_ns ||
+	    age < -(__s64)m->stale_ns) {
+		sc->stale += 1;
+		count(COUNTER_STALE);
+		return pass();
+	}
+
 	struct settings *set = bpf_map_lookup_elem(&settings, &zero);
 	if (set && set->loss_every_n) {
 		__u64 seq = __sync_fetch_and_add(&set->seq, 1) + 1;
@@ -317,12 +424,24 @@ int zerohop_steer(struct xdp_md *ctx)
 	if (svc->flags & SERVICE_FLAG_PASS)
 		return pass();
 
-	// Falls back to XDP_PASS when no socket is registered for the queue.
-	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-	if (action == XDP_REDIRECT) {
-		count(COUNTER_REDIRECTED);
-		return action;
+	if (svc->max_len && data_end - data > svc->max_len) {
+		sc->oversize += 1;
+		count(COUNTER_OVERSIZE);
+		return pass();
 	}
+
+	// Falls back to XDP_PASS when the slot has no socket on this queue
+	// (another server holds the queue, or none does).
+	__u32 queue = ctx->rx_queue_index;
+	if (queue < ZH_MAX_QUEUES) {
+		int action = bpf_redirect_map(&xsks, slot_index * ZH_MAX_QUEUES + queue, XDP_PASS);
+		if (action == XDP_REDIRECT) {
+			sc->redirected += 1;
+			count(COUNTER_REDIRECTED);
+			return action;
+		}
+	}
+	sc->no_socket += 1;
 	count(COUNTER_NO_SOCKET);
 	return pass();
 

@@ -28,10 +28,22 @@ type steerAclRule struct {
 	Hits   uint64
 }
 
+type steerMeta struct {
+	_         structs.HostLayout
+	Magic     uint32
+	Abi       uint32
+	MaxQueues uint32
+	MaxSlots  uint32
+	StaleNs   uint64
+}
+
 type steerService struct {
-	_     structs.HostLayout
-	Id    uint32
-	Flags uint32
+	_      structs.HostLayout
+	Slot   uint32
+	Flags  uint32
+	Id     uint32
+	MaxLen uint32
+	Owner  uint64
 }
 
 type steerServiceKey struct {
@@ -48,14 +60,34 @@ type steerSettings struct {
 	Seq        uint64
 }
 
+type steerSlot struct {
+	_           structs.HostLayout
+	HeartbeatNs uint64
+	Owner       uint64
+	Pid         uint32
+	Pad         uint32
+	Queues      [4]uint64
+}
+
+type steerSlotCounters struct {
+	_          structs.HostLayout
+	Redirected uint64
+	NoSocket   uint64
+	Stale      uint64
+	Oversize   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	steerMapAcl           = "acl"
 	steerMapCounters      = "counters"
+	steerMapMeta          = "meta"
 	steerMapServices      = "services"
 	steerMapSettings      = "settings"
+	steerMapSlotCounters  = "slot_counters"
+	steerMapSlots         = "slots"
 	steerMapXsks          = "xsks"
 	steerProgZerohopSteer = "zerohop_steer"
 )
@@ -109,11 +141,14 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	Acl      *ebpf.MapSpec `ebpf:"acl"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Services *ebpf.MapSpec `ebpf:"services"`
-	Settings *ebpf.MapSpec `ebpf:"settings"`
-	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
+	Acl          *ebpf.MapSpec `ebpf:"acl"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Meta         *ebpf.MapSpec `ebpf:"meta"`
+	Services     *ebpf.MapSpec `ebpf:"services"`
+	Settings     *ebpf.MapSpec `ebpf:"settings"`
+	SlotCounters *ebpf.MapSpec `ebpf:"slot_counters"`
+	Slots        *ebpf.MapSpec `ebpf:"slots"`
+	Xsks         *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -142,19 +177,25 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	Acl      *ebpf.Map `ebpf:"acl"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Services *ebpf.Map `ebpf:"services"`
-	Settings *ebpf.Map `ebpf:"settings"`
-	Xsks     *ebpf.Map `ebpf:"xsks"`
+	Acl          *ebpf.Map `ebpf:"acl"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Meta         *ebpf.Map `ebpf:"meta"`
+	Services     *ebpf.Map `ebpf:"services"`
+	Settings     *ebpf.Map `ebpf:"settings"`
+	SlotCounters *ebpf.Map `ebpf:"slot_counters"`
+	Slots        *ebpf.Map `ebpf:"slots"`
+	Xsks         *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.Acl,
 		m.Counters,
+		m.Meta,
 		m.Services,
 		m.Settings,
+		m.SlotCounters,
+		m.Slots,
 		m.Xsks,
 	)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -111,7 +112,8 @@ func TestServiceWithoutSocketPasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.SortFunc(got, func(a, b Service) int { return int(a.Port) - int(b.Port) })
-	want := []Service{{Port: 7100, ID: 1}, {Port: 7101, Addr: link.A.Addr4, ID: 2}}
+	pid := uint32(os.Getpid())
+	want := []Service{{Port: 7100, ID: 1, Slot: p.Slot(), PID: pid}, {Port: 7101, Addr: link.A.Addr4, ID: 2, Slot: p.Slot(), PID: pid}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Services() = %+v, want %+v", got, want)
 	}

@@ -12,6 +12,8 @@ import (
 func TestZeroAlloc(t *testing.T) {
 	good := inBuffer(gopacketFrame(t, frameSpec{v6: true, vlan: 3, srcPort: 1, dstPort: 9000, payload: make([]byte, 64)}))
 	bad := inBuffer(gopacketFrame(t, frameSpec{srcPort: 1, dstPort: 9000, payload: make([]byte, 64), mangle: func(b []byte) { b[50] ^= 1 }}))
+	part := inBuffer(gopacketFrame(t, frameSpec{v6: true, srcPort: 1, dstPort: 9000, payload: make([]byte, 64), mangle: partial(true, 0)}))
+	lax := netstack.Parser{AcceptPartialChecksum: true}
 	out := make([]byte, 2048)
 	fields := netstack.UDPFields{SrcMAC: macA, DstMAC: macB, Src: netip.AddrPortFrom(v4A, 1), Dst: netip.AddrPortFrom(v4B, 2)}
 	var p netstack.Packet
@@ -26,6 +28,11 @@ func TestZeroAlloc(t *testing.T) {
 		},
 		"Parse bad": func() {
 			if err := netstack.Parse(bad, 0, &p); err != netstack.ErrChecksum {
+				t.Fatal(err)
+			}
+		},
+		"Parser partial checksum": func() {
+			if err := lax.Parse(part, &p); err != nil || !p.PartialChecksum {
 				t.Fatal(err)
 			}
 		},
@@ -74,4 +81,29 @@ func parseReply(frame []byte, p *netstack.Packet) error {
 	}
 	_, err := netstack.Reply(p, len(p.Payload))
 	return err
+}
+
+// BenchmarkParsePartial parses a 64-byte datagram whose UDP checksum field
+// holds the pseudo-header sum (a local sender with TX offload), with
+// AcceptPartialChecksum: the full check fails, then the pseudo-header sum
+// is compared.
+func BenchmarkParsePartial(b *testing.B) {
+	for _, v6 := range []bool{false, true} {
+		name := "IPv4"
+		if v6 {
+			name = "IPv6"
+		}
+		b.Run(name, func(b *testing.B) {
+			frame := inBuffer(gopacketFrame(b, frameSpec{v6: v6, srcPort: 40000, dstPort: 9000, payload: make([]byte, 64), mangle: partial(v6, 0)}))
+			lax := netstack.Parser{AcceptPartialChecksum: true}
+			var p netstack.Packet
+			b.ReportAllocs()
+			b.SetBytes(int64(len(frame)))
+			for b.Loop() {
+				if err := lax.Parse(frame, &p); err != nil || !p.PartialChecksum {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -38,6 +38,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(gopacketFrame(f, frameSpec{srcPort: 1, dstPort: 2, payload: pl, mangle: func(b []byte) { b[45] ^= 0xff }}))                                                         // bad UDP checksum
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xa, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 0xa, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2}) // ARP request
 	f.Add([]byte{1, 2, 3})                                                                                                                                                    // runt
+	f.Add(gopacketFrame(f, frameSpec{srcPort: 40000, dstPort: 9000, payload: pl, mangle: partial(false, 0)}))                                                                 // IPv4, CHECKSUM_PARTIAL pattern
+	f.Add(gopacketFrame(f, frameSpec{v6: true, srcPort: 40000, dstPort: 9000, payload: pl, mangle: partial(true, 0)}))                                                        // IPv6, CHECKSUM_PARTIAL pattern
+	f.Add(gopacketFrame(f, frameSpec{srcPort: 40000, dstPort: 9000, payload: pl, mangle: partial(false, 1)}))                                                                 // IPv4, pseudo sum off by one
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		// Parse into a buffer with room after the frame, as a UMEM frame has.
 		buf := make([]byte, len(frame)+256)
@@ -58,6 +61,7 @@ func FuzzParse(f *testing.F) {
 		if ref.clean && !knownDisagreement(frame, ref) {
 			compareWithGopacket(t, frame, ref, &p, err)
 		}
+		checkPartialOption(t, frame, ref, &p, err)
 		if err == nil && p.Class == netstack.ClassUDP {
 			n := len(frame) % 200
 			for i := range n {
@@ -77,6 +81,55 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkPartialOption parses frame again with AcceptPartialChecksum. The
+// option may change one verdict only: a strict ErrChecksum whose UDP
+// checksum field holds the pseudo-header sum (computed by naivePseudoSum,
+// from gopacket's decoding when it is clean) becomes an accepted packet
+// marked PartialChecksum, whose reply has a full checksum. Everything else
+// is the strict result, unmarked.
+func checkPartialOption(t *testing.T, frame []byte, ref *refFrame, strict *netstack.Packet, strictErr error) {
+	t.Helper()
+	buf := make([]byte, len(frame)+256)
+	copy(buf, frame)
+	in := buf[:len(frame)]
+	lax := netstack.Parser{AcceptPartialChecksum: true}
+	var p netstack.Packet
+	err := lax.Parse(in, &p)
+	pattern := false
+	if strictErr == netstack.ErrChecksum && strict.UDP != nil {
+		var src, dst netip.Addr
+		if strict.IPv4 != nil {
+			src, dst = strict.IPv4.SourceAddress(), strict.IPv4.DestinationAddress()
+		} else {
+			src, dst = strict.IPv6.SourceAddress(), strict.IPv6.DestinationAddress()
+		}
+		pattern = strict.UDP.Checksum() == naivePseudoSum(src, dst, len(strict.UDP))
+		if ref.clean && !knownDisagreement(frame, ref) {
+			// gopacket's view of the same fields must agree.
+			refSrc, refDst := addrOf(ref.ip4.SrcIP), addrOf(ref.ip4.DstIP)
+			if ref.v6 {
+				refSrc, refDst = addrOf(ref.ip6.SrcIP), addrOf(ref.ip6.DstIP)
+			}
+			if want := ref.udp.Checksum == naivePseudoSum(refSrc, refDst, int(ref.udp.Length)); want != pattern {
+				t.Fatalf("pseudo-header pattern: ours %v, from gopacket's decoding %v", pattern, want)
+			}
+		}
+	}
+	switch {
+	case pattern:
+		if err != nil || !p.PartialChecksum || p.Class != netstack.ClassUDP {
+			t.Fatalf("the CHECKSUM_PARTIAL pattern with the option: %v, partial %v, class %d; want accepted and marked", err, p.PartialChecksum, p.Class)
+		}
+		reply, err := netstack.Reply(&p, len(p.Payload))
+		if err != nil {
+			t.Fatalf("Reply to a partial-checksum request: %v", err)
+		}
+		checkWithGopacket(t, reply)
+	case err != strictErr || p.PartialChecksum || p.Class != strict.Class:
+		t.Fatalf("with the option: %v, partial %v, class %d; strict: %v, class %d", err, p.PartialChecksum, p.Class, strictErr, strict.Class)
+	}
 }
 
 func knownDisagreement(frame []byte, ref *refFrame) bool {

@@ -1,6 +1,9 @@
 package netstack
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
 // Class is what Parse found in a frame.
 type Class uint8
@@ -35,6 +38,10 @@ type Packet struct {
 	UDP       UDP // header, then payload up to the UDP length
 	// Payload is the UDP payload.
 	Payload []byte
+	// PartialChecksum: the UDP checksum field held only the pseudo-header
+	// sum, as a local sender with TX checksum offload leaves it, and the
+	// Parser accepted it (AcceptPartialChecksum). Count it.
+	PartialChecksum bool
 
 	buf        []byte // the frame as given, cap included, for Reply
 	payloadOff int    // offset of the UDP payload in buf
@@ -46,6 +53,22 @@ type Packet struct {
 // the request before writing the reply. Only meaningful for ClassUDP.
 func (p *Packet) PayloadRoom() []byte { return p.buf[p.payloadOff:cap(p.buf)] }
 
+// Parser holds the settings of Parse for one receive path; its zero value
+// checks everything and serves every port. A Parser is a small value that
+// Parse does not modify: one may be shared by goroutines.
+type Parser struct {
+	// Port is the UDP destination port served; 0 serves every port.
+	Port uint16
+	// AcceptPartialChecksum accepts a UDP checksum field that holds
+	// exactly the pseudo-header sum of the datagram (the CHECKSUM_PARTIAL
+	// pattern a local sender with TX checksum offload leaves on a veth)
+	// and marks the Packet PartialChecksum; any other wrong checksum is
+	// still ErrChecksum. Enable it only for frames from a virtual
+	// interface: see "Partial checksums" in the package doc for why that
+	// is safe and where it is not.
+	AcceptPartialChecksum bool
+}
+
 // Parse reads the headers of an Ethernet frame into p and classifies it.
 // UDP datagrams to port (any port when port is 0) are checked completely:
 // lengths, the IPv4 header checksum, the UDP checksum. An error means the
@@ -54,7 +77,16 @@ func (p *Packet) PayloadRoom() []byte { return p.buf[p.payloadOff:cap(p.buf)] }
 //
 // frame's capacity beyond its length is the room Reply may use for a
 // longer reply: slice it to the frame buffer (frame[:n:bufferSize]).
+//
+// Parse is (&Parser{Port: port}).Parse(frame, p).
 func Parse(frame []byte, port uint16, p *Packet) error {
+	ps := Parser{Port: port}
+	return ps.Parse(frame, p)
+}
+
+// Parse is the package's Parse with the Parser's settings.
+func (ps *Parser) Parse(frame []byte, p *Packet) error {
+	port := ps.Port
 	*p = Packet{buf: frame, Frame: frame}
 	eth := Ethernet(frame)
 	if !eth.IsValid() {
@@ -84,14 +116,14 @@ func Parse(frame []byte, port uint16, p *Packet) error {
 		}
 		return nil
 	case EtherTypeIPv4:
-		return p.parseIPv4(rest, l2, port)
+		return p.parseIPv4(rest, l2, port, ps.AcceptPartialChecksum)
 	case EtherTypeIPv6:
-		return p.parseIPv6(rest, l2, port)
+		return p.parseIPv6(rest, l2, port, ps.AcceptPartialChecksum)
 	}
 	return nil
 }
 
-func (p *Packet) parseIPv4(rest []byte, l2 int, port uint16) error {
+func (p *Packet) parseIPv4(rest []byte, l2 int, port uint16, partialOK bool) error {
 	if len(rest) < IPv4MinimumSize {
 		return ErrTruncated
 	}
@@ -127,14 +159,30 @@ func (p *Packet) parseIPv4(rest []byte, l2 int, port uint16) error {
 	if err != nil || u == nil {
 		return err
 	}
-	if c := u.Checksum(); c != 0 && !u.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress()) {
-		return ErrChecksum
+	if u.Checksum() != 0 {
+		if err := p.checkUDP(u, ip.SourceAddress(), ip.DestinationAddress(), partialOK); err != nil {
+			return err
+		}
 	}
 	p.Class = ClassUDP
 	return nil
 }
 
-func (p *Packet) parseIPv6(rest []byte, l2 int, port uint16) error {
+// checkUDP verifies the UDP checksum of u, whose field is not 0; with
+// partialOK, a field holding exactly the pseudo-header sum passes too and
+// marks p.
+func (p *Packet) checkUDP(u UDP, src, dst netip.Addr, partialOK bool) error {
+	if u.IsChecksumValid(src, dst) {
+		return nil
+	}
+	if partialOK && u.Checksum() == PseudoHeaderChecksum(ProtocolUDP, src, dst, uint32(len(u))) {
+		p.PartialChecksum = true
+		return nil
+	}
+	return ErrChecksum
+}
+
+func (p *Packet) parseIPv6(rest []byte, l2 int, port uint16, partialOK bool) error {
 	if len(rest) < IPv6MinimumSize {
 		return ErrTruncated
 	}
@@ -164,8 +212,8 @@ func (p *Packet) parseIPv6(rest []byte, l2 int, port uint16) error {
 	if u.Checksum() == 0 {
 		return ErrZeroChecksum
 	}
-	if !u.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress()) {
-		return ErrChecksum
+	if err := p.checkUDP(u, ip.SourceAddress(), ip.DestinationAddress(), partialOK); err != nil {
+		return err
 	}
 	p.Class = ClassUDP
 	return nil

@@ -15,7 +15,7 @@ import (
 func init() {
 	xsk.AttachSteering = func(t testing.TB, e topo.Endpoint, port uint16) (xsk.XSKMap, string) {
 		p := attachSteering(t, e, port)
-		return socketMap{p.Maps}, p.Mode().String()
+		return socketMap{p}, p.Mode().String()
 	}
 }
 
@@ -48,8 +48,8 @@ func attachSteering(t testing.TB, e topo.Endpoint, port uint16) *bpf.Program {
 }
 
 // socketMap lets xsk.Socket.Register put a socket into the program's XSKMAP
-// through bpf.Maps.SetSocket (the map itself is not exported by bpf).
-type socketMap struct{ m *bpf.Maps }
+// through bpf.Program.SetSocket (the map itself is not exported by bpf).
+type socketMap struct{ m *bpf.Program }
 
 func (s socketMap) Put(key, value any) error {
 	return s.m.SetSocket(int(key.(uint32)), int(value.(uint32)))

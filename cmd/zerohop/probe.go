@@ -28,6 +28,7 @@ func init() {
 	registerProbeSection("system", systemRows)
 	registerProbeSection("io_uring", uringRows)
 	registerTargetedProbeSection("af_xdp", afXDPRows)
+	registerTargetedProbeSection("queues", queueRows)
 	registerTargetedProbeSection("backend", backendRows)
 }
 
@@ -44,6 +45,8 @@ type probeRow struct {
 type probeReport struct {
 	Kernel string     `json:"kernel"`
 	Rows   []probeRow `json:"rows"`
+	// QueueMap is --iface's queue map, as the "queues" rows show it.
+	QueueMap *sysinfo.QueueMap `json:"queue_map,omitempty"`
 }
 
 // probeTarget is the interface and queue named on the command line, for
@@ -92,11 +95,11 @@ func probe(out, errOut io.Writer, args []string) int {
 	fs.SetOutput(errOut)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var target probeTarget
-	fs.StringVar(&target.iface, "iface", "", "also probe XDP attach modes and AF_XDP binds on this interface\n(briefly attaches a program and binds a socket: not while a server runs on it)")
+	fs.StringVar(&target.iface, "iface", "", "also show this interface's queue map (queue, IRQ, CPU) and XDP program, and probe XDP attach\nmodes and AF_XDP binds on it (briefly attaches a program and binds a socket when it is free)")
 	fs.IntVar(&target.queue, "queue", 0, "queue of --iface to bind the AF_XDP probe socket to")
 	fs.StringVar(&target.addr, "addr", "", "address whose backend choice to report (default: --iface's first IPv4 address, or 127.0.0.1, port 7000)")
 	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]] [--addr IP:PORT]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also how XDP attaches and AF_XDP binds on that interface;\nand the backend runtime.Listen picks for --addr, and why.")
+		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]] [--addr IP:PORT]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also that interface's queue map (queue -> IRQ -> CPU), the\nXDP program attached to it, and how XDP attaches and AF_XDP binds there;\nand the backend runtime.Listen picks for --addr, and why.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +132,11 @@ func collectProbe(target probeTarget) probeReport {
 		report.Kernel = "unknown (" + err.Error() + ")"
 	} else {
 		report.Kernel = release
+	}
+	if target.iface != "" {
+		if qm, err := sysinfo.InterfaceQueues(target.iface); err == nil {
+			report.QueueMap = &qm
+		}
 	}
 	for _, s := range probeSections {
 		var rows []probeRow
@@ -279,6 +287,7 @@ func afXDPRows(target probeTarget) []probeRow {
 			Detail: fmt.Sprintf("%s: %v (interfaces are looked up in this process's network namespace)", target.iface, err)})
 	}
 	rows = append(rows, info("interface", fmt.Sprintf("%s (ifindex %d), queue %d", ifc.Name, ifc.Index, target.queue)))
+	rows = append(rows, xdpProgramRow(ifc.Name))
 
 	if attach, err := bpf.ProbeAttach(ifc.Name); err != nil {
 		rows = append(rows, probeRow{Name: "XDP attach", Value: "unknown", Detail: err.Error()})
@@ -309,6 +318,59 @@ func afXDPRows(target probeTarget) []probeRow {
 			detail = "the driver refuses XDP_ZEROCOPY (EOPNOTSUPP): sockets bind in copy mode"
 		}
 		rows = append(rows, yesNo("AF_XDP zero-copy bind", zeroCopy, detail), yesNo("AF_XDP copy bind", true, ""))
+	}
+	return rows
+}
+
+// xdpProgramRow says what is attached to the interface's XDP hook: nothing,
+// zerohop's shared steering program (with its servers and services), or a
+// foreign program that zerohop will not replace.
+func xdpProgramRow(iface string) probeRow {
+	a, err := bpf.Inspect(iface)
+	switch {
+	case err != nil:
+		return probeRow{Name: "XDP program", Value: "unknown", Detail: err.Error()}
+	case a.ProgramID == 0:
+		return info("XDP program", "none")
+	case a.Zerohop:
+		return probeRow{Name: "XDP program", Value: fmt.Sprintf("zerohop (id %d, link %d, %s mode)", a.ProgramID, a.LinkID, a.Mode),
+			Detail: fmt.Sprintf("%d servers, %d services; redirected %d, passed %d (no socket %d, stale %d, fragment %d, oversize %d), ACL dropped %d",
+				len(a.Slots), len(a.Services), a.Counters.Redirected, a.Counters.Passed, a.Counters.NoSocket, a.Counters.Stale,
+				a.Counters.Fragment, a.Counters.Oversize, a.Counters.ACLDropped)}
+	}
+	return probeRow{Name: "XDP program", Value: fmt.Sprintf("%q (id %d, %s mode)", a.Name, a.ProgramID, a.Mode), OK: new(bool),
+		Detail: "zerohop servers cannot use this interface's XDP while it is attached: " + errDetail(a.Err)}
+}
+
+// queueRows shows --iface's queue map: per receive queue, its IRQ and the
+// CPU its loop is pinned to, and where that CPU came from.
+func queueRows(target probeTarget) []probeRow {
+	if target.iface == "" {
+		return nil
+	}
+	m, err := sysinfo.InterfaceQueues(target.iface)
+	if err != nil {
+		return []probeRow{{Name: "queue map", Value: "unknown", OK: new(bool), Detail: err.Error()}}
+	}
+	kind := "device"
+	if m.Virtual {
+		kind = "virtual"
+	}
+	rows := []probeRow{
+		probeRow{Name: "rx queues", Value: strconv.Itoa(m.RXQueues), Detail: m.CountFrom},
+		probeRow{Name: "interface kind", Value: kind, Detail: m.VirtualFrom},
+		info("CPUs", sysinfo.FormatCPUList(m.CPUs)),
+	}
+	for _, q := range m.Queues {
+		irq := "no IRQ of its own"
+		if q.IRQ >= 0 {
+			irq = fmt.Sprintf("IRQ %d %s, affinity %s", q.IRQ, q.IRQName, sysinfo.FormatCPUList(q.Affinity))
+		}
+		detail := fmt.Sprintf("%s (%s)", q.Source, irq)
+		if q.Note != "" {
+			detail += "; " + q.Note
+		}
+		rows = append(rows, probeRow{Name: "queue " + strconv.Itoa(q.Queue), Value: "CPU " + strconv.Itoa(q.CPU), Detail: detail})
 	}
 	return rows
 }

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/internal/leak"
+	"github.com/zerohop/zerohop/internal/sysinfo"
 	"github.com/zerohop/zerohop/internal/topo"
 )
 
@@ -150,5 +153,76 @@ func TestProbeAFXDPMissingInterface(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := probe(&out, &errOut, []string{"--iface", "x", "--queue", "-1"}); code != 2 {
 		t.Errorf("--queue -1: exit %d, want 2", code)
+	}
+}
+
+// --iface shows the queue map of a 2-queue veth (virtual, no per-queue
+// IRQs: queue mod CPUs) in the table, the JSON rows and the JSON
+// queue_map, and the XDP program: none, then the zerohop program a server
+// holds.
+func TestProbeQueueMapOnVeth(t *testing.T) {
+	link := topo.Pair(t, topo.Config{Queues: 2})
+	var report probeReport
+	var table bytes.Buffer
+	if err := link.A.Host.Do(func() error {
+		var out, errOut bytes.Buffer
+		if code := probe(&out, &errOut, []string{"--json", "--iface", link.A.Iface}); code != 0 {
+			return fmt.Errorf("probe exited %d: %s", code, errOut.String())
+		}
+		if code := probe(&table, &errOut, []string{"--iface", link.A.Iface}); code != 0 {
+			return fmt.Errorf("probe exited %d: %s", code, errOut.String())
+		}
+		return json.Unmarshal(out.Bytes(), &report)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	qm := report.QueueMap
+	if qm == nil || qm.RXQueues != 2 || !qm.Virtual || len(qm.Queues) != 2 {
+		t.Fatalf("queue_map = %+v; want 2 queues of a virtual interface", qm)
+	}
+	rows := map[string]probeRow{}
+	for _, r := range report.Rows {
+		rows[r.Section+"/"+r.Name] = r
+	}
+	for q, entry := range qm.Queues {
+		r := rows[fmt.Sprintf("queues/queue %d", q)]
+		if entry.Source != sysinfo.CPUFromQueueModulo || entry.IRQ != -1 || r.Value != fmt.Sprintf("CPU %d", entry.CPU) ||
+			!strings.Contains(r.Detail, string(sysinfo.CPUFromQueueModulo)) {
+			t.Errorf("queue %d: map %+v, row %+v; want queue mod CPUs, no IRQ", q, entry, r)
+		}
+	}
+	if r := rows["queues/interface kind"]; r.Value != "virtual" {
+		t.Errorf("interface kind row %+v, want virtual", r)
+	}
+	if r := rows["af_xdp/XDP program"]; r.Value != "none" {
+		t.Errorf("XDP program row %+v, want none", r)
+	}
+	for _, want := range []string{"queue 0", "queue 1", "queue-mod-cpus", "rx queues"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, table.String())
+		}
+	}
+
+	// With a server holding the interface, the probe names its program
+	// and does not disturb it.
+	var p *bpf.Program
+	if err := link.A.Host.Do(func() (err error) { p, err = bpf.Join(link.A.Iface, bpf.Options{}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := link.A.Host.Do(func() error {
+		rows = probeJSON(t, "--iface", link.A.Iface)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r := rows["af_xdp/XDP program"]; !strings.Contains(r.Value, fmt.Sprintf("zerohop (id %d", p.ID())) || !strings.Contains(r.Detail, "1 servers") {
+		t.Errorf("XDP program row %+v; want zerohop program %d with 1 server", r, p.ID())
+	}
+	if r := rows["af_xdp/XDP native"]; r.Value != "in use" {
+		t.Errorf("XDP native row %+v, want in use", r)
+	}
+	if _, err := p.Counters(); err != nil {
+		t.Fatalf("the server's program after the probe: %v", err)
 	}
 }

@@ -9,7 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) { leak.Main(m) }
+func TestMain(m *testing.M) {
+	if iface := os.Getenv(helperEnv); iface != "" {
+		os.Exit(queueMapHelper(iface))
+	}
+	leak.Main(m)
+}
 
 func TestParseRelease(t *testing.T) {
 	for _, tc := range []struct {
