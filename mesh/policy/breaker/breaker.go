@@ -94,7 +94,7 @@ type Breaker struct {
 	// the window, requests = accepts and p ≤ 0, so Allow skips the buckets.
 	lastBad atomic.Int64
 	_       [32]byte // the bucket words start on their own line
-	buckets    [Buckets]atomic.Uint64
+	buckets [Buckets]atomic.Uint64
 }
 
 // New returns a Breaker with the given options.
