@@ -22,7 +22,7 @@ type serverChain struct {
 	shed  *shed.Loop
 }
 
-func newServerChain(b *testing.B) serverChain {
+func newServerChain(b testing.TB) serverChain {
 	e, err := authz.NewEngine(1, methods)
 	if err != nil {
 		b.Fatal(err)

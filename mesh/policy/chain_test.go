@@ -13,7 +13,7 @@ import (
 // tokens, expired calls spend none either, and the shedder only sees calls
 // that got past the limiter.
 func TestServerChainOrder(t *testing.T) {
-	c := newServerChain(&testing.B{})
+	c := newServerChain(t)
 	l, err := ratelimit.New(ratelimit.Config{Loops: 1, Methods: methods, Rules: []ratelimit.Rule{
 		{Method: "shop.Cart/Put", Rate: 1, Burst: 2},
 	}})
