@@ -178,7 +178,7 @@ func (c *completions) Pop() any {
 // nil; free holds when each worker is next idle and carries over between
 // phases. It returns the response times (arrival to reply) of served calls
 // and the refused count.
-func simulate(p *Loop, free []int64, service func() int64, gap, start, end int64) (rts []int64, refused int) {
+func simulate(p Limiter, free []int64, service func() int64, gap, start, end int64) (rts []int64, refused int) {
 	var pend completions
 	for now := start; now < end; now += gap {
 		for pend.Len() > 0 && pend[0].at <= now {
@@ -260,6 +260,87 @@ func TestOverloadKeepsLatencyBounded(t *testing.T) {
 				t.Errorf("%d workers, warm %v: shedding served %d calls, want ≥ 85 %% of capacity %d", workers, warmStart, served, 3*capacity)
 			}
 		}
+	}
+}
+
+// Gradient2 on the same scenario, for the package doc's comparison: with
+// its default floor of 20 it cannot bound a small pool, and even with the
+// floor at 1 its limit climbs back while the overload lasts as its long
+// RTT catches up.
+func TestGradient2OnTheOverloadScenario(t *testing.T) {
+	sec := int64(time.Second)
+	r := rand.New(rand.NewPCG(5, 6))
+	service := func() int64 { return ms/2 + r.Int64N(ms) }
+	const workers = 4
+	capacity := int64(workers) * sec / ms
+	gap := sec / (3 * capacity)
+	unloaded, _ := simulate(nil, make([]int64, workers), service, sec/(capacity/2), 0, 3*sec)
+	for _, minLimit := range []int{G2MinLimit, 1} {
+		g, err := NewGradient(GradientConfig{Loops: 1, MinLimit: minLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		free := make([]int64, workers)
+		first, _ := simulate(g.Loop(0), free, service, gap, 0, sec)
+		limitAfter1s := g.Loop(0).Limit()
+		rest, _ := simulate(g.Loop(0), free, service, gap, sec, 3*sec)
+		t.Logf("Gradient2, min limit %d: p99 %v in the first second (limit then %.1f), %v over the next two (limit %.1f); unloaded p99 %v",
+			minLimit, p99(first), limitAfter1s, p99(rest), g.Loop(0).Limit(), p99(unloaded))
+		if g.Loop(0).Limit() < float64(minLimit) || g.Loop(0).Limit() > G2MaxLimit {
+			t.Fatalf("limit %v outside [%d, %d]", g.Loop(0).Limit(), minLimit, G2MaxLimit)
+		}
+		if minLimit == G2MinLimit && p99(rest) < 4*time.Millisecond {
+			// 20 calls in flight on 4 workers wait ~4 service times
+			t.Fatalf("with a floor of 20 on 4 workers p99 %v: expected ≥ 4 ms", p99(rest))
+		}
+	}
+}
+
+func TestGradient2Formula(t *testing.T) {
+	g, err := NewGradient(GradientConfig{Loops: 1, MinLimit: 1, InitialLimit: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := g.Loop(0)
+	for range 40 {
+		if ok, _ := p.Allow(0, 0); !ok {
+			t.Fatal("refused under the initial limit")
+		}
+	}
+	if ok, retry := p.Allow(0, 0); ok || retry != g2Retry {
+		t.Fatal("admitted over the limit")
+	}
+	// ten samples of 1 ms warm the long RTT up to 1 ms; the gradient is 1:
+	// limit ← 0.8·40 + 0.2·(40 + 4) = 40.8, then 41.6, …
+	want := 40.0
+	for range 10 {
+		p.Done(0, time.Millisecond, 0)
+		want = 0.8*want + 0.2*(want+4)
+		p.Allow(0, 0)
+	}
+	if math.Abs(p.Limit()-want) > 1e-9 {
+		t.Fatalf("limit %v after steady samples, want %v", p.Limit(), want)
+	}
+	// a sample four times the long RTT: gradient clamps to 0.5
+	p.Done(0, 4*time.Millisecond, 0)
+	want = 0.8*want + 0.2*(0.5*want+4)
+	if math.Abs(p.Limit()-want) > 1e-9 {
+		t.Fatalf("limit %v after a slow sample, want %v", p.Limit(), want)
+	}
+	if _, err := NewGradient(GradientConfig{Loops: 1, MinLimit: 5, MaxLimit: 2}); err == nil {
+		t.Fatal("MaxLimit < MinLimit accepted")
+	}
+}
+
+func BenchmarkGradientAllowDone(b *testing.B) {
+	g, _ := NewGradient(GradientConfig{Loops: 1})
+	p := g.Loop(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := p.Allow(0, 0); !ok {
+			b.Fatal("refused")
+		}
+		p.Done(0, time.Millisecond, 0)
 	}
 }
 
