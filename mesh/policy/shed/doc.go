@@ -84,8 +84,8 @@
 //
 // Shedder has one *Loop per event loop; Allow, Done and Release of a Loop
 // are called from that loop's goroutine only (Stats may be read anywhere),
-// so the hot path is single-writer and takes no lock and no locked
-// instruction. Allow must run before the call is queued for a worker; Done
+// so the hot path is single-writer: no lock, no CAS, and its atomic stores
+// (counters for Stats) go to lines no other loop writes. Allow must run before the call is queued for a worker; Done
 // gets the handler's run time and the time it waited for a worker, so the
 // runtime records two timestamps in the job (admission, handler start).
 // Every call Allow admitted ends with exactly one Done (it was served) or

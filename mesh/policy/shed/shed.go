@@ -122,6 +122,7 @@ type Loop struct {
 	s       *Shedder
 	buckets []bucket
 	epoch   int64 // the bucket in progress
+	next    int64 // when the next bucket starts
 
 	flying    int64
 	avgFlying float64
@@ -194,6 +195,9 @@ func (p *Loop) slot(epoch int64) int { return int(uint64(epoch) % uint64(len(p.b
 // advance moves the bucket in progress to now's and, when it changed,
 // recomputes the bound from the complete buckets.
 func (p *Loop) advance(now int64) {
+	if now < p.next {
+		return // the common case, without a division
+	}
 	e := now / p.s.bucketNs
 	if e <= p.epoch {
 		return // same bucket (or a clock a hair behind): count it here
@@ -201,6 +205,7 @@ func (p *Loop) advance(now int64) {
 	b := &p.buckets[p.slot(e)]
 	*b = bucket{epoch: e}
 	p.epoch = e
+	p.next = (e + 1) * p.s.bucketNs
 	p.refresh()
 }
 
