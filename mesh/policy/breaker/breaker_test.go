@@ -138,7 +138,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	}
 	// go-zero's scaling (over all 40 buckets) is much slower.
 	slow := New(Options{RecoveryBuckets: Buckets, Rand: seeded(1).Rand})
-	s.capacity = 0
+	s = &backend{capacity: 0}
 	run(slow, s, origin, outage, step)
 	s.capacity = 1e6
 	sent, _, _ = run(slow, s, outage, outage+int64(20*time.Second), step)

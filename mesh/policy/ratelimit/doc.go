@@ -46,7 +46,7 @@
 //   - a loop that goes idle strands at most k−1 tokens, so a saturated
 //     limiter admits at least R·t + B − (L−1)·(k−1) over t from its start.
 //
-// With B = 100 and L = 8 (k = 3) that is at most 14 extra tokens in a
+// With B = 100 and L = 8 (k = 3) that is at most 16 extra tokens in a
 // window and 14 fewer in the worst case; the shared word takes one CAS per
 // three calls of a loop.
 //
