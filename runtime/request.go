@@ -65,6 +65,28 @@ func (r *Request) Arrival() time.Time { return r.e().Arrival() }
 // budget the caller's DEADLINE tag gave; ok is false when it gave none.
 func (r *Request) Deadline() (deadline time.Time, ok bool) { return r.e().Deadline() }
 
+// Trace is the caller's W3C trace context from the TRACE tag; ok is false
+// (and the context zero) when the caller sent none.
+func (r *Request) Trace() (tc proto.TraceContext, ok bool) { return r.e().Trace() }
+
+// TraceState is the caller's W3C tracestate text (TRACESTATE), nil when
+// absent; valid until the handler returns.
+func (r *Request) TraceState() []byte { return r.e().TraceState() }
+
+// Caller is the calling service's name from the CALLER tag, nil when
+// absent: a label for telemetry and policy, not an authenticated identity.
+// Valid until the handler returns.
+func (r *Request) Caller() []byte { return r.e().Caller() }
+
+// Attempt is 0 for the caller's first transmission of this request and n
+// for its n-th retransmission (ATTEMPT; 0 when absent).
+func (r *Request) Attempt() int { return r.e().Attempt() }
+
+// Ext returns the value of an application tag (proto.ExtApp and up) in
+// the request's extension block: the first one when it repeats (iterate
+// proto.Frame.Ext for all). Valid until the handler returns.
+func (r *Request) Ext(tag proto.ExtTag) (value []byte, ok bool) { return r.e().Ext(tag) }
+
 // Context returns the request's context. For a blocking handler it ends
 // at the request's deadline or when the server shuts down, whichever
 // comes first (made on first use, so a handler that never calls Context

@@ -176,6 +176,13 @@ func (c *kernelClient) call(id uint64, method string, payload []byte) proto.Fram
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	return c.callFrame(req)
+}
+
+// callFrame is call for a request already encoded.
+func (c *kernelClient) callFrame(req proto.Frame) proto.Frame {
+	c.t.Helper()
+	id, method := req.RequestID(), req.MethodID()
 	for attempt := 0; attempt < 20; attempt++ {
 		c.send(req)
 		deadline := time.Now().Add(c.rto)
@@ -189,7 +196,7 @@ func (c *kernelClient) call(id uint64, method string, payload []byte) proto.Fram
 			}
 		}
 	}
-	c.t.Fatalf("no reply to request %d (%s)", id, method)
+	c.t.Fatalf("no reply to request %d (method %#x)", id, method)
 	return nil
 }
 

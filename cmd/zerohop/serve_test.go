@@ -50,7 +50,7 @@ func TestServeAnswersEchoAndShutsDown(t *testing.T) {
 	if code := <-exit; code != 0 {
 		t.Fatalf("serve exited %d: %s", code, logs.String())
 	}
-	for _, want := range []string{"backend=uring", "queues=\"[0 1]\"", "shutting down", "requests=1"} {
+	for _, want := range []string{"backend=uring", "loops=\"loop0→cpu0 loop1→cpu1\"", "shutting down", "requests=1"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}

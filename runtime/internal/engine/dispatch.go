@@ -33,6 +33,7 @@ type Dispatcher struct {
 	c     *LoopCounters
 	req   Request
 	resp  Response
+	x     proto.ExtBuilder
 	// inflight holds the blocking requests a worker owns, so a client's
 	// retransmission of one is dropped instead of running the handler
 	// again (or, while draining, being refused while its reply is on the
@@ -113,6 +114,7 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 
 	c.Requests.Add(1)
 	c.Served[path].Add(1)
+	arrival := time.Now()
 	oneway := frame.Oneway()
 	if oneway {
 		c.Oneway.Add(1)
@@ -120,15 +122,15 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 	m := d.srv.Methods.Lookup(frame.MethodID())
 	if m == nil {
 		c.UnknownMethod.Add(1)
-		return d.ErrorReply(frame, out, proto.StatusUnknownMethod, "unknown method")
+		return d.reply(frame, out, proto.StatusUnknownMethod, "unknown method", arrival, 0)
 	}
 	mc := &m.Counters[d.loop]
 	mc.Requests.Add(1)
 	req, resp := &d.req, &d.resp
-	if !d.begin(req, frame, peer, path, m) {
+	if !d.begin(req, frame, peer, path, m, arrival) {
 		c.Expired.Add(1)
 		mc.Statuses[StatusSlot(proto.StatusDeadlineExceeded)].Add(1)
-		return d.ErrorReply(frame, out, proto.StatusDeadlineExceeded, "deadline expired before the request arrived")
+		return d.reply(frame, out, proto.StatusDeadlineExceeded, "deadline expired before the request arrived", arrival, 0)
 	}
 	key := inflightKey{peer, frame.RequestID()}
 	if m.Blocking {
@@ -140,7 +142,7 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 	if d.srv.Draining.Load() {
 		c.Overloaded.Add(1)
 		mc.Statuses[StatusSlot(proto.StatusOverloaded)].Add(1)
-		return d.ErrorReply(frame, out, proto.StatusOverloaded, "server is draining")
+		return d.reply(frame, out, proto.StatusOverloaded, "server is draining", arrival, drainingRetryAfter)
 	}
 	resp.reset(out, replyPayloadOffset(frame))
 	if m.Admit != nil {
@@ -153,7 +155,7 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 		if !sub.Submit(m, req) {
 			c.Overloaded.Add(1)
 			mc.Statuses[StatusSlot(proto.StatusOverloaded)].Add(1)
-			return d.ErrorReply(frame, out, proto.StatusOverloaded, "worker pool full")
+			return d.reply(frame, out, proto.StatusOverloaded, "worker pool full", arrival, poolFullRetryAfter)
 		}
 		if d.inflight == nil {
 			d.inflight = make(map[inflightKey]struct{})
@@ -169,9 +171,9 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 
 // begin fills req for a request of m; false when its deadline has already
 // passed (DEADLINE 0 on the wire).
-func (d *Dispatcher) begin(req *Request, frame proto.Frame, peer netip.AddrPort, path Path, m *Method) bool {
+func (d *Dispatcher) begin(req *Request, frame proto.Frame, peer netip.AddrPort, path Path, m *Method, arrival time.Time) bool {
 	req.frame, req.peer, req.queue, req.path, req.method = frame, peer, d.queue, path, m
-	req.arrival = time.Now()
+	req.arrival = arrival
 	req.deadline = time.Time{}
 	return beginExt(req)
 }
@@ -196,7 +198,7 @@ func runStage(s *Server, c *LoopCounters, m *Method, stage ServeFunc, req *Reque
 
 // finish seals the reply of a request handled on the loop and counts it.
 func (d *Dispatcher) finish(m *Method, mc *MethodCounters, req *Request, resp *Response, oneway bool) (Outcome, []byte) {
-	f := sealReply(req, resp, d.c)
+	f := sealReply(req, resp, d.c, &d.x)
 	mc.Statuses[StatusSlot(replyStatus(f, resp))].Add(1)
 	lat := time.Since(req.arrival)
 	mc.Latency.Record(lat)
@@ -232,16 +234,25 @@ func (d *Dispatcher) TooLarge(head []byte, out []byte) (Outcome, []byte) {
 		return None, nil
 	}
 	d.c.TooLarge.Add(1)
-	return d.ErrorReply(frame[:proto.HeaderLen], out, proto.StatusTooLarge, "request larger than the receive buffer")
+	// Only the header arrived: no extension block to answer in kind.
+	return d.reply(frame[:proto.HeaderLen:proto.HeaderLen], out, proto.StatusTooLarge, "request larger than the receive buffer", time.Now(), 0)
 }
 
-// ErrorReply answers frame with status and msg (nothing for oneway).
-func (d *Dispatcher) ErrorReply(frame proto.Frame, out []byte, status proto.Status, msg string) (Outcome, []byte) {
+// Retry hints of the runtime's own OVERLOADED answers: a draining server
+// is going away (try another), a full pool drains in a few handler times.
+const (
+	drainingRetryAfter = time.Second
+	poolFullRetryAfter = 10 * time.Millisecond
+)
+
+// reply answers frame with status and msg (nothing for oneway), with
+// SERVICE_TIME and RETRY_AFTER when the request spoke EXT.
+func (d *Dispatcher) reply(frame proto.Frame, out []byte, status proto.Status, msg string, arrival time.Time, retryAfter time.Duration) (Outcome, []byte) {
 	if frame.Oneway() {
 		return None, nil
 	}
-	f, err := proto.EncodeError(out[:cap(out)], frame.RequestID(), frame.MethodID(), status, msg)
-	if err != nil {
+	f := encodeError(out[:cap(out)], frame, status, msg, arrival, retryAfter, &d.x)
+	if f == nil {
 		d.srv.Warn.Drop(d.c, DropTruncated, d.queue)
 		return None, nil
 	}

@@ -1,35 +1,91 @@
 package engine
 
-import "github.com/zerohop/zerohop/proto"
+import (
+	"time"
 
-// maxReplyExt is the room a reply keeps in front of its payload for the
-// extension block (none until the runtime speaks EXT).
-const maxReplyExt = 0
+	"github.com/zerohop/zerohop/proto"
+)
+
+// maxReplyExt is the room a reply keeps in front of its payload for its
+// extension block: SERVICE_TIME and RETRY_AFTER.
+const maxReplyExt = proto.ResponseHeadroom - proto.HeaderLen
 
 // replyPayloadOffset is where a reply's payload starts in the reply
-// buffer: after the header and the room for the reply's extension block.
-func replyPayloadOffset(proto.Frame) int { return proto.HeaderLen }
+// buffer: after the header, and the room for the reply's extension block
+// when the request spoke EXT (a caller without EXT support would answer
+// a block with BAD_FRAME, so it gets none).
+func replyPayloadOffset(f proto.Frame) int {
+	if f.HasExt() {
+		return proto.ResponseHeadroom
+	}
+	return proto.HeaderLen
+}
 
-// beginExt reads the request's extension block into req; false when the
-// request arrived with its deadline already passed.
-func beginExt(req *Request) bool { return true }
+// beginExt reads the request's deadline into req; false when the request
+// arrived with no budget left (DEADLINE 0).
+func beginExt(req *Request) bool {
+	if !req.frame.HasExt() {
+		return true
+	}
+	budget, ok := req.frame.Deadline()
+	if !ok {
+		return true
+	}
+	if budget <= 0 {
+		return false
+	}
+	req.deadline = req.arrival.Add(budget)
+	return true
+}
 
-// sealReply writes the header in front of the response payload and
-// returns the reply frame (nil when none can be built): TOO_LARGE when
-// the handler wrote more than fits.
-func sealReply(req *Request, resp *Response, c *LoopCounters) proto.Frame {
+// replyExt fills x with what a reply to a request that spoke EXT carries:
+// how long the server took since the request arrived, and RETRY_AFTER.
+func replyExt(x *proto.ExtBuilder, arrival time.Time, retryAfter time.Duration) {
+	x.Reset()
+	x.SetServiceTime(time.Since(arrival))
+	if retryAfter > 0 {
+		x.SetRetryAfter(retryAfter)
+	}
+}
+
+// sealReply writes the header (and the extension block, for a request
+// that had one) in front of the response payload and returns the reply
+// frame (nil when none can be built): TOO_LARGE when the handler wrote
+// more than fits.
+func sealReply(req *Request, resp *Response, c *LoopCounters, x *proto.ExtBuilder) proto.Frame {
 	frame := req.frame
 	if resp.tooLarge {
 		c.TooLarge.Add(1)
-		f, err := proto.EncodeError(resp.buf[:cap(resp.buf)], frame.RequestID(), frame.MethodID(), proto.StatusTooLarge,
-			"response larger than the reply buffer")
+		return encodeError(resp.buf[:cap(resp.buf)], frame, proto.StatusTooLarge,
+			"response larger than the reply buffer", req.arrival, 0, x)
+	}
+	h := proto.Header{Kind: proto.KindResponse, RequestID: frame.RequestID(), MethodID: frame.MethodID(), Status: resp.status}
+	if !frame.HasExt() {
+		f, err := proto.Seal(resp.buf, h)
 		if err != nil {
 			return nil
 		}
 		return f
 	}
-	f, err := proto.Seal(resp.buf, proto.Header{Kind: proto.KindResponse, RequestID: frame.RequestID(),
-		MethodID: frame.MethodID(), Status: resp.status})
+	replyExt(x, req.arrival, resp.retryAfter)
+	f, err := proto.SealExt(resp.buf, resp.off, h, x)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// encodeError writes an error reply to frame into dst, with an extension
+// block when the request had one.
+func encodeError(dst []byte, frame proto.Frame, status proto.Status, msg string, arrival time.Time, retryAfter time.Duration, x *proto.ExtBuilder) proto.Frame {
+	var f proto.Frame
+	var err error
+	if frame.HasExt() {
+		replyExt(x, arrival, retryAfter)
+		f, err = proto.EncodeErrorExt(dst, frame.RequestID(), frame.MethodID(), status, x, msg)
+	} else {
+		f, err = proto.EncodeError(dst, frame.RequestID(), frame.MethodID(), status, msg)
+	}
 	if err != nil {
 		return nil
 	}

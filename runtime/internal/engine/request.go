@@ -75,6 +75,24 @@ func (r *Request) Arrival() time.Time { return r.arrival }
 // Deadline is when the caller stops waiting, and whether it said.
 func (r *Request) Deadline() (time.Time, bool) { return r.deadline, !r.deadline.IsZero() }
 
+// Trace is the caller's W3C trace context (zero and false when absent).
+func (r *Request) Trace() (proto.TraceContext, bool) { return r.frame.Trace() }
+
+// TraceState is the caller's W3C tracestate text, nil when absent.
+func (r *Request) TraceState() []byte { return r.frame.TraceState() }
+
+// Caller is the calling service's name, nil when absent.
+func (r *Request) Caller() []byte { return r.frame.Caller() }
+
+// Attempt is 0 for a first transmission, n for the n-th retransmission.
+func (r *Request) Attempt() int {
+	n, _ := r.frame.Attempt()
+	return int(n)
+}
+
+// Ext returns the first value of tag in the request's extension block.
+func (r *Request) Ext(tag proto.ExtTag) ([]byte, bool) { return r.frame.ExtValue(tag) }
+
 // Admit marks the request admitted by an admission chain.
 func (r *Request) Admit() { r.admitted = true }
 

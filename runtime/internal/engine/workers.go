@@ -53,6 +53,7 @@ type Job struct {
 	c        *LoopCounters
 	req      Request
 	resp     Response
+	x        proto.ExtBuilder
 }
 
 // Frame is the copied request frame.
@@ -141,7 +142,7 @@ func (j *Job) run(s *Server) {
 	} else {
 		runStage(s, j.c, m, m.Serve, req, resp)
 	}
-	j.Reply = sealReply(req, resp, j.c)
+	j.Reply = sealReply(req, resp, j.c, &j.x)
 	mc.Statuses[StatusSlot(replyStatus(j.Reply, resp))].Add(1)
 	lat := time.Since(j.arrival)
 	mc.Latency.Record(lat)
