@@ -37,8 +37,10 @@ type LoopStats struct {
 	// PartialChecksum the AF_XDP datagrams accepted with only the
 	// pseudo-header sum in their checksum (a local peer's TX offload).
 	Kicks, FillRingEmpty, Rearms, PartialChecksum uint64
-	// Dropped counts datagrams dropped without a reply, by reason.
-	Dropped map[string]uint64
+	// Dropped counts datagrams dropped without a reply, by reason, and
+	// DroppedByPath the same by path ("xsk", "udp", "tcp") and reason.
+	Dropped       map[string]uint64
+	DroppedByPath map[string]map[string]uint64
 	// OpErrors counts failed loop operations by kind ("wake", "kick",
 	// "poll", "recv", "accept"): each is logged at WARN the first time.
 	OpErrors map[string]uint64
@@ -84,8 +86,12 @@ func (s *LoopStats) DroppedTotal() uint64 {
 }
 
 func newLoopStats(queue int, queues []int, core int) LoopStats {
+	byPath := map[string]map[string]uint64{}
+	for p := engine.Path(0); p < engine.NumPaths; p++ {
+		byPath[p.String()] = map[string]uint64{}
+	}
 	return LoopStats{Queue: queue, Queues: queues, Core: core, Served: map[string]uint64{},
-		Dropped: map[string]uint64{}, OpErrors: map[string]uint64{}}
+		Dropped: map[string]uint64{}, DroppedByPath: byPath, OpErrors: map[string]uint64{}}
 }
 
 func (t *LoopStats) addSnapshot(s *engine.LoopSnapshot) {
@@ -107,8 +113,11 @@ func (t *LoopStats) addSnapshot(s *engine.LoopSnapshot) {
 	for p := engine.Path(0); p < engine.NumPaths; p++ {
 		t.Served[p.String()] += s.Served[p]
 	}
-	for r := engine.DropReason(0); r < engine.NumDropReasons; r++ {
-		t.Dropped[r.String()] += s.Dropped[r]
+	for p := engine.Path(0); p < engine.NumPaths; p++ {
+		for r := engine.DropReason(0); r < engine.NumDropReasons; r++ {
+			t.Dropped[r.String()] += s.Dropped[p][r]
+			t.DroppedByPath[p.String()][r.String()] += s.Dropped[p][r]
+		}
 	}
 	for c := engine.CQEClass(0); c < engine.NumCQEClasses; c++ {
 		t.OpErrors[c.String()] += s.CQEErrors[c]

@@ -143,7 +143,7 @@ type LoopCounters struct {
 	Kicks, Rearms           atomic.Uint64
 	PartialChecksum         atomic.Uint64 // AF_XDP datagrams accepted with a CHECKSUM_PARTIAL pattern
 	Served                  [NumPaths]atomic.Uint64
-	Dropped                 [NumDropReasons]atomic.Uint64
+	Dropped                 [NumPaths][NumDropReasons]atomic.Uint64
 	CQEErrors               [NumCQEClasses]atomic.Uint64
 	Latency                 Histogram
 }
@@ -204,12 +204,12 @@ func (w *Warnings) due(slot int) bool {
 	return w.lastNs[slot].CompareAndSwap(last, now)
 }
 
-// Drop counts a drop on c and logs it when due.
-func (w *Warnings) Drop(c *LoopCounters, reason DropReason, queue int) {
-	n := c.Dropped[reason].Add(1)
+// Drop counts a drop on path on c and logs it when due.
+func (w *Warnings) Drop(c *LoopCounters, path Path, reason DropReason, queue int) {
+	n := c.Dropped[path][reason].Add(1)
 	if w.due(int(reason)) {
 		w.logger.Warn("zerohop dropped a datagram (first of its kind, then at most every 10 s)",
-			"reason", reason.String(), "what", reason.Help(), "queue", queue, "count_on_loop", n)
+			"reason", reason.String(), "what", reason.Help(), "path", path.String(), "queue", queue, "count_on_loop", n)
 	}
 }
 
@@ -228,7 +228,7 @@ type LoopSnapshot struct {
 	Panics, Overloaded, TooLarge, Blocking, Expired          uint64
 	Kicks, Rearms, PartialChecksum                           uint64
 	Served                                                   [NumPaths]uint64
-	Dropped                                                  [NumDropReasons]uint64
+	Dropped                                                  [NumPaths][NumDropReasons]uint64
 	CQEErrors                                                [NumCQEClasses]uint64
 	Latency                                                  HistogramSnapshot
 }
@@ -247,8 +247,10 @@ func (c *LoopCounters) Snapshot() LoopSnapshot {
 	for i := range c.Served {
 		s.Served[i] = c.Served[i].Load()
 	}
-	for i := range c.Dropped {
-		s.Dropped[i] = c.Dropped[i].Load()
+	for p := range c.Dropped {
+		for r := range c.Dropped[p] {
+			s.Dropped[p][r] = c.Dropped[p][r].Load()
+		}
 	}
 	for i := range c.CQEErrors {
 		s.CQEErrors[i] = c.CQEErrors[i].Load()

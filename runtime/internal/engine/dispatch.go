@@ -84,13 +84,13 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 		if perr.Answer() {
 			f, eerr := proto.EncodeBadFrame(out[:cap(out)], in, err)
 			if eerr != nil {
-				d.srv.Warn.Drop(c, DropTruncated, d.queue)
+				d.srv.Warn.Drop(c, path, DropTruncated, d.queue)
 				return None, nil
 			}
 			c.BadFrame.Add(1)
 			return Ready, f
 		}
-		d.srv.Warn.Drop(c, DropForParse(perr), d.queue)
+		d.srv.Warn.Drop(c, path, DropForParse(perr), d.queue)
 		return None, nil
 	}
 	switch frame.Kind() {
@@ -101,14 +101,14 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 		}
 		f, err := proto.EncodePong(out[:cap(out)], frame.RequestID(), status)
 		if err != nil {
-			d.srv.Warn.Drop(c, DropTruncated, d.queue)
+			d.srv.Warn.Drop(c, path, DropTruncated, d.queue)
 			return None, nil
 		}
 		c.Pings.Add(1)
 		return Ready, f
 	case proto.KindRequest:
 	default:
-		d.srv.Warn.Drop(c, DropReply, d.queue)
+		d.srv.Warn.Drop(c, path, DropReply, d.queue)
 		return None, nil
 	}
 
@@ -122,7 +122,7 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 	m := d.srv.Methods.Lookup(frame.MethodID())
 	if m == nil {
 		c.UnknownMethod.Add(1)
-		return d.reply(frame, out, proto.StatusUnknownMethod, "unknown method", arrival, 0)
+		return d.reply(frame, path, out, proto.StatusUnknownMethod, "unknown method", arrival, 0)
 	}
 	mc := &m.Counters[d.loop]
 	mc.Requests.Add(1)
@@ -130,19 +130,19 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 	if !d.begin(req, frame, peer, path, m, arrival) {
 		c.Expired.Add(1)
 		mc.Statuses[StatusSlot(proto.StatusDeadlineExceeded)].Add(1)
-		return d.reply(frame, out, proto.StatusDeadlineExceeded, "deadline expired before the request arrived", arrival, 0)
+		return d.reply(frame, path, out, proto.StatusDeadlineExceeded, "deadline expired before the request arrived", arrival, 0)
 	}
 	key := inflightKey{peer, frame.RequestID()}
 	if m.Blocking {
 		if _, dup := d.inflight[key]; dup {
-			d.srv.Warn.Drop(c, DropDuplicate, d.queue)
+			d.srv.Warn.Drop(c, path, DropDuplicate, d.queue)
 			return None, nil
 		}
 	}
 	if d.srv.Draining.Load() {
 		c.Overloaded.Add(1)
 		mc.Statuses[StatusSlot(proto.StatusOverloaded)].Add(1)
-		return d.reply(frame, out, proto.StatusOverloaded, "server is draining", arrival, drainingRetryAfter)
+		return d.reply(frame, path, out, proto.StatusOverloaded, "server is draining", arrival, drainingRetryAfter)
 	}
 	resp.reset(out, replyPayloadOffset(frame))
 	if m.Admit != nil {
@@ -155,7 +155,7 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 		if !sub.Submit(m, req) {
 			c.Overloaded.Add(1)
 			mc.Statuses[StatusSlot(proto.StatusOverloaded)].Add(1)
-			return d.reply(frame, out, proto.StatusOverloaded, "worker pool full", arrival, poolFullRetryAfter)
+			return d.reply(frame, path, out, proto.StatusOverloaded, "worker pool full", arrival, poolFullRetryAfter)
 		}
 		if d.inflight == nil {
 			d.inflight = make(map[inflightKey]struct{})
@@ -223,19 +223,19 @@ func replyStatus(f proto.Frame, resp *Response) proto.Status {
 
 // TooLarge answers a datagram that did not fit the receive buffer: a
 // request whose header is intact gets TOO_LARGE, anything else is dropped.
-func (d *Dispatcher) TooLarge(head []byte, out []byte) (Outcome, []byte) {
+func (d *Dispatcher) TooLarge(head []byte, path Path, out []byte) (Outcome, []byte) {
 	frame := proto.Frame(head)
 	if len(head) < proto.HeaderLen || frame.Kind() != proto.KindRequest || frame.MethodID() == 0 {
-		d.srv.Warn.Drop(d.c, DropTruncated, d.queue)
+		d.srv.Warn.Drop(d.c, path, DropTruncated, d.queue)
 		return None, nil
 	}
 	if _, err := proto.Parse(head[:proto.HeaderLen]); err != nil && !errors.Is(err, proto.ErrBadFrame) {
-		d.srv.Warn.Drop(d.c, DropTruncated, d.queue) // not GWIR v1 at all
+		d.srv.Warn.Drop(d.c, path, DropTruncated, d.queue) // not GWIR v1 at all
 		return None, nil
 	}
 	d.c.TooLarge.Add(1)
 	// Only the header arrived: no extension block to answer in kind.
-	return d.reply(frame[:proto.HeaderLen:proto.HeaderLen], out, proto.StatusTooLarge, "request larger than the receive buffer", time.Now(), 0)
+	return d.reply(frame[:proto.HeaderLen:proto.HeaderLen], path, out, proto.StatusTooLarge, "request larger than the receive buffer", time.Now(), 0)
 }
 
 // Retry hints of the runtime's own OVERLOADED answers: a draining server
@@ -247,13 +247,13 @@ const (
 
 // reply answers frame with status and msg (nothing for oneway), with
 // SERVICE_TIME and RETRY_AFTER when the request spoke EXT.
-func (d *Dispatcher) reply(frame proto.Frame, out []byte, status proto.Status, msg string, arrival time.Time, retryAfter time.Duration) (Outcome, []byte) {
+func (d *Dispatcher) reply(frame proto.Frame, path Path, out []byte, status proto.Status, msg string, arrival time.Time, retryAfter time.Duration) (Outcome, []byte) {
 	if frame.Oneway() {
 		return None, nil
 	}
 	f := encodeError(out[:cap(out)], frame, status, msg, arrival, retryAfter, &d.x)
 	if f == nil {
-		d.srv.Warn.Drop(d.c, DropTruncated, d.queue)
+		d.srv.Warn.Drop(d.c, path, DropTruncated, d.queue)
 		return None, nil
 	}
 	return Ready, f

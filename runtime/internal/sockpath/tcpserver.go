@@ -212,7 +212,7 @@ func (t *TCPServer) process(slot uint32) {
 			break
 		}
 		if errors.Is(err, proto.ErrMagic) || errors.Is(err, proto.ErrVersion) {
-			t.warn.Drop(t.c, engine.DropForParse(err.(proto.Error)), t.queue)
+			t.warn.Drop(t.c, engine.PathTCP, engine.DropForParse(err.(proto.Error)), t.queue)
 			conn.readDone = true // lost frame sync: nothing after this can be trusted
 			break
 		}
@@ -220,7 +220,7 @@ func (t *TCPServer) process(slot uint32) {
 		var reply []byte
 		t.current = slot
 		if errors.Is(err, proto.ErrFrameTooLarge) {
-			r, reply = t.disp.TooLarge(frame, t.scratch)
+			r, reply = t.disp.TooLarge(frame, engine.PathTCP, t.scratch)
 			conn.readDone = true // the stream cannot skip the frame's body
 		} else {
 			r, reply = t.disp.DispatchParsed(frame, frame, err, conn.peer, engine.PathTCP, t.scratch, t)

@@ -81,19 +81,19 @@ func (u *UDPServer) Complete(c *uring.CQE, data uint64) {
 func (u *UDPServer) onDatagram(d *Datagram) {
 	u.c.RX.Add(1)
 	if !d.Peer.IsValid() {
-		u.warn.Drop(u.c, engine.DropPacket, u.queue)
+		u.warn.Drop(u.c, engine.PathUDP, engine.DropPacket, u.queue)
 		return
 	}
 	slot, ok := u.send.Get()
 	if !ok {
-		u.warn.Drop(u.c, engine.DropTxFull, u.queue)
+		u.warn.Drop(u.c, engine.PathUDP, engine.DropTxFull, u.queue)
 		return
 	}
 	buf := u.send.Buf(slot)
 	var r engine.Outcome
 	var reply []byte
 	if d.Truncated {
-		r, reply = u.disp.TooLarge(d.Payload, buf)
+		r, reply = u.disp.TooLarge(d.Payload, engine.PathUDP, buf)
 	} else {
 		r, reply = u.disp.Dispatch(d.Payload, d.Peer, u.path, buf, u)
 	}
@@ -106,7 +106,7 @@ func (u *UDPServer) onDatagram(d *Datagram) {
 
 func (u *UDPServer) sendFrom(slot uint32, frame []byte, peer netip.AddrPort, j *engine.Job) {
 	if err := u.send.Send(u.loop.Ring(), u.fd, slot, frame, peer, u.tag.With(udpSend|uint64(slot))); err != nil {
-		u.warn.Drop(u.c, engine.DropTxFull, u.queue)
+		u.warn.Drop(u.c, engine.PathUDP, engine.DropTxFull, u.queue)
 		u.send.Put(slot)
 		if j != nil {
 			u.loop.Pool().Release(j)
@@ -118,7 +118,7 @@ func (u *UDPServer) sendFrom(slot uint32, frame []byte, peer netip.AddrPort, j *
 
 func (u *UDPServer) sent(slot uint32, c *uring.CQE) {
 	if err := c.Err(); err != nil {
-		u.warn.Drop(u.c, engine.DropSendFailed, u.queue)
+		u.warn.Drop(u.c, engine.PathUDP, engine.DropSendFailed, u.queue)
 	} else {
 		u.c.TX.Add(1)
 	}
@@ -143,7 +143,7 @@ func (u *UDPServer) JobDone(j *engine.Job) {
 	}
 	slot, ok := u.send.Get()
 	if !ok {
-		u.warn.Drop(u.c, engine.DropTxFull, u.queue)
+		u.warn.Drop(u.c, engine.PathUDP, engine.DropTxFull, u.queue)
 		u.loop.Pool().Release(j)
 		return
 	}

@@ -144,12 +144,12 @@ func (s *Socket) onFrame(d xsk.Desc) {
 	s.c.RX.Add(1)
 	frame := s.sock.Frame(d.Addr)
 	if int(d.Len) > len(frame) {
-		s.warn.Drop(s.c, engine.DropPacket, s.queue)
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(d.Addr)
 		return
 	}
 	if err := netstack.Parse(frame[:d.Len], s.port, &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
-		s.warn.Drop(s.c, engine.DropForPacket(err), s.queue)
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropForPacket(err), s.queue)
 		s.sock.Release(d.Addr)
 		return
 	}
@@ -211,7 +211,7 @@ func (s *Socket) replyLimit() int {
 func (s *Socket) queueReply(addr uint64, n int) {
 	reply, err := netstack.Reply(&s.pkt, n)
 	if err != nil {
-		s.warn.Drop(s.c, engine.DropPacket, s.queue)
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(addr)
 		return
 	}
@@ -244,12 +244,12 @@ func (s *Socket) JobDone(j *engine.Job) {
 	}
 	addr, ok := s.sock.Alloc()
 	if !ok {
-		s.warn.Drop(s.c, engine.DropNoFrame, s.queue)
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
 		return
 	}
 	pkt, err := netstack.BuildUDP(s.sock.Frame(addr), &j.Route.Reply, j.Reply)
 	if err != nil {
-		s.warn.Drop(s.c, engine.DropPacket, s.queue)
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(addr)
 		return
 	}
