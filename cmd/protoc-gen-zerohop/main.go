@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"google.golang.org/protobuf/compiler/protogen"
 	"google.golang.org/protobuf/proto"
@@ -12,8 +13,23 @@ import (
 )
 
 func main() {
+	const usage = "usage: protoc --zerohop_out=DIR [--zerohop_opt=handlers=loop|blocking] FILE.proto\n\n" +
+		"protoc-gen-zerohop is a protoc plugin: protoc runs it, with the request on stdin.\n" +
+		"It writes FILE_zerohop.pb.go (typed servers and clients) beside protoc-gen-go's output."
 	if len(os.Args) > 1 {
-		fmt.Fprintln(os.Stderr, "protoc-gen-zerohop is a protoc plugin: run it as protoc --zerohop_out=DIR [--zerohop_opt=handlers=loop|blocking] FILE.proto")
+		switch os.Args[1] {
+		case "-h", "--help":
+			fmt.Println(usage)
+			os.Exit(0)
+		case "--version":
+			version := "(devel)"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				version = bi.Main.Version
+			}
+			fmt.Println("protoc-gen-zerohop", version)
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "protoc-gen-zerohop: unexpected argument %q\n%s\n", os.Args[1], usage)
 		os.Exit(2)
 	}
 	in, err := io.ReadAll(os.Stdin)
