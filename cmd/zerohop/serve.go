@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/zerohop/zerohop/examples/echo"
@@ -21,50 +18,66 @@ func init() {
 	register(command{name: "serve", summary: "serve the demo Echo service (zerohop.Echo/Echo, /Sum)", run: runServe})
 }
 
-func runServe(args []string) int { return serve(context.Background(), os.Stderr, args, nil) }
+func runServe(args []string) int {
+	return serve(context.Background(), os.Stdout, os.Stderr, args, nil)
+}
 
-// serve runs the demo service until SIGINT/SIGTERM or ctx ends. started,
-// when not nil, receives the server once it serves (for tests).
-func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- *runtime.Server) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(logOut)
+const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring]
+
+Serves the demo Echo service (zerohop.Echo/Echo, zerohop.Echo/Sum) until
+SIGINT, SIGTERM, SIGHUP or SIGPIPE, then drains and releases every socket,
+ring and XDP attachment. Logs go to stderr.`
+
+// serveFlags maps the runtime's option names in its errors to serve's flags.
+var serveFlags = map[string]string{
+	"WithInterface": "--iface", "WithQueues": "--queues", "WithCores": "--cores",
+	"WithBackend": "--backend", "WithBusyPoll": "--busy-poll", "WithPinnedMaps": "--pin-maps",
+}
+
+// serve runs the demo service until a signal or ctx ends. started, when
+// not nil, receives the server once it serves (for tests).
+func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started chan<- *runtime.Server) int {
+	fs := newFlags("serve", serveUsage)
 	addr := fs.String("addr", "", "IP:PORT to serve on (required)")
 	iface := fs.String("iface", "", "interface for the XSK backend (default: the one holding --addr)")
 	queues := fs.String("queues", "0", "comma-separated RX queues, one event loop each")
 	cores := fs.String("cores", "", "comma-separated cores for the queues' loops (default: queue mod NumCPU)")
 	backend := fs.String("backend", "auto", "auto, xsk or uring")
-	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping")
+	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping (0: always sleep)")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
-	fs.Usage = func() {
-		fmt.Fprintln(logOut, "usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring]")
-		fs.PrintDefaults()
+	if code, done := fs.parse(args, stdout, logOut); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if fs.NArg() > 0 {
+		return fs.usageError(logOut, "unexpected argument %q: serve takes only flags", fs.Arg(0))
 	}
 	if *addr == "" {
-		fmt.Fprintln(logOut, "zerohop serve: --addr is required")
-		fs.Usage()
-		return 2
+		return fs.usageError(logOut, "--addr is required: give the IP:PORT to serve on, e.g. --addr 127.0.0.1:7000")
 	}
 	b, err := runtime.ParseBackend(*backend)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 2
+		return fs.usageError(logOut, "--backend %q: want auto, xsk or uring", *backend)
 	}
 	qs, err := parseInts(*queues)
-	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve: --queues:", err)
-		return 2
+	if err != nil || anyNegative(qs) {
+		return fs.usageError(logOut, "--queues %q: want comma-separated queue numbers ≥ 0, e.g. --queues 0,1", *queues)
+	}
+	if *busyPoll < 0 {
+		return fs.usageError(logOut, "--busy-poll %v is negative: give 0 to always sleep, or a window such as 1ms", *busyPoll)
+	}
+	if *statsEvery < 0 {
+		return fs.usageError(logOut, "--stats %v is negative: give 0 to log counters only at exit, or an interval such as 10s", *statsEvery)
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
 	opts := []runtime.Option{runtime.WithQueues(qs...), runtime.WithBackend(b), runtime.WithBusyPoll(*busyPoll), runtime.WithLogger(log)}
 	if *cores != "" {
 		cs, err := parseInts(*cores)
-		if err != nil {
-			fmt.Fprintln(logOut, "zerohop serve: --cores:", err)
-			return 2
+		if err != nil || anyNegative(cs) {
+			return fs.usageError(logOut, "--cores %q: want comma-separated CPU numbers ≥ 0, one per queue", *cores)
+		}
+		if len(cs) != len(qs) {
+			return fs.usageError(logOut, "--cores lists %d cores for %d queues: give one core per --queues entry", len(cs), len(qs))
 		}
 		opts = append(opts, runtime.WithCores(cs...))
 	}
@@ -74,17 +87,18 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	if *pin {
 		opts = append(opts, runtime.WithPinnedMaps())
 	}
+	// Signals first: from here on, a signal ends the command cleanly.
+	sig := signalContext(ctx)
+	defer sig.stop()
 	srv, err := runtime.Listen("udp", *addr, opts...)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 1
+		return fail(logOut, "serve", err, serveFlags)
 	}
 	echo.Register(srv)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := srv.Start(); err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 1
+		code := fail(logOut, "serve", err, serveFlags)
+		srv.Shutdown(context.Background())
+		return code
 	}
 	if started != nil {
 		started <- srv
@@ -100,20 +114,19 @@ wait:
 		select {
 		case <-tick:
 			logStats(log, srv)
-		case <-ctx.Done():
+		case <-sig.Done():
 			break wait
 		}
 	}
-	log.Info("shutting down")
+	log.Info("shutting down", "signal", signalName(sig.received()))
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	logStats(log, srv)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve: shutdown:", err)
-		return 1
+		return fail(logOut, "serve", fmt.Errorf("shutdown: %w", err), serveFlags)
 	}
-	return 0
+	return exitOK // a signal is how a server is meant to stop
 }
 
 func logStats(log *slog.Logger, srv *runtime.Server) {
@@ -134,4 +147,13 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+func anyNegative(xs []int) bool {
+	for _, x := range xs {
+		if x < 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -20,7 +20,7 @@ func TestServeAnswersEchoAndShutsDown(t *testing.T) {
 	started := make(chan *runtime.Server, 1)
 	exit := make(chan int, 1)
 	go func() {
-		exit <- serve(ctx, &logs, []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--queues", "0,1"}, started)
+		exit <- serve(ctx, &logs, &logs, []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--queues", "0,1"}, started)
 	}()
 	var srv *runtime.Server
 	select {
@@ -58,9 +58,11 @@ func TestServeAnswersEchoAndShutsDown(t *testing.T) {
 }
 
 func TestServeRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{}, {"--addr", "127.0.0.1:0", "--backend", "nope"}, {"--addr", "127.0.0.1:0", "--queues", "a"}} {
+	for _, args := range [][]string{{}, {"--addr", "127.0.0.1:0", "--backend", "nope"}, {"--addr", "127.0.0.1:0", "--queues", "a"},
+		{"--addr", "127.0.0.1:0", "--queues", "-1"}, {"--addr", "127.0.0.1:0", "--busy-poll", "-1ms"},
+		{"--addr", "127.0.0.1:0", "--stats", "-1s"}, {"--addr", "127.0.0.1:0", "--queues", "0,1", "--cores", "0"}, {"--addr", "127.0.0.1:0", "extra"}} {
 		var logs bytes.Buffer
-		if code := serve(context.Background(), &logs, args, nil); code != 2 {
+		if code := serve(context.Background(), &logs, &logs, args, nil); code != 2 {
 			t.Errorf("serve %q exited %d, want 2", args, code)
 		}
 	}
