@@ -91,7 +91,8 @@ const probeUsage = `usage: zerohop probe [--json] [--iface IFACE [--queue N]] [-
 
 Reports the kernel, io_uring opcodes, features and setup flags,
 BTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;
-with --iface also how XDP attaches and AF_XDP binds on that interface;
+with --iface also that interface's queue map (queue -> IRQ -> CPU), the
+XDP program attached to it, and how XDP attaches and AF_XDP binds there;
 and the backend runtime.Listen picks for --addr, and why.
 
 Exit status: 0 when it could probe (whatever it found), 1 when --iface
@@ -108,14 +109,8 @@ func probe(out, errOut io.Writer, args []string) int {
 	fs.StringVar(&target.iface, "iface", "", "also show this interface's queue map (queue, IRQ, CPU) and XDP program, and probe XDP attach\nmodes and AF_XDP binds on it (briefly attaches a program and binds a socket when it is free)")
 	fs.IntVar(&target.queue, "queue", 0, "queue of --iface to bind the AF_XDP probe socket to")
 	fs.StringVar(&target.addr, "addr", "", "address whose backend choice to report (default: --iface's first IPv4 address, or 127.0.0.1, port 7000)")
-<<<<<<< HEAD
-	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]] [--addr IP:PORT]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also that interface's queue map (queue -> IRQ -> CPU), the\nXDP program attached to it, and how XDP attaches and AF_XDP binds there;\nand the backend runtime.Listen picks for --addr, and why.")
-		fs.PrintDefaults()
-=======
 	if code, done := fs.parse(args, out, errOut); done {
 		return code
->>>>>>> firsthour
 	}
 	if fs.NArg() > 0 {
 		return fs.usageError(errOut, "unexpected argument %q: probe takes only flags", fs.Arg(0))
