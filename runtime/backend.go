@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"syscall"
@@ -211,6 +212,13 @@ func (s *Server) interfaceFor() (string, error) {
 // openSockets claims the address, opens every loop's kernel sockets and
 // makes the loops with their sources.
 func (s *Server) openSockets() (err error) {
+	if s.addr.Port() == 0 && s.cfg.tcp {
+		// The kernel's free UDP port may be a busy TCP port: pick one that
+		// is free for both.
+		if s.addr, err = freePortForBoth(s.addr); err != nil {
+			return err
+		}
+	}
 	var probe []int
 	if s.addr.Port() != 0 {
 		probe = append(probe, unix.SOCK_DGRAM)
@@ -307,4 +315,23 @@ func (s *Server) describe() string {
 		return kernel
 	}
 	return s.xsk.Describe() + "; hybrid path: " + kernel
+}
+
+// freePortForBoth finds a port free for UDP and TCP on addr's address.
+func freePortForBoth(addr netip.AddrPort) (netip.AddrPort, error) {
+	var last error
+	for range 32 {
+		fd, bound, err := sockpath.OpenUDP(addr)
+		if err != nil {
+			return addr, err
+		}
+		lfd, err := sockpath.OpenTCPListener(bound)
+		sockpath.CloseFd(&fd)
+		if err == nil {
+			sockpath.CloseFd(&lfd)
+			return bound, nil
+		}
+		last = err
+	}
+	return addr, fmt.Errorf("runtime: no port free for both UDP and TCP on %v: %w", addr.Addr(), last)
 }

@@ -16,12 +16,36 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// clientIn dials srv from h's namespace (nil h: this one).
+// engineIn starts a client engine in h's namespace (nil h: this one),
+// closed at cleanup: the engine's sockets live where it was made.
+func engineIn(t testing.TB, h *topo.Host, opts ...zr.EngineOption) *zr.Engine {
+	t.Helper()
+	var e *zr.Engine
+	start := func() (err error) {
+		e, err = zr.NewEngine(opts...)
+		return err
+	}
+	var err error
+	if h != nil {
+		err = h.Do(start)
+	} else {
+		err = start()
+	}
+	if err != nil {
+		t.Fatalf("NewEngine: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// clientIn dials srv from h's namespace (nil h: this one), on an engine of
+// its own.
 func clientIn(t *testing.T, h *topo.Host, srv *zr.Server, opts ...zr.ClientOption) *zr.Client {
 	t.Helper()
 	var c *zr.Client
+	e := engineIn(t, h)
 	dial := func() (err error) {
-		c, err = zr.Dial("udp", srv.Addr().String(), opts...)
+		c, err = zr.Dial("udp", srv.Addr().String(), append([]zr.ClientOption{zr.WithEngine(e)}, opts...)...)
 		return err
 	}
 	var err error
@@ -148,18 +172,23 @@ func lossyMaps(t *testing.T, iface string) *bpf.Maps {
 	return maps
 }
 
-// callsSurviveLoss keeps 2,000 Sum calls in flight through a lossy path and
-// checks that each completes with the right sum and that the loss knob
-// really dropped requests.
+// callsSurviveLoss makes 10,000 Sum calls, 512 in flight at a time,
+// through a lossy path and checks that each completes with the right sum
+// and that the loss knob really dropped requests.
 func callsSurviveLoss(t *testing.T, c *zr.Client, counters interface{ Counters() (bpf.Counters, error) }) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	const calls = 2000
-	done := make(chan *zr.Call, calls)
+	const calls, window = 10000, 512
+	done := make(chan *zr.Call, window)
 	want := map[*zr.Call]uint64{}
-	for i := 0; i < calls; i++ {
-		want[c.Go(ctx, echo.SumMethod, sumPayload(uint64(i), 1), nil, done)] = uint64(i) + 1
+	issued := 0
+	issue := func() {
+		want[c.Go(ctx, echo.SumMethod, sumPayload(uint64(issued), 1), nil, done)] = uint64(issued) + 1
+		issued++
+	}
+	for issued < window {
+		issue()
 	}
 	for i := 0; i < calls; i++ {
 		call := <-done
@@ -169,7 +198,11 @@ func callsSurviveLoss(t *testing.T, c *zr.Client, counters interface{ Counters()
 		if v, n := protowire.ConsumeVarint(call.Reply.Payload[1:]); n < 0 || v != want[call] {
 			t.Fatalf("sum reply % x, want %d", call.Reply.Payload, want[call])
 		}
+		delete(want, call)
 		call.Release()
+		if issued < calls {
+			issue()
+		}
 	}
 	cnt, err := counters.Counters()
 	if err != nil {

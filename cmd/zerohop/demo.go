@@ -156,11 +156,20 @@ func demoNamespaces(ctx context.Context, out, errOut io.Writer, exe string, env 
 			return 1
 		}
 	}
-	var client *runtime.Client
+	// The engine's sockets live in the namespace it is made in: the
+	// client's.
+	var eng *runtime.Engine
 	if err := link.B.Host.Do(func() (err error) {
-		client, err = runtime.Dial("udp", addr.String())
+		eng, err = runtime.NewEngine()
 		return err
 	}); err != nil {
+		fmt.Fprintln(errOut, "zerohop demo: starting the client engine:", err)
+		stopServer()
+		return 1
+	}
+	defer eng.Close()
+	client, err := runtime.Dial("udp", addr.String(), runtime.WithEngine(eng))
+	if err != nil {
 		fmt.Fprintln(errOut, "zerohop demo: dialing:", err)
 		stopServer()
 		return 1
