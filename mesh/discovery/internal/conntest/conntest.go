@@ -18,6 +18,7 @@ type Recorder struct {
 	mu      sync.Mutex
 	states  []runtime.ResolverState
 	errs    []error
+	errAt   []time.Time
 	changed chan struct{} // closed and replaced on every call
 }
 
@@ -37,6 +38,7 @@ func (r *Recorder) ReportError(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.errs = append(r.errs, err)
+	r.errAt = append(r.errAt, time.Now())
 	r.signal()
 }
 
@@ -49,6 +51,8 @@ func (r *Recorder) signal() {
 type Snapshot struct {
 	States []runtime.ResolverState
 	Errors []error
+	// ErrorTimes says when each error came.
+	ErrorTimes []time.Time
 }
 
 // Last returns the last state handed over and whether there was one.
@@ -77,7 +81,8 @@ func (s Snapshot) LastAddrs() []string {
 func (r *Recorder) Snapshot() Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Snapshot{States: append([]runtime.ResolverState(nil), r.states...), Errors: append([]error(nil), r.errs...)}
+	return Snapshot{States: append([]runtime.ResolverState(nil), r.states...), Errors: append([]error(nil), r.errs...),
+		ErrorTimes: append([]time.Time(nil), r.errAt...)}
 }
 
 // Wait blocks until cond holds for what r has recorded, or fails the test
