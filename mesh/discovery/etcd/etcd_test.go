@@ -69,6 +69,15 @@ func newRegistry(t *testing.T, cli *clientv3.Client, opts ...etcd.Option) (*etcd
 	return reg, l
 }
 
+// startRegistry starts an embedded etcd and a registry on a client of it.
+func startRegistry(t *testing.T, opts ...etcd.Option) (*etcdtest.Embedded, *clientv3.Client, *etcd.Registry, *logs) {
+	t.Helper()
+	srv := etcdtest.StartEmbedded(t)
+	cli := etcdtest.Client(t, srv.Endpoint)
+	reg, l := newRegistry(t, cli, opts...)
+	return srv, cli, reg, l
+}
+
 func register(t *testing.T, reg *etcd.Registry, e runtime.Endpoint) runtime.Registration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -87,21 +96,11 @@ func resolve(t *testing.T, cli *clientv3.Client, opts ...etcd.Option) (*conntest
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := conntest.New()
-	r, err := b.Build(service, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	rec, r := conntest.Build(t, b, service)
 	return rec, b, r
 }
 
-func addrsAre(want ...string) func(conntest.Snapshot) bool {
-	return func(s conntest.Snapshot) bool {
-		got := s.LastAddrs()
-		return got != nil && slices.Equal(got, want)
-	}
-}
+var addrsAre = conntest.AddrsAre
 
 // until polls cond, bounded by limit, and returns how long it took.
 func until(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
@@ -132,9 +131,7 @@ func keyLease(t *testing.T, cli *clientv3.Client, key string) clientv3.LeaseID {
 }
 
 func TestRegisterThenResolve(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	cli := etcdtest.Client(t, srv.Endpoint)
-	reg, _ := newRegistry(t, cli)
+	_, cli, reg, _ := startRegistry(t)
 	want := runtime.Endpoint{Addr: netip.MustParseAddrPort("10.0.0.1:7000"), Weight: 3, Zone: "eu-1a", Version: "1.4.2",
 		Health: runtime.HealthDraining, Attributes: map[string]string{"pod": "echo-1"}}
 	register(t, reg, want)
@@ -176,9 +173,7 @@ func TestRegisterThenResolve(t *testing.T) {
 }
 
 func TestDeregisterRemovesAtOnce(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	cli := etcdtest.Client(t, srv.Endpoint)
-	reg, _ := newRegistry(t, cli)
+	_, cli, reg, _ := startRegistry(t)
 	a := register(t, reg, ep("10.0.0.1:7000"))
 	register(t, reg, ep("[fd00::2]:7000"))
 	rec, _, _ := resolve(t, cli)
@@ -201,9 +196,7 @@ func TestDeregisterRemovesAtOnce(t *testing.T) {
 }
 
 func TestLeaseExpiryAfterRegisteringClientDies(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	server := etcdtest.Client(t, srv.Endpoint)
-	reg, logs := newRegistry(t, server)
+	srv, server, reg, logs := startRegistry(t)
 	register(t, reg, ep("10.0.0.1:7000"))
 	rec, _, _ := resolve(t, etcdtest.Client(t, srv.Endpoint))
 	rec.Wait(t, wait, "the registered endpoint", addrsAre("10.0.0.1:7000"))
@@ -220,9 +213,7 @@ func TestLeaseExpiryAfterRegisteringClientDies(t *testing.T) {
 }
 
 func TestNewRegistrationAppearsInRunningWatch(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	cli := etcdtest.Client(t, srv.Endpoint)
-	reg, _ := newRegistry(t, cli)
+	_, cli, reg, _ := startRegistry(t)
 	rec, b, _ := resolve(t, cli)
 	rec.Wait(t, wait, "the empty first state", addrsAre())
 	register(t, reg, ep("10.0.0.1:7000"))
@@ -236,9 +227,7 @@ func TestNewRegistrationAppearsInRunningWatch(t *testing.T) {
 }
 
 func TestBadValueIsLeftOutAndReported(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	cli := etcdtest.Client(t, srv.Endpoint)
-	reg, _ := newRegistry(t, cli)
+	_, cli, reg, _ := startRegistry(t)
 	register(t, reg, ep("10.0.0.1:7000"))
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -263,9 +252,7 @@ func TestBadValueIsLeftOutAndReported(t *testing.T) {
 }
 
 func TestReRegistersAfterLeaseRevoked(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	cli := etcdtest.Client(t, srv.Endpoint)
-	reg, logs := newRegistry(t, cli)
+	srv, cli, reg, logs := startRegistry(t)
 	register(t, reg, ep("10.0.0.1:7000"))
 	key := etcd.Key(etcd.DefaultPrefix, service, netip.MustParseAddrPort("10.0.0.1:7000"))
 	first := keyLease(t, cli, key)
@@ -291,9 +278,7 @@ func TestReRegistersAfterLeaseRevoked(t *testing.T) {
 }
 
 func TestEtcdDownKeepsStateThenRegistrationComesBack(t *testing.T) {
-	srv := etcdtest.StartEmbedded(t)
-	regCli := etcdtest.Client(t, srv.Endpoint)
-	reg, logs := newRegistry(t, regCli, etcd.WithRequestTimeout(500*time.Millisecond))
+	srv, regCli, reg, logs := startRegistry(t, etcd.WithRequestTimeout(500*time.Millisecond))
 	register(t, reg, ep("10.0.0.1:7000"))
 	key := etcd.Key(etcd.DefaultPrefix, service, netip.MustParseAddrPort("10.0.0.1:7000"))
 	first := keyLease(t, regCli, key)

@@ -27,12 +27,7 @@ func TestMain(m *testing.M) { leak.Main(m) }
 // up to a few seconds, so it is generous.
 const wait = 20 * time.Second
 
-func addrsAre(want ...string) func(conntest.Snapshot) bool {
-	return func(s conntest.Snapshot) bool {
-		got := s.LastAddrs()
-		return got != nil && slices.Equal(got, want)
-	}
-}
+var addrsAre = conntest.AddrsAre
 
 func gwirSlice(name string, typ discoveryv1.AddressType, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	return slice(name, typ, []discoveryv1.EndpointPort{port("gwir", 7000)}, eps...)
@@ -46,12 +41,7 @@ func start(t *testing.T, cs *fake.Clientset, opts ...Option) (*conntest.Recorder
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := conntest.New()
-	r, err := b.Build("pkg.Echo", rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	rec, r := conntest.Build(t, b, "pkg.Echo")
 	return rec, b, r
 }
 
@@ -183,11 +173,7 @@ func TestCloseStopsTheInformer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := conntest.New()
-	r, err := b.Build("pkg.Echo", rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec, r := conntest.Build(t, b, "pkg.Echo")
 	rec.Wait(t, wait, "the empty first state", addrsAre())
 	r.Close()
 	rebuilds := b.Stats().Rebuilds

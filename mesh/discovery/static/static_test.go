@@ -22,19 +22,18 @@ func TestMain(m *testing.M) { leak.Main(m) }
 // that needs longer is broken.
 const wait = 5 * time.Second
 
-func addrsAre(want ...string) func(conntest.Snapshot) bool {
-	return func(s conntest.Snapshot) bool { return slices.Equal(s.LastAddrs(), want) }
-}
+var addrsAre = conntest.AddrsAre
 
-func build(t *testing.T, b runtime.ResolverBuilder) *conntest.Recorder {
+// watchFile writes content to a new file and starts a resolver polling it
+// at interval, once its first state came.
+func watchFile(t *testing.T, content string, interval time.Duration) (string, *static.FileBuilder, *conntest.Recorder, runtime.Resolver) {
 	t.Helper()
-	rec := conntest.New()
-	r, err := b.Build("pkg.Service", rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	return rec
+	path := filepath.Join(t.TempDir(), "eps")
+	writeFile(t, path, content)
+	b := static.File(path, static.WithInterval(interval))
+	rec, r := conntest.Build(t, b, "pkg.Service")
+	rec.Wait(t, wait, "the first content", func(s conntest.Snapshot) bool { return len(s.States) == 1 })
+	return path, b, rec, r
 }
 
 func writeFile(t *testing.T, path, data string) {
@@ -65,7 +64,7 @@ func TestListPushesItsEndpoints(t *testing.T) {
 		runtime.Endpoint{Addr: netip.MustParseAddrPort("10.0.0.2:7000"), Weight: 2},
 		runtime.Endpoint{Addr: netip.MustParseAddrPort("[fd00::1]:7000")},
 	)
-	rec := build(t, b)
+	rec, _ := conntest.Build(t, b, "pkg.Service")
 	rec.Wait(t, wait, "the list", addrsAre("10.0.0.2:7000", "[fd00::1]:7000"))
 	if got := rec.Snapshot().States[0].Endpoints[0].Weight; got != 2 {
 		t.Fatalf("weight %d, want 2", got)
@@ -96,11 +95,7 @@ func TestFileBuildFailsNamingFileAndLine(t *testing.T) {
 }
 
 func TestFileChangesArePushed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "eps")
-	writeFile(t, path, "10.0.0.1:7000 zone=a\n")
-	b := static.File(path, static.WithInterval(10*time.Millisecond))
-	rec := build(t, b)
-	rec.Wait(t, wait, "the first content", addrsAre("10.0.0.1:7000"))
+	path, _, rec, _ := watchFile(t, "10.0.0.1:7000 zone=a\n", 10*time.Millisecond)
 
 	writeFile(t, path, "10.0.0.1:7000 zone=a\n10.0.0.2:7000 weight=5\n")
 	took := rec.Wait(t, wait, "the added endpoint", addrsAre("10.0.0.1:7000", "10.0.0.2:7000"))
@@ -127,11 +122,7 @@ func TestFileChangesArePushed(t *testing.T) {
 }
 
 func TestFileTouchWithoutChangeIsNotPushed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "eps")
-	writeFile(t, path, "10.0.0.1:7000\n")
-	b := static.File(path, static.WithInterval(10*time.Millisecond))
-	rec := build(t, b)
-	rec.Wait(t, wait, "the first content", addrsAre("10.0.0.1:7000"))
+	path, b, rec, _ := watchFile(t, "10.0.0.1:7000\n", 10*time.Millisecond)
 	// Same content, new inode and mtime: read again, not pushed again.
 	writeFile(t, path, "10.0.0.1:7000\n")
 	waitStats(t, b, "a second read", func(st static.FileStats) bool { return st.Reads >= 2 })
@@ -141,11 +132,7 @@ func TestFileTouchWithoutChangeIsNotPushed(t *testing.T) {
 }
 
 func TestFileBadEditReportsLineAndKeepsState(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "eps")
-	writeFile(t, path, "10.0.0.1:7000\n")
-	b := static.File(path, static.WithInterval(10*time.Millisecond))
-	rec := build(t, b)
-	rec.Wait(t, wait, "the first content", addrsAre("10.0.0.1:7000"))
+	path, _, rec, _ := watchFile(t, "10.0.0.1:7000\n", 10*time.Millisecond)
 
 	writeFile(t, path, "10.0.0.1:7000\n10.0.0.2:7000 health=sick\n")
 	rec.Wait(t, wait, "an error", func(s conntest.Snapshot) bool { return len(s.Errors) == 1 })
@@ -171,11 +158,7 @@ func TestFileBadEditReportsLineAndKeepsState(t *testing.T) {
 }
 
 func TestFileRemovedIsReportedOnceAndComesBack(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "eps")
-	writeFile(t, path, "10.0.0.1:7000\n")
-	b := static.File(path, static.WithInterval(10*time.Millisecond))
-	rec := build(t, b)
-	rec.Wait(t, wait, "the first content", addrsAre("10.0.0.1:7000"))
+	path, b, rec, _ := watchFile(t, "10.0.0.1:7000\n", 10*time.Millisecond)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -193,31 +176,15 @@ func TestFileRemovedIsReportedOnceAndComesBack(t *testing.T) {
 }
 
 func TestResolveNowReadsAtOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "eps")
-	writeFile(t, path, "10.0.0.1:7000\n")
-	rec := conntest.New()
 	// An interval no test waits for: only ResolveNow can read the change.
-	r, err := static.File(path, static.WithInterval(time.Hour)).Build("pkg.Service", rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	rec.Wait(t, wait, "the first content", addrsAre("10.0.0.1:7000"))
+	path, _, rec, r := watchFile(t, "10.0.0.1:7000\n", time.Hour)
 	writeFile(t, path, "10.0.0.3:7000\n")
 	r.ResolveNow()
 	rec.Wait(t, wait, "the change after ResolveNow", addrsAre("10.0.0.3:7000"))
 }
 
 func TestCloseStopsUpdates(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "eps")
-	writeFile(t, path, "10.0.0.1:7000\n")
-	rec := conntest.New()
-	b := static.File(path, static.WithInterval(time.Millisecond))
-	r, err := b.Build("pkg.Service", rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Wait(t, wait, "the first content", addrsAre("10.0.0.1:7000"))
+	path, b, rec, r := watchFile(t, "10.0.0.1:7000\n", time.Millisecond)
 	r.Close()
 	r.Close() // twice is fine
 	before, reads := len(rec.Snapshot().States), b.Stats().Reads

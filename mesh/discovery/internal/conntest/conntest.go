@@ -5,6 +5,7 @@
 package conntest
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -107,4 +108,26 @@ func (r *Recorder) Wait(t testing.TB, timeout time.Duration, what string, cond f
 			t.Fatalf("waited %v for %s; last addrs %v, %d states, errors %v", timeout, what, snap.LastAddrs(), len(snap.States), snap.Errors)
 		}
 	}
+}
+
+// AddrsAre is a Wait condition: a state came, and its addresses are want
+// in order (none: the last state is empty).
+func AddrsAre(want ...string) func(Snapshot) bool {
+	return func(s Snapshot) bool {
+		got := s.LastAddrs()
+		return got != nil && slices.Equal(got, want)
+	}
+}
+
+// Build builds a resolver of service with b for a new Recorder and closes
+// it in t.Cleanup (closing it earlier as well is fine).
+func Build(t testing.TB, b runtime.ResolverBuilder, service string) (*Recorder, runtime.Resolver) {
+	t.Helper()
+	rec := New()
+	r, err := b.Build(service, rec)
+	if err != nil {
+		t.Fatalf("build a resolver of %s: %v", service, err)
+	}
+	t.Cleanup(r.Close)
+	return rec, r
 }
