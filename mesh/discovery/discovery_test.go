@@ -148,3 +148,34 @@ func TestSleepStopsWithContext(t *testing.T) {
 		t.Fatal("Sleep of 1 ms reported a cancelled context")
 	}
 }
+
+func TestResolverCloseWaitsAndStopsPushes(t *testing.T) {
+	rec := conntest.New()
+	nows := make(chan struct{}, 16)
+	var pushed *discovery.Conn
+	r := discovery.Start(rec, nil, func(ctx context.Context, r *discovery.Resolver) {
+		pushed = r.Conn()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.Now():
+				nows <- struct{}{}
+			}
+		}
+	})
+	r.ResolveNow()
+	select {
+	case <-nows:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ResolveNow never reached the watch function")
+	}
+	r.Close() // returns only once the watch function did
+	r.Close()
+	if pushed.Update(discovery.Set{"a": ep("10.0.0.1:1")}.State()) {
+		t.Fatal("the Conn took a state after Close")
+	}
+	if n := len(rec.Snapshot().States); n != 0 {
+		t.Fatalf("%d states reached the ResolverConn after Close", n)
+	}
+}

@@ -201,4 +201,11 @@ func TestNewBuilderNamesTheFix(t *testing.T) {
 	if _, err := b.Build("pkg.Echo", conntest.New()); err == nil || !strings.Contains(err.Error(), "WithServiceName") {
 		t.Errorf("empty mapped name: %v", err)
 	}
+	b, err = NewBuilder(fake.NewClientset(), "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Build("pkg Echo,x", conntest.New()); err == nil || !strings.Contains(err.Error(), "WithServiceName") {
+		t.Errorf("a name that cannot be a label value: %v", err)
+	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -101,6 +103,10 @@ func (b *Builder) Build(service string, cc runtime.ResolverConn) (runtime.Resolv
 	name := b.cfg.serviceName(service)
 	if name == "" {
 		return nil, fmt.Errorf("kubernetes: service %q maps to an empty Service name (WithServiceName)", service)
+	}
+	if errs := validation.IsValidLabelValue(name); len(errs) > 0 {
+		return nil, fmt.Errorf("kubernetes: service %q maps to %q, which cannot be a Service name (WithServiceName): %s",
+			service, name, strings.Join(errs, "; "))
 	}
 	w := &watch{b: b, name: name}
 	return discovery.Start(cc, &b.counters, w.run), nil
