@@ -3,6 +3,7 @@ package xskpath
 import (
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerohop/zerohop/netstack"
@@ -31,16 +32,20 @@ const (
 // request's frame goes back to the kernel at once and its reply is built
 // in a fresh frame.
 type Socket struct {
-	sock *xsk.Socket
-	port uint16
-	mtu  int
+	sock   *xsk.Socket
+	parser netstack.Parser
+	mtu    int
+	queue  int
+
+	// rxCount and txCount are this queue's share of the loop's RX and TX
+	// counters (a loop may own several queues' sockets).
+	rxCount, txCount atomic.Uint64
 
 	loop  *engine.Loop
 	tag   engine.Tag
 	disp  *engine.Dispatcher
 	c     *engine.LoopCounters
 	warn  *engine.Warnings
-	queue int
 
 	rx        []xsk.Desc
 	tx        []xsk.Desc // replies not yet taken by the TX ring
@@ -51,15 +56,26 @@ type Socket struct {
 	route     engine.Route
 }
 
+// socketParser is how a socket parses: the port served and whether the
+// interface is one where the partial-checksum pattern can occur.
+type socketParser struct {
+	port          uint16
+	acceptPartial bool
+}
+
+func newSocket(sock *xsk.Socket, p socketParser, mtu int) *Socket {
+	return &Socket{sock: sock, mtu: mtu, queue: sock.Queue(),
+		parser: netstack.Parser{Port: p.port, AcceptPartialChecksum: p.acceptPartial}}
+}
+
 // Queue is the RX queue the socket is bound to.
-func (s *Socket) Queue() int { return s.sock.Queue() }
+func (s *Socket) Queue() int { return s.queue }
 
 // Setup implements engine.Source: the fill ring gets every free frame,
 // so the socket can receive before the port is steered to it.
 func (s *Socket) Setup(l *engine.Loop, tag engine.Tag) error {
 	s.loop, s.tag = l, tag
 	s.disp, s.c, s.warn = &l.Dispatcher, &l.Counters, l.Config().Warn
-	s.queue = s.sock.Queue()
 	s.rx = make([]xsk.Desc, batch)
 	s.tx = make([]xsk.Desc, 0, 4*batch)
 	s.scratch = make([]byte, frameSize)
@@ -128,6 +144,7 @@ func (s *Socket) flushTX() {
 	if len(s.tx) > 0 {
 		k := s.sock.Transmit(s.tx)
 		s.c.TX.Add(uint64(k))
+		s.txCount.Add(uint64(k))
 		s.tx = s.tx[:copy(s.tx, s.tx[k:])]
 	}
 	if s.sock.TXPending() > 0 && s.sock.TXNeedsWakeup() {
@@ -142,16 +159,20 @@ func (s *Socket) flushTX() {
 
 func (s *Socket) onFrame(d xsk.Desc) {
 	s.c.RX.Add(1)
+	s.rxCount.Add(1)
 	frame := s.sock.Frame(d.Addr)
 	if int(d.Len) > len(frame) {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(d.Addr)
 		return
 	}
-	if err := netstack.Parse(frame[:d.Len], s.port, &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
+	if err := s.parser.Parse(frame[:d.Len], &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropForPacket(err), s.queue)
 		s.sock.Release(d.Addr)
 		return
+	}
+	if s.pkt.PartialChecksum {
+		s.c.PartialChecksum.Add(1)
 	}
 	peer := s.peer()
 	payload := s.pkt.Payload
