@@ -160,7 +160,7 @@ func (s *Server) openXSK() (err error) {
 			}
 		}
 		if len(queues) == 0 {
-			return fmt.Errorf("every RX queue of %s is held by other zerohop servers: queue %s (AF_XDP allows one process per queue: give the servers of one interface disjoint WithQueues / --queues)",
+			return fmt.Errorf("every RX queue of %s is held by other zerohop servers: queue %s (AF_XDP allows one process per queue: give the servers of one interface disjoint WithQueues)",
 				iface, xskpath.DescribeHolders(holders))
 		}
 	} else {
@@ -171,7 +171,7 @@ func (s *Server) openXSK() (err error) {
 			}
 		}
 		if len(clash) > 0 {
-			return fmt.Errorf("WithQueues: queue %s of %s held by other zerohop servers (AF_XDP allows one process per queue: give the servers of one interface disjoint queues)",
+			return fmt.Errorf("WithQueues: queue %s of %s held by other zerohop servers (AF_XDP allows one process per queue: give the servers of one interface disjoint WithQueues, or omit it to serve every free queue)",
 				xskpath.DescribeHolders(clash), iface)
 		}
 	}

@@ -41,11 +41,11 @@ type Socket struct {
 	// counters (a loop may own several queues' sockets).
 	rxCount, txCount atomic.Uint64
 
-	loop  *engine.Loop
-	tag   engine.Tag
-	disp  *engine.Dispatcher
-	c     *engine.LoopCounters
-	warn  *engine.Warnings
+	loop *engine.Loop
+	tag  engine.Tag
+	disp *engine.Dispatcher
+	c    *engine.LoopCounters
+	warn *engine.Warnings
 
 	rx        []xsk.Desc
 	tx        []xsk.Desc // replies not yet taken by the TX ring
