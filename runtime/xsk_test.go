@@ -17,7 +17,6 @@ import (
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/internal/topo"
 	zr "github.com/zerohop/zerohop/runtime"
-	"golang.org/x/sys/unix"
 )
 
 const xskPort = 7000
@@ -161,11 +160,11 @@ func testXSKTwoQueues(t *testing.T, offload bool) {
 	// i, which arrives on the server's RX queue i.
 	for cpu := 0; cpu < 2; cpu++ {
 		errc := link.B.Host.Go(func() error {
-			var set unix.CPUSet
-			set.Set(cpu)
-			if err := unix.SchedSetaffinity(0, &set); err != nil {
+			restore, err := pinThread(cpu)
+			if err != nil {
 				return err
 			}
+			defer restore()
 			c := dialKernel(t, srv.Addr())
 			for i := 0; i < 50; i++ {
 				id := uint64(cpu*1000 + i)

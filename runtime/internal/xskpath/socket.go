@@ -48,7 +48,8 @@ type Socket struct {
 	warn *engine.Warnings
 
 	rx        []xsk.Desc
-	tx        []xsk.Desc // replies not yet taken by the TX ring
+	tx        []xsk.Desc    // replies not yet taken by the TX ring
+	waiting   []*engine.Job // blocking replies waiting for a free frame
 	pkt       netstack.Packet
 	scratch   []byte
 	kickMsg   unix.Msghdr
@@ -78,6 +79,7 @@ func (s *Socket) Setup(l *engine.Loop, tag engine.Tag) error {
 	s.disp, s.c, s.warn = &l.Dispatcher, &l.Counters, l.Config().Warn
 	s.rx = make([]xsk.Desc, batch)
 	s.tx = make([]xsk.Desc, 0, 4*batch)
+	s.waiting = make([]*engine.Job, 0, 4*batch)
 	s.scratch = make([]byte, frameSize)
 	s.sock.Refill(s.sock.Free())
 	if s.sock.FillNeedsWakeup() {
@@ -93,12 +95,17 @@ func (s *Socket) Poll() bool {
 	for i := 0; i < got; i++ {
 		s.onFrame(s.rx[i])
 	}
+	waited := len(s.waiting) > 0
 	s.flushTX()
 	s.sock.ReapCompletions()
+	if waited {
+		s.sendWaiting()
+		s.flushTX()
+	}
 	if s.sock.Refill(s.sock.Free()) > 0 && s.sock.FillNeedsWakeup() {
 		_ = s.sock.WakeFill()
 	}
-	return got > 0
+	return got > 0 || waited
 }
 
 // Idle implements engine.Source: a level-triggered POLL_ADD wakes the
@@ -111,7 +118,7 @@ func (s *Socket) Idle() (bool, time.Duration, error) {
 		}
 		s.pollArmed = true
 	}
-	return s.sock.RXReady() || len(s.tx) > 0, 0, nil
+	return s.sock.RXReady() || len(s.tx) > 0 || len(s.waiting) > 0, 0, nil
 }
 
 // Complete implements engine.Source.
@@ -257,26 +264,60 @@ func (s *Socket) Submit(m *engine.Method, req *engine.Request) bool {
 }
 
 // JobDone implements engine.Source: the reply of a blocking request goes
-// out in a fresh frame.
+// out in a fresh frame. When none is free (a burst of replies as a
+// blocked pool drains), the job waits for one instead of losing its
+// reply: frames come back with the next TX completions. It stays counted
+// in the pool meanwhile, so the pool answers OVERLOADED rather than let
+// replies pile up without bound, and Shutdown's drain waits for it.
 func (s *Socket) JobDone(j *engine.Job) {
-	defer s.loop.Pool().Release(j)
 	if j.Reply == nil {
+		s.loop.Pool().Release(j)
 		return
 	}
+	if len(s.waiting) > 0 || !s.sendJob(j) {
+		s.waiting = append(s.waiting, j)
+	}
+}
+
+// sendJob builds j's reply in a free frame and queues it; false when no
+// frame is free.
+func (s *Socket) sendJob(j *engine.Job) bool {
 	addr, ok := s.sock.Alloc()
 	if !ok {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
-		return
+		return false
 	}
+	defer s.loop.Pool().Release(j)
 	pkt, err := netstack.BuildUDP(s.sock.Frame(addr), &j.Route.Reply, j.Reply)
 	if err != nil {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(addr)
-		return
+		return true
 	}
 	s.tx = append(s.tx, xsk.Desc{Addr: addr, Len: uint32(len(pkt))})
+	return true
 }
 
-// Cleanup implements engine.Source: frames still held go with the UMEM,
-// which the attachment closes after the loops have stopped.
-func (s *Socket) Cleanup() {}
+// sendWaiting sends the replies that waited for a frame, in order, before
+// the fill ring takes the free frames back.
+func (s *Socket) sendWaiting() {
+	n := 0
+	for n < len(s.waiting) && s.sendJob(s.waiting[n]) {
+		s.waiting[n] = nil
+		n++
+	}
+	if n > 0 {
+		s.waiting = s.waiting[:copy(s.waiting, s.waiting[n:])]
+	}
+}
+
+// Cleanup implements engine.Source: replies still waiting for a frame are
+// lost (the loop stops after Shutdown's drain, which waits for them, gave
+// up) and counted; frames still held go with the UMEM, which the
+// attachment closes after the loops have stopped.
+func (s *Socket) Cleanup() {
+	for _, j := range s.waiting {
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
+		s.loop.Pool().Release(j)
+	}
+	s.waiting = nil
+}
