@@ -449,8 +449,12 @@ func TestListenAddressInUse(t *testing.T) {
 			t.Fatalf("requests %d and %d of 64: both servers of the shared address should serve", ra, rb)
 		}
 	})
+	forEachPeer(t, func(t *testing.T, offload bool) { testAddrInUseXSK(t, offload) })
+}
+
+func testAddrInUseXSK(t *testing.T, offload bool) {
 	t.Run("xsk", func(t *testing.T) {
-		link := topo.Pair(t, topo.Config{})
+		link := topo.Pair(t, topo.Config{TxChecksumOff: !offload})
 		addr := netip.AddrPortFrom(link.A.Addr4, xskPort).String()
 		first, _ := testServerIn(t, link.A.Host.Do, addr, zr.WithInterface(link.A.Iface))
 		if first.Backend() != zr.BackendXSK {
@@ -467,7 +471,7 @@ func TestListenAddressInUse(t *testing.T) {
 	})
 	t.Run("xsk shared", func(t *testing.T) {
 		expectNoLoopsLeft(t)
-		link := topo.Pair(t, topo.Config{})
+		link := topo.Pair(t, topo.Config{TxChecksumOff: !offload})
 		addr := netip.AddrPortFrom(link.A.Addr4, xskPort).String()
 		first, _ := startTestServer(t, link.A.Host.Do, addr, false, zr.WithInterface(link.A.Iface), zr.WithReusePort())
 		logs := &logCapture{}
@@ -499,9 +503,11 @@ func TestListenAddressInUse(t *testing.T) {
 // arrives for it there through the kernel path. When every queue is
 // taken, BackendAuto falls back to io_uring sockets with a WARN, and a
 // forced XSK backend fails saying why.
-func TestXSKQueuesHeldByAnotherServer(t *testing.T) {
+func TestXSKQueuesHeldByAnotherServer(t *testing.T) { forEachPeer(t, testQueuesHeld) }
+
+func testQueuesHeld(t *testing.T, offload bool) {
 	expectNoLoopsLeft(t)
-	link := topo.Pair(t, topo.Config{Queues: 4, XPS: true})
+	link := topo.Pair(t, topo.Config{Queues: 4, XPS: true, TxChecksumOff: !offload})
 	at := func(port uint16) string { return netip.AddrPortFrom(link.A.Addr4, port).String() }
 	first, _ := startTestServer(t, link.A.Host.Do, at(7100), false, zr.WithInterface(link.A.Iface), zr.WithBackend(zr.BackendXSK), zr.WithQueues(0, 1))
 	logs := &logCapture{}
@@ -552,9 +558,11 @@ func TestXSKQueuesHeldByAnotherServer(t *testing.T) {
 
 // Every drop is counted by reason; the first of each reason is a WARN,
 // later ones are rate-limited (at most one line per 10 s).
-func TestDropWarnsFirstThenRateLimited(t *testing.T) {
+func TestDropWarnsFirstThenRateLimited(t *testing.T) { forEachPeer(t, testDropWarns) }
+
+func testDropWarns(t *testing.T, offload bool) {
 	logs := &logCapture{}
-	link, srv, _ := xskPair(t, true, 1, zr.WithLogger(logs.logger()))
+	link, srv, _ := xskPair(t, offload, 1, zr.WithLogger(logs.logger()))
 	c := kernelClientIn(t, link.B.Host, srv.Addr())
 	const shorts = 50
 	for i := 0; i < shorts; i++ {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/internal/sysinfo"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime/internal/engine"
@@ -178,7 +179,11 @@ func (s *Server) Start() error {
 		}
 	}
 	if first == nil && s.xsk != nil {
-		first = s.xsk.Steer()
+		// Listen checked the port; another server can only have taken it
+		// since.
+		if first = s.xsk.Steer(); errors.Is(first, bpf.ErrAddrInUse) {
+			first = fmt.Errorf("runtime: %s: %w: %w", s.addr, ErrAddrInUse, first)
+		}
 	}
 	if first == nil && s.cfg.registry != nil {
 		s.registration, first = s.cfg.registry.Register(context.Background(), s.cfg.service, Endpoint{Addr: s.addr})

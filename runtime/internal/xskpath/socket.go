@@ -310,11 +310,17 @@ func (s *Socket) sendWaiting() {
 	}
 }
 
-// Cleanup implements engine.Source: replies still waiting for a frame are
-// lost (the loop stops after Shutdown's drain, which waits for them, gave
-// up) and counted; frames still held go with the UMEM, which the
+// Cleanup implements engine.Source: replies not yet in the TX ring or
+// still waiting for a frame are lost (the loop stops after Shutdown's
+// drain, which waits for the latter, gave up) and counted; frames still held go with the UMEM, which the
 // attachment closes after the loops have stopped.
 func (s *Socket) Cleanup() {
+	// Replies the TX ring never took are lost with the stop; they count
+	// as tx_full (no transmit slot was had in time).
+	for range s.tx {
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropTxFull, s.queue)
+	}
+	s.tx = s.tx[:0]
 	for _, j := range s.waiting {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
 		s.loop.Pool().Release(j)
