@@ -20,7 +20,7 @@ func TestServeAnswersEchoAndShutsDown(t *testing.T) {
 	started := make(chan *runtime.Server, 1)
 	exit := make(chan int, 1)
 	go func() {
-		exit <- serve(ctx, &logs, []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--queues", "0,1"}, started)
+		exit <- serve(ctx, &logs, &logs, []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--queues", "0,1"}, started)
 	}()
 	var srv *runtime.Server
 	select {
@@ -58,9 +58,11 @@ func TestServeAnswersEchoAndShutsDown(t *testing.T) {
 }
 
 func TestServeRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{{}, {"--addr", "127.0.0.1:0", "--backend", "nope"}, {"--addr", "127.0.0.1:0", "--queues", "a"}} {
+	for _, args := range [][]string{{}, {"--addr", "127.0.0.1:0", "--backend", "nope"}, {"--addr", "127.0.0.1:0", "--queues", "a"},
+		{"--addr", "127.0.0.1:0", "--queues", "-1"}, {"--addr", "127.0.0.1:0", "--busy-poll", "-1ms"},
+		{"--addr", "127.0.0.1:0", "--stats", "-1s"}, {"--addr", "127.0.0.1:0", "--queues", "0,1", "--cores", "0"}, {"--addr", "127.0.0.1:0", "extra"}} {
 		var logs bytes.Buffer
-		if code := serve(context.Background(), &logs, args, nil); code != 2 {
+		if code := serve(context.Background(), &logs, &logs, args, nil); code != 2 {
 			t.Errorf("serve %q exited %d, want 2", args, code)
 		}
 	}
@@ -76,12 +78,11 @@ func TestServeErrorsNameFlags(t *testing.T) {
 		want []string
 	}{
 		{[]string{"--addr", "127.0.0.1:7000", "--iface", "zhnosuch0"}, 2, []string{"--iface zhnosuch0", "no such interface"}},
-		{[]string{"--addr", "127.0.0.1:7000", "--cores", "0"}, 2, []string{"--cores needs --queues"}},
-		{[]string{"--addr", "127.0.0.1:7000", "--backend", "xsk"}, 1, []string{"--backend xsk", "loopback"}},
-		{[]string{"--addr", "127.0.0.1:7000", "--queues", "0,1", "--cores", "0"}, 1, []string{"--cores gives 1 cores for 2 queues (--queues)"}},
+		{[]string{"--addr", "127.0.0.1:7000", "--cores", "0"}, 2, []string{"--cores lists 1 cores for 0 queues", "--queues"}},
+		{[]string{"--addr", "127.0.0.1:7000", "--backend", "xsk"}, 1, []string{"--backend", "loopback"}},
 	} {
 		var logs bytes.Buffer
-		code := serve(context.Background(), &logs, tc.args, nil)
+		code := serve(context.Background(), &logs, &logs, tc.args, nil)
 		if code != tc.code {
 			t.Errorf("serve %q exited %d, want %d:\n%s", tc.args, code, tc.code, logs.String())
 		}
@@ -102,7 +103,7 @@ func TestServeAddressInUse(t *testing.T) {
 	exit := make(chan int, 1)
 	var firstLogs syncBuffer
 	go func() {
-		exit <- serve(ctx, &firstLogs, []string{"--addr", "127.0.0.1:0", "--backend", "uring"}, started)
+		exit <- serve(ctx, &firstLogs, &firstLogs, []string{"--addr", "127.0.0.1:0", "--backend", "uring"}, started)
 	}()
 	var first *runtime.Server
 	select {
@@ -111,7 +112,7 @@ func TestServeAddressInUse(t *testing.T) {
 		t.Fatalf("serve exited %d: %s", code, firstLogs.String())
 	}
 	var logs bytes.Buffer
-	if code := serve(ctx, &logs, []string{"--addr", first.Addr().String(), "--backend", "uring"}, nil); code != 1 ||
+	if code := serve(ctx, &logs, &logs, []string{"--addr", first.Addr().String(), "--backend", "uring"}, nil); code != 1 ||
 		!strings.Contains(logs.String(), "address in use") || !strings.Contains(logs.String(), "--reuse-port") {
 		t.Fatalf("second serve on %s exited %d:\n%s", first.Addr(), code, logs.String())
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -35,44 +34,37 @@ type statACLEntry struct {
 // stat reads the maps a server pinned (zerohop serve --pin-maps) while it
 // runs; it changes nothing.
 func stat(out, errOut io.Writer, args []string) int {
-	fs := flag.NewFlagSet("stat", flag.ContinueOnError)
-	fs.SetOutput(errOut)
+	fs := newFlags("stat", "usage: zerohop stat --iface IFACE [--json]\n\nReads the XDP counters, services and ACL rules that a server started\nwith --pin-maps keeps under /sys/fs/bpf/zerohop/IFACE; changes nothing.")
 	iface := fs.String("iface", "", "interface of the server (its maps are under /sys/fs/bpf/zerohop/IFACE)")
 	dir := fs.String("dir", "", "pin directory, instead of --iface")
 	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop stat --iface IFACE [--json]\n\nReads the XDP counters, services and ACL rules that a server started\nwith --pin-maps keeps under /sys/fs/bpf/zerohop/IFACE.")
-		fs.PrintDefaults()
+	if code, done := fs.parse(args, out, errOut); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if fs.NArg() > 0 {
+		return fs.usageError(errOut, "unexpected argument %q: stat takes only flags", fs.Arg(0))
 	}
 	if (*iface == "") == (*dir == "") {
-		fmt.Fprintln(errOut, "zerohop stat: give exactly one of --iface and --dir")
-		return 2
+		return fs.usageError(errOut, "give exactly one of --iface IFACE and --dir PINDIR")
 	}
 	if *dir == "" {
 		*dir = bpf.PinDir(*iface)
 	}
 	maps, err := bpf.OpenPinned(*dir)
 	if err != nil {
-		fmt.Fprintf(errOut, "zerohop stat: %v (is a server running with --pin-maps?)\n", err)
-		return 1
+		return fail(errOut, "stat", fmt.Errorf("%w (is a server running with --pin-maps?)", err), nil)
 	}
 	defer maps.Close()
 	rep := statReport{Iface: *iface}
 	if rep.Counters, err = maps.Counters(); err != nil {
-		fmt.Fprintln(errOut, "zerohop stat:", err)
-		return 1
+		return fail(errOut, "stat", err, nil)
 	}
 	if rep.Services, err = maps.Services(); err != nil {
-		fmt.Fprintln(errOut, "zerohop stat:", err)
-		return 1
+		return fail(errOut, "stat", err, nil)
 	}
 	rules, err := maps.ACLRules()
 	if err != nil {
-		fmt.Fprintln(errOut, "zerohop stat:", err)
-		return 1
+		return fail(errOut, "stat", err, nil)
 	}
 	for _, r := range rules {
 		rep.ACL = append(rep.ACL, statACLEntry{Source: r.Source.String(), Port: r.Port, Action: r.Action.String(), Hits: r.Hits})
@@ -82,8 +74,10 @@ func stat(out, errOut io.Writer, args []string) int {
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		enc.Encode(rep)
-		return 0
+		if err := enc.Encode(rep); err != nil {
+			return fail(errOut, "stat", err, nil)
+		}
+		return exitOK
 	}
 	w := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	c := rep.Counters
