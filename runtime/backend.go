@@ -48,7 +48,7 @@ func (s *Server) chooseBackend() error {
 		return s.planUring()
 	case BackendXSK:
 		if err := s.openXSK(); err != nil {
-			return fmt.Errorf("runtime: the AF_XDP backend (forced with WithBackend) cannot serve here: %w", err)
+			return fmt.Errorf("runtime: XSK backend forced but unavailable (WithBackend): %w", err)
 		}
 		s.backend, s.reason = BackendXSK, "forced by WithBackend(BackendXSK)"
 		return nil
