@@ -154,7 +154,9 @@ func (s *Server) openXSK() (err error) {
 	}
 	queues, optional := s.cfg.queues, len(s.cfg.queues) == 0
 	if optional {
-		for q := range qm.RXQueues {
+		// The steering program has socket slots for bpf.MaxQueues queues;
+		// what arrives on higher ones goes to the kernel path.
+		for q := range min(qm.RXQueues, bpf.MaxQueues) {
 			if _, ok := taken[q]; !ok {
 				queues = append(queues, q)
 			}
@@ -206,7 +208,7 @@ func (s *Server) openXSK() (err error) {
 // warnUnserved says which queues of the interface this server does not
 // serve through AF_XDP, and that what arrives there for it goes through
 // the kernel path: at WARN when another server's holding them made it so,
-// at INFO when WithQueues chose it.
+// at INFO when it was chosen (WithQueues).
 func (s *Server) warnUnserved(rxQueues int, bound []int, holders []xskpath.Holder, skipped []error) {
 	var unserved []string
 	for q := range rxQueues {
@@ -228,7 +230,7 @@ func (s *Server) warnUnserved(rxQueues int, bound []int, holders []xskpath.Holde
 		s.cfg.logger.Warn("zerohop: RX queues held by other AF_XDP users are served through the kernel path (this server's kernel sockets answer what arrives there)", args...)
 		return
 	}
-	s.cfg.logger.Info("zerohop: RX queues not chosen by WithQueues are served through the kernel path (this server's kernel sockets answer what arrives there)", args...)
+	s.cfg.logger.Info("zerohop: RX queues left out (by WithQueues, or beyond the steering program's bpf.MaxQueues) are served through the kernel path (this server's kernel sockets answer what arrives there)", args...)
 }
 
 // keepaliveError logs the steering program's heartbeat failures: the
