@@ -144,17 +144,21 @@ func TestUringBackendWithClient(t *testing.T) {
 }
 
 func TestXSKBackendWithClient(t *testing.T) {
-	link, srv, gate := xskPair(t, 1)
-	exerciseWithClient(t, srv, clientIn(t, link.B.Host, srv), gate)
+	forEachPeer(t, func(t *testing.T, offload bool) {
+		link, srv, gate := xskPair(t, offload, 1)
+		exerciseWithClient(t, srv, clientIn(t, link.B.Host, srv), gate)
+	})
 }
 
 // With 10 % of requests dropped at XDP, every call still completes through
 // the client's retransmissions.
 func TestXSKBackendLossWithClient(t *testing.T) {
-	link, srv, _ := xskPair(t, 1, zr.WithPinnedMaps())
-	maps := lossyMaps(t, link.A.Iface)
-	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
-	callsSurviveLoss(t, c, maps)
+	forEachPeer(t, func(t *testing.T, offload bool) {
+		link, srv, _ := xskPair(t, offload, 1, zr.WithPinnedMaps())
+		maps := lossyMaps(t, link.A.Iface)
+		c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
+		callsSurviveLoss(t, c, maps)
+	})
 }
 
 // lossyMaps opens the pinned maps of the server on iface and turns the
@@ -221,14 +225,15 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		backend zr.Backend
-	}{{"uring", zr.BackendUring}, {"xsk", zr.BackendXSK}} {
+		offload bool
+	}{{"uring", zr.BackendUring, false}, {"xsk/offload-on", zr.BackendXSK, true}, {"xsk/offload-off", zr.BackendXSK, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var srv *zr.Server
 			var gate *blockGate
 			var c *zr.Client
 			if tc.backend == zr.BackendXSK {
 				var link *topo.Link
-				link, srv, gate = xskPair(t, 1)
+				link, srv, gate = xskPair(t, tc.offload, 1)
 				c = clientIn(t, link.B.Host, srv)
 			} else {
 				srv, gate = testServer(t, "127.0.0.1:0", zr.WithBackend(zr.BackendUring))

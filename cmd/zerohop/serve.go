@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ func runServe(args []string) int {
 	return serve(context.Background(), os.Stdout, os.Stderr, args, nil)
 }
 
-const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring]
+const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
 
 Serves the demo Echo service (zerohop.Echo/Echo, zerohop.Echo/Sum) until
 SIGINT, SIGTERM, SIGHUP or SIGPIPE, then drains and releases every socket,
@@ -32,6 +33,7 @@ ring and XDP attachment. Logs go to stderr.`
 var serveFlags = map[string]string{
 	"WithInterface": "--iface", "WithQueues": "--queues", "WithCores": "--cores",
 	"WithBackend": "--backend", "WithBusyPoll": "--busy-poll", "WithPinnedMaps": "--pin-maps",
+	"WithTCP": "--tcp", "WithReusePort": "--reuse-port",
 }
 
 // serve runs the demo service until a signal or ctx ends. started, when
@@ -39,9 +41,12 @@ var serveFlags = map[string]string{
 func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started chan<- *runtime.Server) int {
 	fs := newFlags("serve", serveUsage)
 	addr := fs.String("addr", "", "IP:PORT to serve on (required)")
-	iface := fs.String("iface", "", "interface for the XSK backend (default: the one holding --addr)")
-	queues := fs.String("queues", "0", "comma-separated RX queues, one event loop each")
-	cores := fs.String("cores", "", "comma-separated cores for the queues' loops (default: queue mod NumCPU)")
+	iface := fs.String("iface", "", "interface for the XSK backend (default: the one holding --addr); one that does not exist is an error")
+	// The node data path's flags: queues, TCP, sharing an address.
+	queues := fs.String("queues", "", "comma-separated RX queues to serve through AF_XDP (default: every queue no other zerohop server holds;\nthe kernel path answers what arrives on the others); on --backend uring, one socket and loop per entry")
+	tcp := fs.Bool("tcp", false, "also serve the TCP stream transport on the same address (both backends)")
+	reusePort := fs.Bool("reuse-port", false, "share the address with other zerohop servers given --reuse-port too (default: \"address in use\")")
+	cores := fs.String("cores", "", "comma-separated cores for the --queues' loops (default: the CPU the queue's IRQ is affine to, else queue mod NumCPU)")
 	backend := fs.String("backend", "auto", "auto, xsk or uring")
 	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping (0: always sleep)")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
@@ -59,9 +64,17 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	if err != nil {
 		return fs.usageError(logOut, "--backend %q: want auto, xsk or uring", *backend)
 	}
-	qs, err := parseInts(*queues)
-	if err != nil || anyNegative(qs) {
-		return fs.usageError(logOut, "--queues %q: want comma-separated queue numbers ≥ 0, e.g. --queues 0,1", *queues)
+	// The node data path's flags.
+	var qs []int
+	if *queues != "" {
+		if qs, err = parseInts(*queues); err != nil || anyNegative(qs) {
+			return fs.usageError(logOut, "--queues %q: want comma-separated queue numbers ≥ 0, e.g. --queues 0,1", *queues)
+		}
+	}
+	if *iface != "" {
+		if _, err := net.InterfaceByName(*iface); err != nil {
+			return fs.usageError(logOut, "--iface %s: no such interface in this network namespace (%v): run inside the interface's namespace (ip netns exec) or name another", *iface, err)
+		}
 	}
 	if *busyPoll < 0 {
 		return fs.usageError(logOut, "--busy-poll %v is negative: give 0 to always sleep, or a window such as 1ms", *busyPoll)
@@ -70,7 +83,16 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 		return fs.usageError(logOut, "--stats %v is negative: give 0 to log counters only at exit, or an interval such as 10s", *statsEvery)
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
-	opts := []runtime.Option{runtime.WithQueues(qs...), runtime.WithBackend(b), runtime.WithBusyPoll(*busyPoll), runtime.WithLogger(log)}
+	opts := []runtime.Option{runtime.WithBackend(b), runtime.WithBusyPoll(*busyPoll), runtime.WithLogger(log)}
+	if len(qs) > 0 {
+		opts = append(opts, runtime.WithQueues(qs...))
+	}
+	if *tcp {
+		opts = append(opts, runtime.WithTCP())
+	}
+	if *reusePort {
+		opts = append(opts, runtime.WithReusePort())
+	}
 	if *cores != "" {
 		cs, err := parseInts(*cores)
 		if err != nil || anyNegative(cs) {
@@ -133,7 +155,12 @@ func logStats(log *slog.Logger, srv *runtime.Server) {
 	st := srv.Stats()
 	for _, l := range st.Loops {
 		log.Info("loop", "queue", l.Queue, "core", l.Core, "rx", l.RX, "tx", l.TX, "requests", l.Requests,
-			"dropped", l.DroppedTotal(), "bad_frame", l.BadFrame, "p50", l.Latency.Quantile(0.5), "p99", l.Latency.Quantile(0.99))
+			"served_xsk", l.Served["xsk"], "served_udp", l.Served["udp"], "served_tcp", l.Served["tcp"],
+			"dropped", l.DroppedTotal(), "bad_frame", l.BadFrame, "partial_checksum", l.PartialChecksum,
+			"p50", l.Latency.Quantile(0.5), "p99", l.Latency.Quantile(0.99))
+	}
+	for _, q := range st.Queues {
+		log.Info("xsk queue", "queue", q.Queue, "irq", q.IRQ, "core", q.Core, "rx", q.RX, "tx", q.TX, "fill_ring_empty", q.FillRingEmpty)
 	}
 }
 
