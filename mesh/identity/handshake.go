@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,7 +223,8 @@ func remoteRefusal(body []byte) error {
 	default:
 		return fmt.Errorf("%q", body[1:])
 	}
-	return fmt.Errorf("%w (the peer said: %q)", sentinel, body[1:])
+	said := strings.TrimPrefix(string(body[1:]), sentinel.Error()+": ")
+	return fmt.Errorf("%w: the peer said: %s", sentinel, said)
 }
 
 // describeTLS names what a failed TLS handshake most likely means.
@@ -560,7 +562,7 @@ func (l *Listener) accept(raw net.Conn, remote netip.AddrPort) (*Session, error)
 		return fail(peerID.String(), false, err)
 	}
 	// Installed before ACCEPT goes out, so the client's first sealed
-	// request finds it; removed again if the client does not confirm.
+	// request finds it; removed again if the client refuses it.
 	accept := make([]byte, 10)
 	accept[0] = protoVersion
 	accept[1] = byte(suite)
@@ -573,8 +575,10 @@ func (l *Listener) accept(raw net.Conn, remote netip.AddrPort) (*Session, error)
 	typ, body, err = readMsg(tc)
 	switch {
 	case err != nil:
-		s.Close()
-		return fail(peerID.String(), false, fmt.Errorf("waiting for the client's confirmation: %w", err))
+		// The client may hold the keys (it got ACCEPT) or not; keeping the
+		// session costs a slot until it expires, removing it could strand
+		// a client that is already sending.
+		cfg.logger().Debug("identity: client did not confirm the handshake; keeping the session until it expires", "remote", remote, "err", err)
 	case typ == msgRefuse:
 		s.Close()
 		return fail(peerID.String(), true, remoteRefusal(body))

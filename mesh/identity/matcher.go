@@ -117,6 +117,13 @@ func (p *idPattern) match(td spiffeid.TrustDomain, segs []string) bool {
 	return true
 }
 
+// MatchString is Match on a SPIFFE ID in text; a malformed ID matches
+// nothing.
+func (m *Matcher) MatchString(id string) bool {
+	sid, err := spiffeid.FromString(id)
+	return err == nil && m.Match(sid)
+}
+
 // String lists the patterns.
 func (m *Matcher) String() string {
 	if m == nil {

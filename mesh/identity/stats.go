@@ -98,7 +98,7 @@ func (st TableStats) Format(w io.Writer) error {
 	fmt.Fprintf(w, "handshakes: %d completed, %d refused\n", st.Handshakes, st.Refusals)
 	for r := Reason(1); r < NumReasons; r++ {
 		if n := st.Refused[r]; n > 0 {
-			if _, err := fmt.Fprintf(w, "refused %s: %d (%s)\n", r, n, r.Error()); err != nil {
+			if _, err := fmt.Fprintf(w, "refused %s: %d (%s)\n", r.String(), n, r.Error()); err != nil {
 				return err
 			}
 		}

@@ -40,8 +40,8 @@ func serial() *big.Int {
 	return n
 }
 
-// NewCA makes a self-signed root for trust domain td, valid from an hour
-// ago for a day.
+// NewCA makes a self-signed root for trust domain td, valid from a day
+// ago to two days ahead (so tests can move a peer's clock back).
 func NewCA(td string) (*CA, error) {
 	tdv, err := spiffeid.TrustDomainFromString(td)
 	if err != nil {
@@ -55,8 +55,8 @@ func NewCA(td string) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{Organization: []string{"zerohop test CA"}, CommonName: td},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		NotBefore:             now.Add(-24 * time.Hour),
+		NotAfter:              now.Add(48 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
