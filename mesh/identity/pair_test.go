@@ -61,6 +61,8 @@ func newPair(t testing.TB, suite Suite, cfg TableConfig) *pair {
 	return &pair{ct: ct, st: st, c: c, s: s}
 }
 
+var netipAddrPort = netip.AddrPortFrom(clientAddr, 5555)
+
 var suites = []Suite{SuiteAES128GCM, SuiteChaCha20Poly1305}
 
 // request encodes a request with payload into a buffer with room to seal
