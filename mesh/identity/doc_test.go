@@ -103,4 +103,3 @@ func dump(b []byte) string {
 	}
 	return s.String()
 }
-

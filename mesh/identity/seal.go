@@ -60,10 +60,14 @@ func (s *Sealer) Seal(buf []byte, start, end int, sess *Session) ([]byte, error)
 	if start < proto.SealedPrefixLen || end < start+proto.HeaderLen || end > len(buf) || cap(buf)-end < proto.SealedTagLen {
 		return nil, s.refuse(ReasonRoom)
 	}
+	// Checked before anything moves, so a refused frame is left as it was.
+	if r := sealable(buf[start:end], sess); r != 0 {
+		return nil, s.refuse(r)
+	}
 	f := buf[start-proto.SealedPrefixLen : end+proto.SealedTagLen]
 	copy(f, buf[start:start+proto.HeaderLen])
 	body := f[proto.SealedHeaderLen : len(f)-proto.SealedTagLen]
-	return s.seal(f, body, sess)
+	return s.sealFrom(f, body, body, sess)
 }
 
 // SealTo seals the plaintext frame plain into dst, leaving plain as it
@@ -75,6 +79,9 @@ func (s *Sealer) SealTo(dst, plain []byte, sess *Session) ([]byte, error) {
 	if len(plain) < proto.HeaderLen || cap(dst) < n {
 		return nil, s.refuse(ReasonRoom)
 	}
+	if r := sealable(plain, sess); r != 0 {
+		return nil, s.refuse(r)
+	}
 	f := dst[:n]
 	copy(f, plain[:proto.HeaderLen])
 	body := f[proto.SealedHeaderLen : n-proto.SealedTagLen]
@@ -83,31 +90,32 @@ func (s *Sealer) SealTo(dst, plain []byte, sess *Session) ([]byte, error) {
 	return s.sealFrom(f, body, plain[proto.HeaderLen:], sess)
 }
 
-func (s *Sealer) seal(f, body []byte, sess *Session) ([]byte, error) {
-	return s.sealFrom(f, body, body, sess)
-}
-
-// sealFrom seals src (the plaintext payload) into body, the payload area
-// of f; src is body (in place) or a buffer not overlapping f.
-func (s *Sealer) sealFrom(f, body, src []byte, sess *Session) ([]byte, error) {
+// sealable reports why the plaintext frame plain cannot be sealed for
+// sess, or 0.
+func sealable(plain []byte, sess *Session) Reason {
 	if sess == nil || sess.closed.Load() {
-		return nil, s.refuse(ReasonNoSession)
+		return ReasonNoSession
 	}
 	want := proto.KindResponse
 	if sess.role == RoleClient {
 		want = proto.KindRequest
 	}
-	if proto.Kind(f[kindOffset]) != want {
-		return nil, s.refuse(ReasonDirection)
+	if proto.Kind(plain[kindOffset]) != want {
+		return ReasonDirection
 	}
-	length := len(f) - proto.HeaderLen
-	if length > proto.MaxPayload {
-		return nil, s.refuse(ReasonTooLarge)
+	if len(plain)+proto.SealedOverhead-proto.HeaderLen > proto.MaxPayload {
+		return ReasonTooLarge
 	}
-	flags := binary.BigEndian.Uint16(f[flagsOffset:])
-	if flags&uint16(proto.FlagSealed) != 0 {
-		return nil, s.refuse(ReasonHeader) // already sealed
+	if binary.BigEndian.Uint16(plain[flagsOffset:])&uint16(proto.FlagSealed) != 0 {
+		return ReasonHeader // already sealed
 	}
+	return 0
+}
+
+// sealFrom seals src (the plaintext payload) into body, the payload area
+// of f, whose first 24 bytes are the plaintext header that sealable
+// accepted; src is body (in place) or a buffer not overlapping f.
+func (s *Sealer) sealFrom(f, body, src []byte, sess *Session) ([]byte, error) {
 	d := &sess.send
 	w := d.word.Add(1) - 1
 	gen, pn := uint8(w>>56), w&pnMask
@@ -124,7 +132,8 @@ func (s *Sealer) sealFrom(f, body, src []byte, sess *Session) ([]byte, error) {
 	if pn-k.start.Load() >= d.limit {
 		sess.rotateSend(gen, time.Now().UnixNano())
 	}
-	binary.BigEndian.PutUint16(f[lengthOffset:], uint16(length))
+	flags := binary.BigEndian.Uint16(f[flagsOffset:])
+	binary.BigEndian.PutUint16(f[lengthOffset:], uint16(len(f)-proto.HeaderLen))
 	binary.BigEndian.PutUint16(f[flagsOffset:], flags|uint16(proto.FlagSealed))
 	proto.PutSealPrefix(f, sess.remoteID, gen&1, pn)
 	k.nonce(&s.nonce, pn)

@@ -196,8 +196,12 @@ func TestOpenRefuses(t *testing.T) {
 	t.Run("wrong kind to seal", func(t *testing.T) {
 		buf := make([]byte, 100)
 		f, _ := proto.EncodeResponse(buf[12:], 1, 7, 0, nil)
+		before := append([]byte{}, buf...)
 		_, err := cs.Seal(buf, 12, 12+len(f), p.c)
 		wantReason(t, err, ReasonDirection)
+		if !bytes.Equal(buf, before) {
+			t.Fatal("a refused Seal changed the buffer")
+		}
 	})
 	// Every refusal above is in the sealers' counters.
 	st := p.st.Stats(time.Now())
