@@ -122,9 +122,8 @@ type ClientStats struct {
 // Dial returns a Client calling the GWIR server at address ("IP:PORT" or
 // "host:port") over network "udp", "udp4", "udp6" (datagrams) or "tcp",
 // "tcp4", "tcp6" (the stream transport, for servers started WithTCP).
-// It starts the default engine on first use (see NewEngine for its
-// errors); the engine's sockets live in the network namespace of the
-// thread that started it.
+// It starts the default engine of the caller's network namespace on
+// first use (see DefaultEngine, and NewEngine for its errors).
 func Dial(network, address string, opts ...ClientOption) (*Client, error) {
 	cfg := defaultClientConfig()
 	for _, o := range opts {

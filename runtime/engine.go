@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/runtime/internal/engine"
 )
 
@@ -20,9 +22,9 @@ import (
 // counters), not a thread or a socket, so a process calling a thousand
 // servers has as many OS threads as it has loops.
 //
-// Dial uses the process's default engine, made on first use (with
-// DefaultEngineOptions); NewEngine makes another, for a process that wants
-// its own settings (WithEngine on Dial picks it).
+// Dial uses the default engine of its caller's network namespace, made on
+// first use (with DefaultEngineOptions); NewEngine makes another, for a
+// process that wants its own settings (WithEngine on Dial picks it).
 type Engine struct {
 	cfg   engineConfig
 	loops []*clientLoop
@@ -154,19 +156,49 @@ func WithEngineLogger(l *slog.Logger) EngineOption {
 }
 
 var (
-	defaultEngineOnce sync.Once
-	defaultEngine     *Engine
-	defaultEngineErr  error
-	// DefaultEngineOptions configure the default engine; set them before
+	defaultMu      sync.Mutex
+	defaultEngines = map[string]*Engine{} // by network namespace
+	// DefaultEngineOptions configure the default engines; set them before
 	// the first Dial.
 	DefaultEngineOptions []EngineOption
 )
 
-// DefaultEngine returns the process's default engine, starting it on
-// first use.
+// DefaultEngine returns the default engine of the calling thread's
+// network namespace, starting it on first use there. An engine's sockets
+// live in the namespace it was made in, so a process whose goroutines
+// call from several namespaces (a test, a node agent) gets one engine per
+// namespace, and Dial calls from where its caller is, as a plain socket
+// would.
 func DefaultEngine() (*Engine, error) {
-	defaultEngineOnce.Do(func() { defaultEngine, defaultEngineErr = NewEngine(DefaultEngineOptions...) })
-	return defaultEngine, defaultEngineErr
+	ns, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		ns = "" // no procfs: one engine for the process
+	}
+	defaultMu.Lock()
+	defer defaultMu.Unlock()
+	if e := defaultEngines[ns]; e != nil {
+		return e, nil
+	}
+	e, err := NewEngine(DefaultEngineOptions...)
+	if err != nil {
+		return nil, err
+	}
+	if len(defaultEngines) == 0 {
+		leak.AtExit(closeDefaultEngines)
+	}
+	defaultEngines[ns] = e
+	return e, nil
+}
+
+// closeDefaultEngines closes every default engine (for leak checks).
+func closeDefaultEngines() {
+	defaultMu.Lock()
+	engines := defaultEngines
+	defaultEngines = map[string]*Engine{}
+	defaultMu.Unlock()
+	for _, e := range engines {
+		e.Close()
+	}
 }
 
 // NewEngine starts an engine's loops. It fails with the setup error when
