@@ -30,7 +30,8 @@ import (
 // sent once it has passed.
 type Client struct {
 	eng    *Engine
-	ep     *endpoint
+	ep     *endpoint // the endpoint of a Client from Dial
+	svc    *service  // the service of a Client from DialService
 	cfg    clientConfig
 	caller []byte
 
@@ -80,6 +81,9 @@ type Call struct {
 	stop     func() bool // stops the context.AfterFunc of an async call
 	ownCh    chan *Call  // the Done channel of synchronous calls, reused
 	attempt  Attempt     // what interceptors see
+	sc       *SubConn    // the picked endpoint of a DialService call
+	prevEp   *endpoint   // the endpoint a failed-over call went to before
+	pick     PickInfo
 
 	// Owned by the loop while the call is in flight.
 	sending     int          // SEND operations not completed yet
@@ -179,20 +183,57 @@ func resolveTarget(network, address string) (tcp bool, ap netip.AddrPort, err er
 	return tcp, ap, nil
 }
 
-// RemoteAddr returns the server's address.
-func (c *Client) RemoteAddr() netip.AddrPort { return c.ep.key.addr }
-
-// LocalAddr returns the address of the engine's socket that calls the
-// server (the zero value before the socket is known).
-func (c *Client) LocalAddr() netip.AddrPort {
-	if p := c.ep.loop.local(c.ep); p != nil {
-		return *p
+// RemoteAddr returns the server's address (the zero value for a Client
+// from DialService, which calls many).
+func (c *Client) RemoteAddr() netip.AddrPort {
+	if c.ep == nil {
+		return netip.AddrPort{}
 	}
-	return netip.AddrPort{}
+	return c.ep.key.addr
 }
 
-// Stats returns the counters of the Client's endpoint.
-func (c *Client) Stats() ClientStats { return c.ep.stats() }
+// LocalAddr returns the address of the engine's socket that calls the
+// server (the zero value for a Client from DialService).
+func (c *Client) LocalAddr() netip.AddrPort {
+	if c.ep == nil {
+		return netip.AddrPort{}
+	}
+	return *c.ep.loop.local(c.ep)
+}
+
+// Stats returns the counters of the Client's endpoint; for a Client from
+// DialService, the sums over the service's endpoints now (SRTT and RTTVar
+// are then the largest).
+func (c *Client) Stats() ClientStats {
+	if c.svc == nil {
+		return c.ep.stats()
+	}
+	var st ClientStats
+	for _, sc := range c.svc.endpoints() {
+		e := sc.ep.stats()
+		st.Requests += e.Requests
+		st.Retransmits += e.Retransmits
+		st.Replies += e.Replies
+		st.Duplicates += e.Duplicates
+		st.Malformed += e.Malformed
+		st.TooLarge += e.TooLarge
+		st.SocketErrs += e.SocketErrs
+		st.Timeouts += e.Timeouts
+		st.InFlight += e.InFlight
+		st.SRTT = max(st.SRTT, e.SRTT)
+		st.RTTVar = max(st.RTTVar, e.RTTVar)
+	}
+	return st
+}
+
+// Endpoints returns the SubConns a Client from DialService holds now (nil
+// for a Client from Dial).
+func (c *Client) Endpoints() []*SubConn {
+	if c.svc == nil {
+		return nil
+	}
+	return c.svc.endpoints()
+}
 
 // Call calls method ("pkg.Service/Method") with payload (protobuf
 // wire-format fields) and waits for the reply, whose payload it copies into
@@ -239,11 +280,13 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 		c.putCall(call)
 		return Reply{}, err
 	}
+	// Read before start: from then on the loop owns the call (and may move
+	// a DialService call to another endpoint of the same loop).
+	id, loop := call.id, call.ep.loop
 	if err := c.start(call); err != nil {
 		c.putCall(call)
 		return Reply{}, err
 	}
-	id := call.id // once abandoned, the call is the loop's to recycle
 	if !c.spinWait(call) {
 		select {
 		case <-call.Done:
@@ -251,7 +294,7 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 			if call.state.CompareAndSwap(callPending, callAbandoned) {
 				// The loop recycles the call once it sees this (and any send
 				// of it completed); call must not be touched any more.
-				c.ep.loop.push(loopOp{kind: opCancel, id: id})
+				loop.push(loopOp{kind: opCancel, id: id})
 				return Reply{}, c.callError(method, 0, ctx.Err())
 			}
 			<-call.Done // the loop is completing it right now
@@ -326,7 +369,7 @@ func (c *Client) Go(ctx context.Context, method string, payload, buf []byte, don
 	}
 	if ctx.Done() != nil {
 		call.ctx = ctx
-		id, loop := call.id, c.ep.loop
+		id, loop := call.id, call.ep.loop // before start: see roundTripFlags
 		call.stop = context.AfterFunc(ctx, func() {
 			loop.push(loopOp{kind: opCancel, id: id, err: c.callError(method, 0, ctx.Err())})
 		})
@@ -372,6 +415,11 @@ func (c *Client) Close() error {
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
+		if c.svc != nil {
+			c.svc.loop.pushWait(loopOp{kind: opCloseClient, client: c})
+			c.svc.close()
+			return
+		}
 		c.ep.loop.pushWait(loopOp{kind: opCloseClient, client: c})
 		c.eng.release(c.ep)
 	})
@@ -392,7 +440,7 @@ func (c *Client) start(call *Call) error {
 	if err := c.before(call); err != nil {
 		return err
 	}
-	if !c.ep.loop.startCall(call) {
+	if !call.ep.loop.startCall(call) {
 		return ErrClientClosed
 	}
 	return nil
@@ -404,7 +452,10 @@ func (c *Client) before(call *Call) error {
 		return nil
 	}
 	a := &call.attempt
-	a.Method, a.MethodID, a.Endpoint, a.N, a.Deadline = call.Method, call.methodID, c.ep.key.addr, call.attempts, call.deadline
+	a.Method, a.MethodID, a.Endpoint, a.N, a.Deadline = call.Method, call.methodID, call.ep.key.addr, call.attempts, call.deadline
+	if c.svc != nil {
+		a.Service = c.svc.name
+	}
 	for _, ic := range c.cfg.interceptors {
 		if err := ic.Before(a); err != nil {
 			return c.callError(call.Method, call.attempts, err)
@@ -425,11 +476,30 @@ func (c *Client) callError(method string, attempts int, err error) error {
 	if errors.Is(err, ErrClientClosed) {
 		return ErrClientClosed
 	}
-	ce := &CallError{Endpoint: c.ep.key.addr, Method: method, Attempts: attempts, Err: err}
-	if last := c.ep.lastSocketErr.Load(); last != nil && !errors.Is(err, *last) {
-		ce.LastSocketErr = *last
+	ce := &CallError{Method: method, Attempts: attempts, Err: err}
+	if c.svc != nil {
+		ce.Service = c.svc.name
+	}
+	if c.ep != nil {
+		ce.Endpoint = c.ep.key.addr
+		if last := c.ep.lastSocketErr.Load(); last != nil && !errors.Is(err, *last) {
+			ce.LastSocketErr = *last
+		}
 	}
 	return ce
+}
+
+// callErrorOn is callError for a call on endpoint ep (a DialService
+// call's picked endpoint).
+func (c *Client) callErrorOn(call *Call, err error) error {
+	e := c.callError(call.Method, call.attempts, err)
+	if ce, ok := e.(*CallError); ok && call.ep != nil {
+		ce.Endpoint = call.ep.key.addr
+		if last := call.ep.lastSocketErr.Load(); last != nil && !errors.Is(err, *last) {
+			ce.LastSocketErr = *last
+		}
+	}
+	return e
 }
 
 func (c *Client) getCall() *Call {
@@ -444,7 +514,7 @@ func (c *Client) putCall(call *Call) {
 	call.sending, call.attempts, call.finished, call.heapIndex, call.stripped = 0, 0, false, -1, false
 	call.directNs = 0
 	call.direct.Store(directNone)
-	call.ep = nil
+	call.ep, call.sc, call.prevEp, call.pick = nil, nil, nil, PickInfo{}
 	c.calls.Put(call)
 }
 
@@ -456,12 +526,24 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 	c := call.client
 	call.Method, call.kind, call.oneway, call.buf, call.ep = method, kind, oneway, buf, c.ep
 	call.id = c.eng.ids.Add(1)
+	if c.svc != nil {
+		if err := c.svc.waitReady(ctx); err != nil {
+			return c.callError(method, 0, err)
+		}
+		call.pick = PickInfo{Method: method, MethodID: proto.MethodID(method)}
+		sc, err := c.svc.pick(&call.pick)
+		if err != nil {
+			return c.callError(method, 0, err)
+		}
+		call.sc, call.ep = sc, sc.ep
+	}
 	if d, ok := ctx.Deadline(); ok {
 		call.deadline = d
 	}
-	if limit := c.ep.maxPayload(); len(payload) > limit {
+	ep := call.ep
+	if limit := ep.maxPayload(); len(payload) > limit {
 		return c.callError(method, 0, fmt.Errorf("payload of %d bytes over the %d a %s frame carries: %w",
-			len(payload), limit, c.ep.transport(), proto.ErrPayloadTooLarge))
+			len(payload), limit, ep.transport(), proto.ErrPayloadTooLarge))
 	}
 	need := proto.HeaderLen + len(payload) + extRoom
 	if cap(call.frame) < need {
@@ -478,7 +560,7 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 		if oneway {
 			flags = proto.FlagOneway
 		}
-		if c.ep.noExt.Load() {
+		if ep.noExt.Load() {
 			f, err = proto.EncodeRequest(call.frame[:cap(call.frame)], call.id, call.methodID, flags, payload)
 		} else {
 			var xb proto.ExtBuilder

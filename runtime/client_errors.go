@@ -29,6 +29,8 @@ var (
 // interceptor's refusal), and the last error the socket reported for the
 // endpoint when it is not the cause itself.
 type CallError struct {
+	// Service is the DialService name ("" for a Client from Dial).
+	Service       string
 	Endpoint      netip.AddrPort
 	Method        string
 	Attempts      int
@@ -38,6 +40,9 @@ type CallError struct {
 
 func (e *CallError) Error() string {
 	s := fmt.Sprintf("runtime: call %s to %v", e.Method, e.Endpoint)
+	if e.Service != "" {
+		s = fmt.Sprintf("runtime: call %s of service %s (last endpoint %v)", e.Method, e.Service, e.Endpoint)
+	}
 	if e.Attempts > 0 {
 		s += fmt.Sprintf(" (%d attempts)", e.Attempts)
 	}

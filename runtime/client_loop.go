@@ -140,6 +140,7 @@ type loopOp struct {
 // it.
 type clientLoop struct {
 	e    *Engine
+	idx  int
 	loop *engine.Loop
 	src  *clientSource
 
@@ -153,7 +154,7 @@ type clientLoop struct {
 }
 
 func newClientLoop(e *Engine, idx, core int, warn *engine.Warnings) (*clientLoop, error) {
-	cl := &clientLoop{e: e}
+	cl := &clientLoop{e: e, idx: idx}
 	l, err := engine.NewLoop(engine.LoopConfig{Index: idx, Queue: idx, Core: core, SQEntries: 1024, CQEntries: 4096,
 		BusyPoll: e.cfg.busyPoll, IdleTimeout: e.cfg.idleTimeout, EnterEvery: 1, Warn: warn}, e.pool)
 	if err != nil {
@@ -519,11 +520,14 @@ func (s *clientSource) start(call *Call, now int64) {
 	ep.inflight.Add(1)
 	if call.ctx != nil {
 		if err := call.ctx.Err(); err != nil {
-			s.fail(call, call.client.callError(call.Method, 0, err))
+			s.fail(call, call.client.callErrorOn(call, err))
 			return
 		}
 	}
 	ep.requests.Add(1)
+	if svc := call.client.svc; svc != nil {
+		svc.budget.call(time.Now())
+	}
 	call.rtoNs = ep.rto(&call.client.cfg)
 	if ep.key.tcp {
 		s.tcp.send(call, now)
@@ -611,9 +615,12 @@ func (s *clientSource) expire(now int64) {
 	for len(s.timers) > 0 && s.timers[0].dueNs <= now {
 		call := s.timers[0]
 		c := call.client
-		c.after(call, &AttemptResult{Err: ErrNoReply})
 		if call.oneway {
 			s.complete(call, nil, 0)
+			continue
+		}
+		s.attemptEnded(call, &AttemptResult{Err: ErrNoReply})
+		if !call.ep.key.tcp && s.failover(call, now) {
 			continue
 		}
 		if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
@@ -646,7 +653,7 @@ func (s *clientSource) expire(now int64) {
 
 // giveUp fails call with cause, wrapped with its endpoint and attempts.
 func (s *clientSource) giveUp(call *Call, cause error) {
-	s.fail(call, call.client.callError(call.Method, call.attempts, cause))
+	s.fail(call, call.client.callErrorOn(call, cause))
 }
 
 // fail ends call with err (ignored when the caller abandoned it; nil
@@ -680,12 +687,76 @@ func (s *clientSource) complete(call *Call, f proto.Frame, rttNs int64) {
 			call.Err = &StatusError{Status: status, Message: string(f.ErrorMessage())}
 		}
 	}
-	if len(call.client.cfg.interceptors) > 0 && f != nil {
+	if f != nil && rttNs >= 0 && (len(call.client.cfg.interceptors) > 0 || call.sc != nil) {
 		r := AttemptResult{Answered: true, Status: f.Status(), RTT: time.Duration(rttNs),
 			ServiceTime: call.Reply.ServiceTime, RetryAfter: call.Reply.RetryAfter}
-		call.client.after(call, &r)
+		s.attemptEnded(call, &r)
 	}
 	s.release(call)
+}
+
+// attemptEnded tells the interceptors and, for a DialService call, the
+// balancer how the call's current attempt ended.
+func (s *clientSource) attemptEnded(call *Call, r *AttemptResult) {
+	call.client.after(call, r)
+	if call.sc != nil {
+		call.client.svc.balancer.Done(call.sc, r)
+	}
+}
+
+// failover sends a DialService call whose attempt failed to another
+// endpoint the picker chooses, within its deadline, its attempts and the
+// service's retry budget, and reports whether it did (false: the caller
+// goes on as without failover — retransmitting to the same endpoint, or
+// failing).
+func (s *clientSource) failover(call *Call, now int64) bool {
+	c := call.client
+	svc := c.svc
+	if svc == nil || call.oneway || call.kind == proto.KindPing {
+		return false
+	}
+	if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
+		return false
+	}
+	if m := c.cfg.maxAttempts; m > 0 && call.attempts >= m {
+		return false
+	}
+	call.pick.Attempt++
+	call.pick.Failed = call.sc
+	sc, err := svc.pick(&call.pick)
+	if err != nil || sc == call.sc || sc.ep.loop != s.cl || sc.ep.key.tcp != call.ep.key.tcp {
+		call.pick.Attempt--
+		return false
+	}
+	if !svc.budget.allow(time.Now()) {
+		call.pick.Attempt--
+		return false
+	}
+	old := call.ep
+	old.inflight.Add(-1)
+	call.prevEp, call.ep, call.sc = old, sc.ep, sc
+	sc.ep.inflight.Add(1)
+	svc.failovers.Add(1)
+	if sc.ep.noExt.Load() && call.frame.HasExt() && !call.stripped {
+		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
+			call.frame, call.stripped = stripped, true
+		}
+	}
+	call.rtoNs = sc.ep.rto(&c.cfg)
+	if err := c.before(call); err != nil {
+		s.fail(call, err)
+		return true
+	}
+	if sc.ep.key.tcp {
+		s.timers.remove(call)
+		s.tcp.send(call, now)
+		return true
+	}
+	s.byAddr[sc.ep.key.addr] = sc.ep
+	if s.transmit(call, now) && call.heapIndex >= 0 {
+		s.timers.fix(call)
+	}
+	return true
 }
 
 // release hands a finished call over once no send of it is in flight: to
@@ -802,9 +873,13 @@ func (s *clientSource) socketError(fd int, err error) {
 		if errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH {
 			// The server's port (or host) is not there: end its calls now
 			// rather than retransmitting for seconds.
+			now := s.now()
 			for _, call := range s.calls {
 				if call.ep == ep && !call.finished {
-					s.fail(call, call.client.callError(call.Method, call.attempts, errno))
+					s.attemptEnded(call, &AttemptResult{Err: errno})
+					if !s.failover(call, now) {
+						s.fail(call, call.client.callErrorOn(call, errno))
+					}
 				}
 			}
 		}
@@ -831,6 +906,11 @@ func errnoOf(oob []byte) unix.Errno {
 // onDatagram matches one received datagram to its call.
 func (s *clientSource) onDatagram(d *sockpath.Datagram) {
 	ep := s.byAddr[d.Peer]
+	if ep == nil && s.takeOps() {
+		// The first call to an endpoint, sent by its caller, may answer
+		// before the loop has taken the call from its queue.
+		ep = s.byAddr[d.Peer]
+	}
 	if ep == nil {
 		return // from nobody we call
 	}
@@ -839,7 +919,7 @@ func (s *clientSource) onDatagram(d *sockpath.Datagram) {
 		p := d.Payload
 		if len(p) >= proto.HeaderLen && binary.BigEndian.Uint32(p) == proto.Magic && p[4] == proto.Version {
 			if call := s.calls[binary.BigEndian.Uint64(p[8:16])]; call != nil && !call.finished && call.ep == ep {
-				s.fail(call, call.client.callError(call.Method, call.attempts, fmt.Errorf("%w: room for %d bytes (see WithReceiveBuffers)",
+				s.fail(call, call.client.callErrorOn(call, fmt.Errorf("%w: room for %d bytes (see WithReceiveBuffers)",
 					ErrReplyTooLarge, s.cl.e.cfg.maxReply)))
 			}
 		}
@@ -857,11 +937,9 @@ func (s *clientSource) onDatagram(d *sockpath.Datagram) {
 func (s *clientSource) onReply(ep *endpoint, f proto.Frame) {
 	call := s.calls[f.RequestID()]
 	if call == nil && s.takeOps() {
-		// A call its caller sent directly may answer before the loop has
-		// taken the call from its queue.
-		call = s.calls[f.RequestID()]
+		call = s.calls[f.RequestID()] // as in onDatagram
 	}
-	if call == nil || call.finished || call.ep != ep {
+	if call == nil || call.finished || (call.ep != ep && call.prevEp != ep) {
 		ep.duplicates.Add(1)
 		return
 	}
@@ -888,6 +966,19 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame) {
 	}
 	ep.replies.Add(1)
 	rtt := s.now() - call.sentNs
+	if st := f.Status(); call.sc != nil && ep == call.ep && (st == proto.StatusOverloaded || st == proto.StatusRateLimited) {
+		// The server refused it (busy, rate-limited, draining): another
+		// endpoint may take it.
+		r := AttemptResult{Answered: true, Status: st, RTT: time.Duration(rtt)}
+		r.RetryAfter, _ = f.RetryAfter()
+		r.ServiceTime, _ = f.ServiceTime()
+		s.attemptEnded(call, &r)
+		if s.failover(call, s.now()) {
+			return
+		}
+		s.complete(call, f, -1)
+		return
+	}
 	if call.attempts == 1 && !call.stripped {
 		ep.sample(rtt) // Karn: only copies that were never resent
 	}
@@ -911,7 +1002,7 @@ func (s *clientSource) sent(slot uint32, c *uring.CQE) {
 		default:
 			call.ep.noteSocketError(err)
 			if !call.finished {
-				s.fail(call, call.client.callError(call.Method, call.attempts, fmt.Errorf("send: %w", err)))
+				s.fail(call, call.client.callErrorOn(call, fmt.Errorf("send: %w", err)))
 				return
 			}
 		}

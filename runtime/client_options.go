@@ -16,6 +16,13 @@ type clientConfig struct {
 	caller       string
 	interceptors []Interceptor
 	engine       *Engine
+
+	// DialService only.
+	resolver       ResolverBuilder
+	balancer       BalancerBuilder
+	tcp            bool
+	retryRatio     float64
+	retryMinPerSec float64
 }
 
 // Client defaults: before the first RTT sample the first retransmission
@@ -26,6 +33,10 @@ const (
 	defaultInitialRTO  = 20 * time.Millisecond
 	defaultMaxRTO      = time.Second
 	defaultMaxAttempts = 8
+	// The retry budget of a DialService client (Finagle's RetryBudget
+	// defaults): failovers ≤ 20 % of calls over 10 s, plus 10 per second.
+	defaultRetryRatio     = 0.2
+	defaultRetryMinPerSec = 10
 	// defaultMinRTO bounds the measured timeout from below: a busy 2-core
 	// machine delays replies by a scheduler slice now and then, and a
 	// retransmission before that is wasted work for both sides.
@@ -33,7 +44,8 @@ const (
 )
 
 func defaultClientConfig() clientConfig {
-	return clientConfig{initialRTO: defaultInitialRTO, minRTO: defaultMinRTO, maxRTO: defaultMaxRTO, maxAttempts: defaultMaxAttempts}
+	return clientConfig{initialRTO: defaultInitialRTO, minRTO: defaultMinRTO, maxRTO: defaultMaxRTO, maxAttempts: defaultMaxAttempts,
+		retryRatio: defaultRetryRatio, retryMinPerSec: defaultRetryMinPerSec}
 }
 
 // WithRetransmission sets how a Client retransmits a request that got no
@@ -105,6 +117,53 @@ func WithEngine(e *Engine) ClientOption {
 			return fmt.Errorf("runtime: WithEngine: nil engine")
 		}
 		c.engine = e
+		return nil
+	}
+}
+
+// WithResolver says where a DialService client finds the service's
+// endpoints (required by DialService, ignored by Dial).
+func WithResolver(b ResolverBuilder) ClientOption {
+	return func(c *clientConfig) error {
+		if b == nil {
+			return fmt.Errorf("runtime: WithResolver: nil resolver")
+		}
+		c.resolver = b
+		return nil
+	}
+}
+
+// WithBalancer says how a DialService client picks an endpoint per
+// attempt (default: round robin over the serving endpoints).
+func WithBalancer(b BalancerBuilder) ClientOption {
+	return func(c *clientConfig) error {
+		if b == nil {
+			return fmt.Errorf("runtime: WithBalancer: nil balancer")
+		}
+		c.balancer = b
+		return nil
+	}
+}
+
+// WithStreamTransport makes a DialService client call its endpoints over
+// the stream transport (TCP; the servers must serve it, WithTCP) instead
+// of UDP.
+func WithStreamTransport() ClientOption {
+	return func(c *clientConfig) error {
+		c.tcp = true
+		return nil
+	}
+}
+
+// WithRetryBudget bounds a DialService client's failovers: over a sliding
+// 10 s window, retries ≤ ratio × calls + minPerSec × 10 (default 0.2 and
+// 10, Finagle's RetryBudget). 0, 0 disables failover.
+func WithRetryBudget(ratio, minPerSec float64) ClientOption {
+	return func(c *clientConfig) error {
+		if ratio < 0 || minPerSec < 0 {
+			return fmt.Errorf("runtime: WithRetryBudget(%v, %v): want ≥ 0", ratio, minPerSec)
+		}
+		c.retryRatio, c.retryMinPerSec = ratio, minPerSec
 		return nil
 	}
 }

@@ -34,6 +34,7 @@ type gwirServer struct {
 	duplicates int // extra copies of each reply
 	untracked  bool
 	v1         bool // answer BAD_FRAME to an extension block, as a pre-EXT server does
+	overloaded bool
 	draining   atomic.Bool
 	extSeen    atomic.Int64 // requests that carried an extension block
 
@@ -47,6 +48,7 @@ type serverConfig struct {
 	dropFirst, duplicates int
 	untracked             bool // benchmarks: do not count copies per id
 	v1                    bool // reject the extension block as GWIR v1 does (reserved flag)
+	overloaded            bool // answer every request OVERLOADED
 }
 
 // startGWIRServer serves on 127.0.0.1 until the test ends.
@@ -72,6 +74,7 @@ func serveGWIR(t testing.TB, conn *net.UDPConn, cfg serverConfig) *gwirServer {
 		duplicates: cfg.duplicates,
 		untracked:  cfg.untracked,
 		v1:         cfg.v1,
+		overloaded: cfg.overloaded,
 		seen:       map[uint64]int{},
 		done:       make(chan struct{}),
 	}
@@ -87,6 +90,13 @@ func (s *gwirServer) copies(id uint64) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.seen[id]
+}
+
+// requests is how many distinct requests (by id) the server saw.
+func (s *gwirServer) requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.seen)
 }
 
 func (s *gwirServer) totalCopies() int {
@@ -148,6 +158,10 @@ func (s *gwirServer) serve() {
 			}
 			reply, err = proto.EncodePong(out, id, status)
 		case proto.KindRequest:
+			if s.overloaded {
+				reply, err = proto.EncodeError(out, id, f.MethodID(), proto.StatusOverloaded, "busy")
+				break
+			}
 			switch f.MethodID() {
 			case proto.MethodID(methodEcho):
 				reply, err = proto.EncodeResponse(out, id, f.MethodID(), proto.StatusOK, f.Payload())

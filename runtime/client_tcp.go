@@ -75,7 +75,7 @@ func (t *tcpClients) send(call *Call, now int64) {
 	conn, err := t.conn(ep)
 	if err != nil {
 		ep.noteSocketError(err)
-		s.fail(call, call.client.callError(call.Method, 0, err))
+		s.fail(call, call.client.callErrorOn(call, err))
 		return
 	}
 	if !call.deadline.IsZero() {
@@ -267,7 +267,7 @@ func (t *tcpClients) drop(conn *tcpClientConn, err error) {
 	t.free = append(t.free, conn.slot)
 	for _, call := range s.calls {
 		if call.ep == ep && !call.finished {
-			s.fail(call, call.client.callError(call.Method, call.attempts, err))
+			s.fail(call, call.client.callErrorOn(call, err))
 		}
 	}
 }

@@ -74,7 +74,9 @@ func payloadFor(i int) []byte {
 
 func TestClientCall(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
-	c := dialTest(t, srv.addr.String())
+	// A timeout far above any round trip: a retransmission below would be
+	// a bug, not a slow machine.
+	c := dialTest(t, srv.addr.String(), WithMinRTO(time.Second), WithRetransmission(time.Second, time.Second, 8))
 	ctx := testContext(t)
 
 	payload := payloadFor(42)

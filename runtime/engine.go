@@ -33,7 +33,7 @@ type Engine struct {
 	ids   atomic.Uint64
 
 	mu        sync.Mutex
-	endpoints map[endpointKey]*endpoint
+	endpoints map[tableKey]*endpoint
 	closed    bool
 }
 
@@ -214,7 +214,7 @@ func NewEngine(opts ...EngineOption) (*Engine, error) {
 	if len(cfg.cores) != 0 && len(cfg.cores) != cfg.loops {
 		return nil, fmt.Errorf("runtime: WithClientCores gives %d cores for %d loops", len(cfg.cores), cfg.loops)
 	}
-	e := &Engine{cfg: cfg, endpoints: map[endpointKey]*endpoint{}}
+	e := &Engine{cfg: cfg, endpoints: map[tableKey]*endpoint{}}
 	e.pool = engine.NewPool(nil, 0, 1)
 	warn := engine.NewWarnings(cfg.logger)
 	for i := 0; i < cfg.loops; i++ {
@@ -290,22 +290,53 @@ type endpointKey struct {
 	addr netip.AddrPort
 }
 
-// acquire returns the endpoint for key, making it on first use, and
-// counts one more user of it.
+// tableKey is an endpoint's key in the engine's table: an address may
+// have an entry on more than one loop (a service's endpoints all live on
+// its loop, so that a call can move between them).
+type tableKey struct {
+	endpointKey
+	loop int
+}
+
+// pickLoop chooses the loop of a new endpoint or service, round robin.
+func (e *Engine) pickLoop() *clientLoop { return e.loops[int(e.next.Add(1)-1)%len(e.loops)] }
+
+// acquire returns the endpoint for key on whichever loop has it, making
+// it on the next loop on first use, and counts one more user of it.
 func (e *Engine) acquire(key endpointKey) (*endpoint, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, ErrClientClosed
 	}
-	ep := e.endpoints[key]
+	for i := range e.loops {
+		if ep := e.endpoints[tableKey{key, i}]; ep != nil {
+			ep.refs++
+			return ep, nil
+		}
+	}
+	return e.acquireLocked(key, e.pickLoop()), nil
+}
+
+// acquireOn is acquire on a given loop.
+func (e *Engine) acquireOn(key endpointKey, cl *clientLoop) (*endpoint, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClientClosed
+	}
+	return e.acquireLocked(key, cl), nil
+}
+
+func (e *Engine) acquireLocked(key endpointKey, cl *clientLoop) *endpoint {
+	tk := tableKey{key, cl.idx}
+	ep := e.endpoints[tk]
 	if ep == nil {
-		cl := e.loops[int(e.next.Add(1)-1)%len(e.loops)]
 		ep = newEndpoint(key, cl)
-		e.endpoints[key] = ep
+		e.endpoints[tk] = ep
 	}
 	ep.refs++
-	return ep, nil
+	return ep
 }
 
 // release drops one user of ep; the last one removes it from the table
@@ -315,7 +346,7 @@ func (e *Engine) release(ep *endpoint) {
 	ep.refs--
 	last := ep.refs == 0
 	if last {
-		delete(e.endpoints, ep.key)
+		delete(e.endpoints, tableKey{ep.key, ep.loop.idx})
 	}
 	e.mu.Unlock()
 	if last {
