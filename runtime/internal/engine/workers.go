@@ -102,6 +102,7 @@ func (p *Pool) work() {
 	for j := range p.queue {
 		if !p.begin() {
 			p.abandoned.Add(1)
+			j.release(p.srv)
 			j.Reply = nil
 			j.owner.JobDone(j)
 			continue
@@ -127,6 +128,19 @@ func (p *Pool) begin() bool {
 	}
 }
 
+// release tells the method's admission stages that the job's request
+// will never run (the pool closed before a worker took it).
+func (j *Job) release(s *Server) {
+	if j.Method.Release == nil {
+		return
+	}
+	req := &j.req
+	req.frame, req.peer, req.queue, req.path, req.method = proto.Frame(j.frame), j.Peer, j.queue, j.Path, j.Method
+	req.arrival, req.deadline, req.base = j.arrival, j.deadline, s.ctx
+	j.Method.Release(req)
+	req.frame = nil
+}
+
 // run serves the job's request on the calling worker.
 func (j *Job) run(s *Server) {
 	m := j.Method
@@ -137,6 +151,9 @@ func (j *Job) run(s *Server) {
 	resp.reset(j.out, replyPayloadOffset(frame))
 	mc := &m.Counters[j.loop]
 	if !j.deadline.IsZero() && time.Now().After(j.deadline) {
+		if m.Release != nil {
+			m.Release(req)
+		}
 		j.c.Expired.Add(1)
 		resp.Error(proto.StatusDeadlineExceeded, "deadline passed while the request was queued")
 	} else {
