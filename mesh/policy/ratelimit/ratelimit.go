@@ -190,6 +190,31 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p
 }
 
+// Carry starts l's buckets where from's equal buckets are — same rule
+// name, method, rate and burst — so a reload that keeps a limit hands out
+// no fresh burst. Call it before l serves. Tokens that from's loops leased
+// and did not spend are not carried (at most L·(k−1) fewer calls admitted
+// once), and calls from admits between Carry and the moment l takes over
+// are not charged to l (a reload is a few microseconds of them).
+func (l *Limiter) Carry(from *Limiter) {
+	if from == nil {
+		return
+	}
+	type key struct {
+		name, method    string
+		interval, depth int64
+	}
+	old := make(map[key]int, len(from.buckets))
+	for i, b := range from.buckets {
+		old[key{b.name, b.method, b.interval, b.depth}] = i
+	}
+	for i, b := range l.buckets {
+		if j, ok := old[key{b.name, b.method, b.interval, b.depth}]; ok {
+			l.pools[i].tat.Store(from.pools[j].tat.Load())
+		}
+	}
+}
+
 // Warnings lists rules whose method pattern matched no known method (they
 // limit nothing), one line each.
 func (l *Limiter) Warnings() []string { return l.warnings }
