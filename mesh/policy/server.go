@@ -45,9 +45,9 @@ type ServerConfig struct {
 // (Load, LoadFile, Watch, Update), its XDP part (AttachACL) and the admin
 // API (Handler). One Server serves one runtime.Server.
 type Server struct {
-	log    *slog.Logger
-	shards *shardTable
-	shed   *shed.Shedder // nil: off
+	log       *slog.Logger
+	shards    *shardTable
+	shed      *shed.Shedder // nil: off
 	shedRetry time.Duration
 
 	mu      sync.Mutex // serializes loads, method registration and ACL syncs
