@@ -34,7 +34,7 @@ const limitFormat = `limits:
     method: "shop.Cart/Put*"   # glob over "pkg.Service/Method"; absent: every method
     caller: web                # optional: only calls whose CALLER tag is this
     source: 10.0.0.0/8         # optional: only calls from this prefix
-    rate: 1000                 # calls per second (> 0, ≤ 1e9)
+    rate: 1000                 # calls per second (0.001 to 1e9)
     burst: 100                 # calls at once after an idle period (≥ 1)
     shared: false              # one bucket for every method it covers
     shadow: false              # count what it would refuse, refuse nothing`
@@ -144,8 +144,8 @@ func parseLimit(file string, i int, n *yaml.Node) (ratelimit.Rule, error) {
 			r.Source = p
 		case "rate":
 			f, err := strconv.ParseFloat(v.Value, 64)
-			if err != nil || !(f > 0) || f > 1e9 || math.IsInf(f, 0) {
-				return fail(v, "rate %q: give calls per second, above 0 and at most 1e9", v.Value)
+			if err != nil || !(f >= ratelimit.MinRate) || f > 1e9 || math.IsInf(f, 0) {
+				return fail(v, "rate %q: give calls per second, from %v to 1e9", v.Value, ratelimit.MinRate)
 			}
 			r.Rate = f
 		case "burst":
@@ -173,6 +173,11 @@ func parseLimit(file string, i int, n *yaml.Node) (ratelimit.Rule, error) {
 	}
 	if r.Burst == 0 {
 		return fail(n, "no burst: add \"burst: N\" (calls)")
+	}
+	// What the limiter itself refuses (a burst too deep for the rate).
+	if _, err := ratelimit.New(ratelimit.Config{Rules: []ratelimit.Rule{r}, Loops: 1}); err != nil {
+		_, msg, _ := strings.Cut(err.Error(), "): ")
+		return fail(n, "%s", msg)
 	}
 	return r, nil
 }

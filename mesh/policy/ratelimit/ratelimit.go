@@ -25,7 +25,7 @@ type Rule struct {
 	Caller string
 	// Source, when valid, limits only calls from addresses inside it.
 	Source netip.Prefix
-	// Rate is the sustained rate in calls per second (> 0, ≤ 1e9).
+	// Rate is the sustained rate in calls per second (MinRate to 1e9).
 	Rate float64
 	// Burst is the bucket depth in calls (≥ 1): how many calls may arrive
 	// at once after an idle period.
@@ -46,6 +46,14 @@ type Config struct {
 	// Loops is the number of event loops that call Allow (≥ 1).
 	Loops int
 }
+
+// MinRate is the slowest rate a Rule may have, one call in 1,000 s: the
+// bucket's arithmetic (burst × ns per token) must stay far inside int64.
+const MinRate = 0.001
+
+// maxDepthNs bounds burst × ns per token (about 36 years), so that the
+// bucket's times never overflow int64.
+const maxDepthNs = 1 << 60
 
 // Maximum lease a loop takes from a shared bucket at once.
 const leaseMax = 256
@@ -131,8 +139,8 @@ func (l *Limiter) addRule(ri int, r Rule, methods []string) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("ratelimit: rule %d (%q): %s", ri, name, fmt.Sprintf(format, args...))
 	}
-	if !(r.Rate > 0) || r.Rate > 1e9 || math.IsInf(r.Rate, 0) {
-		return fail("Rate %v: give calls per second, above 0 and at most 1e9", r.Rate)
+	if !(r.Rate >= MinRate) || r.Rate > 1e9 || math.IsInf(r.Rate, 0) {
+		return fail("Rate %v: give calls per second, from %v to 1e9", r.Rate, MinRate)
 	}
 	if r.Burst < 1 {
 		return fail("Burst %d: give at least 1 call", r.Burst)
@@ -154,6 +162,9 @@ func (l *Limiter) addRule(ri int, r Rule, methods []string) error {
 	interval := int64(math.Round(1e9 / r.Rate))
 	if interval < 1 {
 		interval = 1
+	}
+	if int64(r.Burst) > maxDepthNs/interval {
+		return fail("Burst %d at Rate %v: the bucket would hold more than %v of calls; lower the burst", r.Burst, r.Rate, time.Duration(maxDepthNs))
 	}
 	lease := int64(r.Burst) / int64(4*l.loops)
 	lease = max(1, min(lease, leaseMax))
