@@ -82,7 +82,10 @@ const stateClosed = 1 << 62
 
 // NewPool makes a pool of n workers with a queue of queueLen jobs.
 func NewPool(srv *Server, n, queueLen int) *Pool {
-	p := &Pool{srv: srv, n: n, queue: make(chan *Job, queueLen), free: make(chan *Job, queueLen+n)}
+	// The channel has room for every job: a worker between two jobs holds
+	// none, so with queueLen jobs queued and n free a full channel would be
+	// reachable (and Run panicked on it under overload).
+	p := &Pool{srv: srv, n: n, queue: make(chan *Job, queueLen+n), free: make(chan *Job, queueLen+n)}
 	for i := 0; i < queueLen+n; i++ {
 		p.free <- &Job{}
 	}
