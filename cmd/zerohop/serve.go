@@ -36,6 +36,7 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
+	pf := addPolicyFlags(fs) // --policy, --policy-watch, --shed, --policy-admin (servepolicy.go)
 	fs.Usage = func() {
 		fmt.Fprintln(logOut, "usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring]")
 		fs.PrintDefaults()
@@ -74,18 +75,35 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	if *pin {
 		opts = append(opts, runtime.WithPinnedMaps())
 	}
+	pol, polOpts, err := pf.setup(len(qs), log)
+	if err != nil {
+		fmt.Fprintln(logOut, "zerohop serve:", err)
+		return 2
+	}
+	opts = append(opts, polOpts...)
 	srv, err := runtime.Listen("udp", *addr, opts...)
 	if err != nil {
 		fmt.Fprintln(logOut, "zerohop serve:", err)
 		return 1
 	}
 	echo.Register(srv)
+	if err := pol.load(); err != nil {
+		fmt.Fprintln(logOut, "zerohop serve:", err)
+		srv.Shutdown(context.Background())
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := srv.Start(); err != nil {
 		fmt.Fprintln(logOut, "zerohop serve:", err)
 		return 1
 	}
+	if err := pol.start(srv, *iface); err != nil {
+		fmt.Fprintln(logOut, "zerohop serve:", err)
+		srv.Shutdown(context.Background())
+		return 1
+	}
+	defer pol.stop()
 	if started != nil {
 		started <- srv
 	}

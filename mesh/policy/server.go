@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	goruntime "runtime"
 	"slices"
 	"strings"
@@ -55,6 +57,9 @@ type Server struct {
 	cur     atomic.Pointer[state]
 	version uint64
 	acl     *aclTarget
+	// lastFile and lastData are the file the last file load read.
+	lastFile string
+	lastData []byte
 }
 
 // state is one compiled policy, swapped in whole: a call reads it once per
@@ -240,15 +245,35 @@ func (s *Server) loadLocked(doc Document, source string) (Report, error) {
 // LoadFile reads the policy file at path and puts it in force; on any
 // error the policy in force stays and the error names the file and line.
 func (s *Server) LoadFile(path string) (Report, error) {
-	doc, err := ReadDocument(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Report{}, &authz.FileError{File: path, Msg: "reading the policy: " + err.Error(), Err: err}
+	}
+	return s.loadFileData(path, data)
+}
+
+func (s *Server) loadFileData(path string, data []byte) (Report, error) {
+	doc, err := ParseDocument(path, data)
 	if err != nil {
 		return Report{}, err
 	}
-	rep, err := s.Load(doc, path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rep, err := s.loadLocked(doc, path)
 	if err != nil {
 		return Report{}, fmt.Errorf("%s: %w", path, err)
 	}
+	s.lastFile, s.lastData = path, data
 	return rep, nil
+}
+
+// loadedAlready reports whether data is the file the policy in force was
+// last loaded from (so a Watch started after LoadFile does not load it
+// again).
+func (s *Server) loadedAlready(path string, data []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastFile == path && bytes.Equal(s.lastData, data) && s.cur.Load().source == path
 }
 
 // Update edits the document in force under the Server's lock (so edits

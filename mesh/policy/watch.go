@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/zerohop/zerohop/mesh/policy/authz"
@@ -19,7 +18,8 @@ type WatchEvent struct {
 	Err    error
 }
 
-// Watch loads the policy file at path, then polls it every interval (0:
+// Watch loads the policy file at path (unless LoadFile just loaded the
+// same bytes from it), then polls it every interval (0:
 // DefaultWatchInterval) and reloads it whenever it changes, until ctx
 // ends; it returns ctx's error. Each load swaps the whole policy at once
 // (calls in flight finish under the policy they started with; none is
@@ -34,10 +34,10 @@ func (s *Server) Watch(ctx context.Context, path string, interval time.Duration,
 		var ev WatchEvent
 		if err != nil {
 			ev.Err = &authz.FileError{File: path, Msg: "reading the policy: " + err.Error(), Err: err}
-		} else if doc, perr := ParseDocument(path, data); perr != nil {
-			ev.Err = perr
-		} else if ev.Report, err = s.Load(doc, path); err != nil {
-			ev.Err = fmt.Errorf("%s: %w", path, err)
+		} else if s.loadedAlready(path, data) {
+			return // LoadFile put exactly this in force
+		} else {
+			ev.Report, ev.Err = s.loadFileData(path, data)
 		}
 		if onEvent != nil {
 			onEvent(ev)
