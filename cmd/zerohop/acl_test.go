@@ -23,21 +23,6 @@ import (
 	"github.com/zerohop/zerohop/runtime"
 )
 
-// The test binary doubles as the zerohop binary for the tests that run the
-// CLI in another mount namespace (ip netns exec).
-const asZerohopEnv = "ZEROHOP_TEST_AS_CLI"
-
-func init() {
-	if os.Getenv(asZerohopEnv) == "1" && len(os.Args) > 1 {
-		for _, c := range commands {
-			if c.name == os.Args[1] {
-				os.Exit(c.run(os.Args[2:]))
-			}
-		}
-		os.Exit(2)
-	}
-}
-
 // syncBuffer is a log destination safe to read while serve writes it.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -283,7 +268,7 @@ func TestACLAcrossMountNamespaces(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		cmd := link.A.Host.Command(ctx, os.Args[0], args...)
-		cmd.Env = append(os.Environ(), asZerohopEnv+"=1")
+		cmd.Env = append(os.Environ(), benchChildEnv+"=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("ip netns exec … zerohop %s: %v\n%s", strings.Join(args, " "), err, out)

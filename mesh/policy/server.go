@@ -68,6 +68,9 @@ type state struct {
 	doc      Document
 	authz    *authz.Policy
 	limiter  *ratelimit.Limiter
+	// authzCaller, limitCaller: some rule or limit looks at the CALLER
+	// tag (else the stages skip reading it from the extension block).
+	authzCaller, limitCaller bool
 	report   Report
 	source   string
 	loadedAt time.Time
@@ -163,7 +166,14 @@ func (s *Server) compile(doc Document, prev *state) (*state, error) {
 	}
 	rep := Report{Authz: p.Report(), Limits: len(doc.Limits), Empty: doc.Empty()}
 	rep.Warnings = append(append(rep.Warnings, rep.Authz.Warnings...), lim.Warnings()...)
-	return &state{doc: doc, authz: p, limiter: lim, report: rep}, nil
+	st := &state{doc: doc, authz: p, limiter: lim, report: rep}
+	for _, r := range doc.Authz.Rules {
+		st.authzCaller = st.authzCaller || len(r.Callers) > 0
+	}
+	for _, l := range doc.Limits {
+		st.limitCaller = st.limitCaller || l.Caller != ""
+	}
+	return st, nil
 }
 
 // limitError adds the limit's line to a ratelimit error ("rule N" there is

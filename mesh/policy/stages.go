@@ -3,7 +3,6 @@ package policy
 import (
 	"time"
 
-	"github.com/zerohop/zerohop/mesh/policy/deadline"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
 )
@@ -12,11 +11,15 @@ import (
 // before a request is handled or queued for a worker. This is the one
 // place the order is set; the package doc says why it is this one.
 func (s *Server) Admission() []runtime.Middleware {
+	// Before any of them the engine answers DEADLINE_EXCEEDED to a call
+	// that arrived expired (deadline.Accept at arrival), so expired work
+	// spends no token and no slot; it checks again when a worker takes a
+	// blocking call. A stage here would only re-read the clock for the
+	// microseconds between arrival and admission.
 	return []runtime.Middleware{
 		s.authorize, // 1. DENIED with the rule's message
-		s.deadline,  // 2. DEADLINE_EXCEEDED
-		s.rateLimit, // 3. RATE_LIMITED, RETRY_AFTER = time to the next token
-		s.shedAdmit, // 4. OVERLOADED, RETRY_AFTER = one shedder bucket (blocking methods)
+		s.rateLimit, // 2. RATE_LIMITED, RETRY_AFTER = time to the next token
+		s.shedAdmit, // 3. OVERLOADED, RETRY_AFTER = one shedder bucket (blocking methods); last, see shedAdmit
 	}
 }
 
@@ -41,28 +44,15 @@ type authorizeStage struct {
 }
 
 func (h *authorizeStage) ServeGWIR(req *runtime.Request, resp *runtime.Response) {
-	p := h.s.cur.Load().authz
+	st := h.s.cur.Load()
 	// The loop index only spreads the hit counters; any shard will do.
 	loop := h.s.shards.get(req.Queue()).index
-	if allow, _, msg := p.Match(loop, h.id, req.Peer().Addr(), req.Caller(), nil); !allow {
-		resp.Error(proto.StatusDenied, msg)
-		return
+	var caller []byte
+	if st.authzCaller {
+		caller = req.Caller()
 	}
-	h.next.ServeGWIR(req, resp)
-}
-
-// deadline refuses a call whose deadline passed between its arrival and
-// its admission (the engine refuses those expired on arrival, and those
-// that expire waiting for a worker).
-func (s *Server) deadline(m runtime.MethodInfo, next runtime.Handler) runtime.Handler {
-	return deadlineStage{next: next}
-}
-
-type deadlineStage struct{ next runtime.Handler }
-
-func (h deadlineStage) ServeGWIR(req *runtime.Request, resp *runtime.Response) {
-	if d, ok := req.Deadline(); ok && !deadline.Accept(mono(d), nanotime()) {
-		resp.Error(proto.StatusDeadlineExceeded, "deadline passed before the call was admitted")
+	if allow, _, msg := st.authz.Match(loop, h.id, req.Peer().Addr(), caller, nil); !allow {
+		resp.Error(proto.StatusDenied, msg)
 		return
 	}
 	h.next.ServeGWIR(req, resp)
@@ -83,10 +73,18 @@ type rateLimitStage struct {
 }
 
 func (h *rateLimitStage) ServeGWIR(req *runtime.Request, resp *runtime.Response) {
-	lim := h.s.cur.Load().limiter
+	st := h.s.cur.Load()
+	if len(st.doc.Limits) == 0 {
+		h.next.ServeGWIR(req, resp)
+		return
+	}
+	var caller []byte
+	if st.limitCaller {
+		caller = req.Caller()
+	}
 	sh := h.s.shards.get(req.Queue())
 	sh.lock()
-	ok, retry := lim.Loop(sh.index).Allow(mono(req.Arrival()), h.id, req.Caller(), req.Peer().Addr())
+	ok, retry := st.limiter.Loop(sh.index).Allow(mono(req.Arrival()), h.id, caller, req.Peer().Addr())
 	sh.unlock()
 	if !ok {
 		resp.Error(proto.StatusRateLimited, h.msg)
@@ -99,7 +97,9 @@ func (h *rateLimitStage) ServeGWIR(req *runtime.Request, resp *runtime.Response)
 // shedAdmit runs the shedder for blocking methods. A loop method holds its
 // loop while it runs, so at most one call per loop is in flight and the
 // Little's-law bound can never be passed: the shedder's resource is the
-// worker pool.
+// worker pool. It must be the last admission stage: a call it admits holds
+// an in-flight slot until its handler ends or the runtime releases it
+// (runtime.Releaser), and a later stage refusing the call would leak it.
 func (s *Server) shedAdmit(m runtime.MethodInfo, next runtime.Handler) runtime.Handler {
 	if s.shed == nil || !m.Blocking {
 		return next
