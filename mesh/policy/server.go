@@ -65,16 +65,16 @@ type Server struct {
 // state is one compiled policy, swapped in whole: a call reads it once per
 // stage and sees the old policy or the new one, never a mix within a stage.
 type state struct {
-	doc      Document
-	authz    *authz.Policy
-	limiter  *ratelimit.Limiter
+	doc     Document
+	authz   *authz.Policy
+	limiter *ratelimit.Limiter
 	// authzCaller, limitCaller: some rule or limit looks at the CALLER
 	// tag (else the stages skip reading it from the extension block).
 	authzCaller, limitCaller bool
-	report   Report
-	source   string
-	loadedAt time.Time
-	version  uint64
+	report                   Report
+	source                   string
+	loadedAt                 time.Time
+	version                  uint64
 }
 
 // Report describes a policy put in force.
