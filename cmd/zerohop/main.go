@@ -5,6 +5,7 @@
 //	zerohop serve    serve the demo Echo service
 //	zerohop call     call a method once and print the reply
 //	zerohop stat     show a running server's XDP counters and ACL rules
+//	zerohop acl      list, add, delete or load a server's authorization rules and XDP ACL
 //	zerohop bench    compare zerohop with net/http, a sidecar and raw AF_XDP
 package main
 
