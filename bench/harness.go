@@ -331,7 +331,7 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	cfg := h.cfg
 	gwirAddr := netip.AddrPortFrom(h.serverIP, gwirPort).String()
 	httpAddr := netip.AddrPortFrom(h.serverIP, httpPort).String()
-	needNIC := name == VariantXSK || name == VariantRawXSK
+	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantRawXSK
 	if needNIC && h.topology == nil {
 		if !h.root {
 			return nil, "", "", "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF) for the veth topology and AF_XDP"
@@ -356,13 +356,20 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		return true
 	}
 	switch name {
-	case VariantXSK, VariantUring:
+	case VariantXSK, VariantXSKPolicies, VariantUring:
 		backend := "xsk"
 		if name == VariantUring {
 			backend = "uring"
 		}
 		args := []string{"serve", "--addr", gwirAddr, "--queues", joinInts(queues), "--cores", joinInts(cores[:cfg.Queues]),
 			"--backend", backend}
+		if name == VariantXSKPolicies {
+			path := filepath.Join(h.tmp, "policies.yaml")
+			if err := os.WriteFile(path, []byte(BenchPolicy(netip.PrefixFrom(h.serverIP, 24).Masked())), 0o644); err != nil {
+				return nil, "", "", err.Error()
+			}
+			args = append(args, "--policy", path, "--shed")
+		}
 		if h.serverIface != "" && backend == "xsk" {
 			args = append(args, "--iface", h.serverIface)
 		}
@@ -401,6 +408,35 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		return procs, LoadGWIR, gwirAddr, skip
 	}
 	return nil, "", "", "unknown variant"
+}
+
+// BenchPolicy is the policy file of the zerohop-xsk+policies variant: the
+// load's subnet is allowed after two rules that do not match it (so the
+// matcher walks them), everything else is denied (so the XDP ACL holds a
+// deny for every source and an allow for the subnet, looked up for every
+// packet), and one rate limit covers every method far above any load.
+// The variant also turns the shedder on; it guards blocking methods, and
+// the echo service's methods run on the loop, so it costs only its check
+// at registration there.
+func BenchPolicy(load netip.Prefix) string {
+	return fmt.Sprintf(`default: deny
+rules:
+  - name: test-net
+    action: deny
+    sources: [192.0.2.0/24]
+  - name: no-writes-for-batch
+    action: deny
+    callers: [batch]
+    methods: ["Put*"]
+  - name: load
+    action: allow
+    sources: [%v]
+limits:
+  - name: high
+    method: "*"
+    rate: 1e9
+    burst: 1000000
+`, load)
 }
 
 // runPoint runs one client subprocess and measures the servers over its

@@ -12,17 +12,21 @@ import (
 
 // Variant names, as they appear in the JSON report.
 const (
-	VariantXSK      = "zerohop-xsk"
-	VariantUring    = "zerohop-uring"
-	VariantNetUDP   = "netudp"
-	VariantNetHTTP  = "nethttp"
-	VariantSidecar  = "nethttp-sidecar"
-	VariantRawXSK   = "raw-xsk"
-	baselineVariant = VariantNetHTTP
+	VariantXSK = "zerohop-xsk"
+	// VariantXSKPolicies is zerohop-xsk with the mesh policies on: an
+	// authorization policy that allows the load, a rate limit it never
+	// reaches, the load shedder (BenchPolicy).
+	VariantXSKPolicies = "zerohop-xsk+policies"
+	VariantUring       = "zerohop-uring"
+	VariantNetUDP      = "netudp"
+	VariantNetHTTP     = "nethttp"
+	VariantSidecar     = "nethttp-sidecar"
+	VariantRawXSK      = "raw-xsk"
+	baselineVariant    = VariantNetHTTP
 )
 
 // AllVariants lists the variants in the order the harness runs them.
-var AllVariants = []string{VariantXSK, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
 
 // Report is one run of the harness; it marshals to the JSON of --json.
 type Report struct {

@@ -45,6 +45,48 @@ func chain(m MethodInfo, h Handler, mws []Middleware) Handler {
 	return h
 }
 
+// Releaser is implemented by an admission Handler (what a WithAdmission
+// middleware returns) that holds something for each request it admits,
+// such as a load shedder's in-flight slot. The runtime calls ReleaseGWIR
+// for every request the whole admission chain admitted whose handler
+// chain then never ran: the worker pool was full (OVERLOADED), its
+// deadline passed in the worker queue (DEADLINE_EXCEEDED), the server shut
+// down before a worker took it, or an admission stage panicked after
+// admitting it. It runs on the loop for the first and last cases and on a
+// worker for the others, at most once per request; it must not block and
+// should not allocate. The Request's Method, MethodID, Queue, Peer and
+// Arrival are valid; its payload may not be.
+type Releaser interface {
+	ReleaseGWIR(req *Request)
+}
+
+// admission wraps the admitter in mws like chain, and collects the
+// Releasers among the handlers the middlewares return.
+func admission(m MethodInfo, mws []Middleware) (Handler, []Releaser) {
+	var h Handler = admitter{}
+	var rel []Releaser
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](m, h)
+		if r, ok := h.(Releaser); ok {
+			rel = append(rel, r)
+		}
+	}
+	return h, rel
+}
+
+// releaseFunc is what the engine calls for an admitted request that never
+// reached its handler; nil when no admission stage holds anything.
+func releaseFunc(rel []Releaser) func(*engine.Request) {
+	if len(rel) == 0 {
+		return nil
+	}
+	return func(req *engine.Request) {
+		for _, r := range rel {
+			r.ReleaseGWIR((*Request)(req))
+		}
+	}
+}
+
 // admitter is the innermost handler of an admission chain: reaching it
 // admits the request.
 type admitter struct{}

@@ -128,7 +128,8 @@ func (s *Server) register(method string, fn HandlerFunc, blocking bool) {
 	m := &engine.Method{Name: method, ID: id, Blocking: blocking,
 		Serve: stage(chain(info, fn, s.cfg.middleware))}
 	if len(s.cfg.admission) > 0 {
-		m.Admit = stage(chain(info, admitter{}, s.cfg.admission))
+		admit, rel := admission(info, s.cfg.admission)
+		m.Admit, m.Release = stage(admit), releaseFunc(rel)
 	}
 	if err := s.core.Methods.Add(m); err != nil {
 		panic("runtime: " + err.Error())

@@ -37,6 +37,17 @@ type cliRow struct {
 }
 
 var cliRows = []cliRow{
+	{cmd: "acl",
+		usage: []cliCase{
+			{args: nil, want: "give a verb"},
+			{args: []string{"list"}, want: "--admin URL or --iface IF"},
+			{args: []string{"nope", "--iface", "lo"}, want: "unknown verb"},
+			{args: []string{"add", "--iface", "lo", "--port", "70000"}, want: "--port"},
+			{args: []string{"load", "--admin", "127.0.0.1:9"}, want: "policy file"},
+		},
+		fail: []cliCase{
+			{args: []string{"list", "--iface", "zhnosuchif0"}, want: "zhnosuchif0"},
+		}},
 	{cmd: "serve",
 		usage: []cliCase{
 			{args: nil, want: "--addr is required"},

@@ -6,6 +6,7 @@
 //	zerohop call      call a method once and print the reply
 //	zerohop ping      PING a server: serving or draining, and the round trip
 //	zerohop stat      show a running server's XDP counters and ACL rules
+//	zerohop acl       list, add, delete or load a server's authorization rules and XDP ACL
 //	zerohop bench     compare zerohop with net/http, a sidecar and raw AF_XDP
 //	zerohop version   the module version and VCS revision of this binary
 //

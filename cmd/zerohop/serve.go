@@ -51,6 +51,7 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping (0: always sleep)")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
+	pf := addPolicyFlags(fs.FlagSet) // --policy, --policy-watch, --shed, --policy-admin (servepolicy.go)
 	if code, done := fs.parse(args, stdout, logOut); done {
 		return code
 	}
@@ -112,16 +113,31 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	// Signals first: from here on, a signal ends the command cleanly.
 	sig := signalContext(ctx)
 	defer sig.stop()
+	pol, polOpts, err := pf.setup(len(qs), log)
+	if err != nil {
+		return fs.usageError(logOut, "%v", err)
+	}
+	opts = append(opts, polOpts...)
 	srv, err := runtime.Listen("udp", *addr, opts...)
 	if err != nil {
 		return fail(logOut, "serve", err, serveFlags)
 	}
 	echo.Register(srv)
+	if err := pol.load(); err != nil {
+		srv.Shutdown(context.Background())
+		return fs.usageError(logOut, "%v", err)
+	}
 	if err := srv.Start(); err != nil {
 		code := fail(logOut, "serve", err, serveFlags)
 		srv.Shutdown(context.Background())
 		return code
 	}
+	if err := pol.start(srv, *iface); err != nil {
+		code := fail(logOut, "serve", err, serveFlags)
+		srv.Shutdown(context.Background())
+		return code
+	}
+	defer pol.stop()
 	if started != nil {
 		started <- srv
 	}

@@ -24,24 +24,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// syncBuffer is a bytes.Buffer a subprocess writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serveProc is one `zerohop serve` process (this test binary acting as
 // zerohop) in a namespace.
 type serveProc struct {

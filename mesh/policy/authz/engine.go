@@ -1,14 +1,14 @@
 package authz
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zerohop/zerohop/mesh/policy/internal/filewatch"
 )
 
 // Engine holds the policy in force and swaps it atomically. Match may run
@@ -85,53 +85,22 @@ const DefaultWatchInterval = time.Second
 // files behind symlinks that are swapped (as Kubernetes does with
 // ConfigMap volumes). onEvent, if not nil, is called after every load
 // attempt from Watch's goroutine; a missing file is reported as an error
-// and the old policy stays.
+// (once, until it changes) and the old policy stays.
 func (e *Engine) Watch(ctx context.Context, path string, interval time.Duration, onEvent func(WatchEvent)) error {
 	if interval <= 0 {
 		interval = DefaultWatchInterval
 	}
-	var last struct {
-		stat    fileStamp
-		content []byte
-		ok      bool
-	}
-	check := func() {
-		st, err := stamp(path)
-		if err == nil && last.ok && st == last.stat {
-			return
-		}
-		data, rerr := os.ReadFile(path)
-		if err == nil && rerr == nil && last.ok && bytes.Equal(data, last.content) {
-			last.stat = st // touched, not changed
-			return
-		}
+	return filewatch.Poll(ctx, path, interval, func(data []byte, err error) {
 		var ev WatchEvent
-		switch {
-		case err != nil:
+		if err != nil {
 			ev.Err = &FileError{File: path, Msg: "reading the policy: " + err.Error(), Err: err}
-		case rerr != nil:
-			ev.Err = &FileError{File: path, Msg: "reading the policy: " + rerr.Error(), Err: rerr}
-		default:
+		} else {
 			ev.Report, ev.Err = e.loadData(path, data)
 		}
-		// Remember what was seen even on error, so a bad file is reported
-		// once, not every interval; a fix changes the stamp again.
-		last.stat, last.content, last.ok = st, data, err == nil && rerr == nil
 		if onEvent != nil {
 			onEvent(ev)
 		}
-	}
-	check()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			check()
-		}
-	}
+	})
 }
 
 func (e *Engine) loadData(path string, data []byte) (Report, error) {

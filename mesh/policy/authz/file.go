@@ -69,7 +69,30 @@ var yamlLine = regexp.MustCompile(`line (\d+)`)
 
 // Parse reads a policy from YAML (or JSON) data; name labels errors. Every
 // error is a *FileError naming the line.
-func Parse(name string, data []byte) (Spec, error) {
+func Parse(name string, data []byte) (Spec, error) { return ParseSections(name, data) }
+
+// Section is a top-level key of a policy file that another policy owns
+// (the server's rate limits): ParseSections hands its value node to Parse,
+// which reports errors as *FileError with the node's line (NodeError).
+type Section struct {
+	Key   string
+	Parse func(file string, value *yaml.Node) error
+}
+
+// NodeError is a *FileError at node n of file.
+func NodeError(file string, n *yaml.Node, format string, args ...any) error {
+	e := &FileError{File: file, Msg: fmt.Sprintf(format, args...)}
+	if n != nil {
+		e.Line, e.Column = n.Line, n.Column
+	}
+	return e
+}
+
+// ParseSections is Parse for a file that also holds the given sections
+// beside "default" and "rules"; each section's Parse runs on its value
+// when the key is present. Syntax errors of the whole file name the line
+// as Parse does.
+func ParseSections(name string, data []byte, sections ...Section) (Spec, error) {
 	fail := func(n *yaml.Node, format string, args ...any) (Spec, error) {
 		e := &FileError{File: name, Msg: fmt.Sprintf(format, args...)}
 		if n != nil {
@@ -102,8 +125,16 @@ func Parse(name string, data []byte) (Spec, error) {
 		return fail(root, "the file must be a mapping with \"default\" and \"rules\"; the format is:\n%s", fileFormat)
 	}
 	var spec Spec
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		switch k.Value {
+		case "default", "rules":
+			if seen[k.Value] {
+				return fail(k, "key %q given twice", k.Value)
+			}
+			seen[k.Value] = true
+		}
 		switch k.Value {
 		case "default":
 			a, err := scalarAction(v)
@@ -126,10 +157,48 @@ func Parse(name string, data []byte) (Spec, error) {
 				spec.Rules = append(spec.Rules, r)
 			}
 		default:
-			return fail(k, "unknown key %q: the top level has \"default\" and \"rules\"", k.Value)
+			sec := -1
+			for i := range sections {
+				if sections[i].Key == k.Value {
+					sec = i
+				}
+			}
+			if sec < 0 {
+				keys := `"default" and "rules"`
+				for _, s := range sections {
+					keys += fmt.Sprintf(", %q", s.Key)
+				}
+				return fail(k, "unknown key %q: the top level has %s", k.Value, keys)
+			}
+			if seen[k.Value] {
+				return fail(k, "key %q given twice", k.Value)
+			}
+			seen[k.Value] = true
+			if err := sections[sec].Parse(name, v); err != nil {
+				return Spec{}, err
+			}
+			continue
 		}
 	}
 	return spec, nil
+}
+
+// ParseRule reads one rule, a YAML (or JSON) mapping as it would appear
+// in "rules", from data; name labels errors, each a *FileError naming the
+// line. For the admin API, which adds rules one at a time.
+func ParseRule(name string, data []byte) (Rule, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return Rule{}, syntaxError(name, data, err)
+	}
+	n := &doc
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	if n.Kind == 0 || n.Kind == yaml.DocumentNode {
+		return Rule{}, &FileError{File: name, Line: 1, Msg: "no rule: give a mapping with action and conditions"}
+	}
+	return parseRule(name, 0, n)
 }
 
 func scalarAction(v *yaml.Node) (Action, error) {

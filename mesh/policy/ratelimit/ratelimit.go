@@ -25,7 +25,7 @@ type Rule struct {
 	Caller string
 	// Source, when valid, limits only calls from addresses inside it.
 	Source netip.Prefix
-	// Rate is the sustained rate in calls per second (> 0, ≤ 1e9).
+	// Rate is the sustained rate in calls per second (MinRate to 1e9).
 	Rate float64
 	// Burst is the bucket depth in calls (≥ 1): how many calls may arrive
 	// at once after an idle period.
@@ -46,6 +46,14 @@ type Config struct {
 	// Loops is the number of event loops that call Allow (≥ 1).
 	Loops int
 }
+
+// MinRate is the slowest rate a Rule may have, one call in 1,000 s: the
+// bucket's arithmetic (burst × ns per token) must stay far inside int64.
+const MinRate = 0.001
+
+// maxDepthNs bounds burst × ns per token (about 36 years), so that the
+// bucket's times never overflow int64.
+const maxDepthNs = 1 << 60
 
 // Maximum lease a loop takes from a shared bucket at once.
 const leaseMax = 256
@@ -131,8 +139,8 @@ func (l *Limiter) addRule(ri int, r Rule, methods []string) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("ratelimit: rule %d (%q): %s", ri, name, fmt.Sprintf(format, args...))
 	}
-	if !(r.Rate > 0) || r.Rate > 1e9 || math.IsInf(r.Rate, 0) {
-		return fail("Rate %v: give calls per second, above 0 and at most 1e9", r.Rate)
+	if !(r.Rate >= MinRate) || r.Rate > 1e9 || math.IsInf(r.Rate, 0) {
+		return fail("Rate %v: give calls per second, from %v to 1e9", r.Rate, MinRate)
 	}
 	if r.Burst < 1 {
 		return fail("Burst %d: give at least 1 call", r.Burst)
@@ -154,6 +162,9 @@ func (l *Limiter) addRule(ri int, r Rule, methods []string) error {
 	interval := int64(math.Round(1e9 / r.Rate))
 	if interval < 1 {
 		interval = 1
+	}
+	if int64(r.Burst) > maxDepthNs/interval {
+		return fail("Burst %d at Rate %v: the bucket would hold more than %v of calls; lower the burst", r.Burst, r.Rate, time.Duration(maxDepthNs))
 	}
 	lease := int64(r.Burst) / int64(4*l.loops)
 	lease = max(1, min(lease, leaseMax))
@@ -188,6 +199,31 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked()
 	}
 	return p
+}
+
+// Carry starts l's buckets where from's equal buckets are — same rule
+// name, method, rate and burst — so a reload that keeps a limit hands out
+// no fresh burst. Call it before l serves. Tokens that from's loops leased
+// and did not spend are not carried (at most L·(k−1) fewer calls admitted
+// once), and calls from admits between Carry and the moment l takes over
+// are not charged to l (a reload is a few microseconds of them).
+func (l *Limiter) Carry(from *Limiter) {
+	if from == nil {
+		return
+	}
+	type key struct {
+		name, method    string
+		interval, depth int64
+	}
+	old := make(map[key]int, len(from.buckets))
+	for i, b := range from.buckets {
+		old[key{b.name, b.method, b.interval, b.depth}] = i
+	}
+	for i, b := range l.buckets {
+		if j, ok := old[key{b.name, b.method, b.interval, b.depth}]; ok {
+			l.pools[i].tat.Store(from.pools[j].tat.Load())
+		}
+	}
 }
 
 // Warnings lists rules whose method pattern matched no known method (they

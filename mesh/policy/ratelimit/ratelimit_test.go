@@ -348,3 +348,29 @@ func BenchmarkAllowParallel(b *testing.B) {
 		}
 	})
 }
+
+// A reload that keeps a limit keeps its bucket: the new limiter starts
+// where the old one was, not with a fresh burst; a changed limit starts
+// full.
+func TestCarryKeepsEqualBuckets(t *testing.T) {
+	rules := []Rule{{Name: "put", Method: mPut, Rate: 10, Burst: 5}, {Name: "get", Method: mGet, Rate: 10, Burst: 5}}
+	old := mustNew(t, Config{Loops: 1, Rules: rules})
+	now := int64(time.Hour)
+	for range 5 {
+		old.Loop(0).Allow(now, idPut, nil, peer)
+		old.Loop(0).Allow(now, idGet, nil, peer)
+	}
+	changed := append([]Rule(nil), rules...)
+	changed[1].Rate = 20
+	next := mustNew(t, Config{Loops: 1, Rules: changed})
+	next.Carry(old)
+	if ok, retry := next.Loop(0).Allow(now, idPut, nil, peer); ok || retry != 100*time.Millisecond {
+		t.Fatalf("the kept limit: allowed %v, retry %v; want refused for 100ms", ok, retry)
+	}
+	for i := range 5 {
+		if ok, _ := next.Loop(0).Allow(now, idGet, nil, peer); !ok {
+			t.Fatalf("the changed limit refused call %d of its fresh burst", i)
+		}
+	}
+	next.Carry(nil) // nothing to carry: no effect, no panic
+}

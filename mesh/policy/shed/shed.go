@@ -173,6 +173,38 @@ func (p *Loop) Done(now int64, rt, wait time.Duration) {
 	p.avgWait = p.avgWait*flyingBeta + float64(max(wait, 0))*(1-flyingBeta)
 }
 
+// DoneBatch ends n admitted calls served off the loop (on workers, which
+// report to the loop in batches) whose handler times sum to rtSum and
+// whose waits for a worker sum to waitSum. The window gets the exact sums
+// and the moving averages step n times, the waits at their mean; all n
+// count in the bucket of now.
+func (p *Loop) DoneBatch(now, n int64, rtSum, waitSum time.Duration) {
+	if n <= 0 {
+		return
+	}
+	p.advance(now)
+	mean := float64(max(waitSum, 0)) / float64(n)
+	for range n {
+		p.release()
+		p.avgWait = p.avgWait*flyingBeta + mean*(1-flyingBeta)
+	}
+	b := &p.buckets[p.slot(p.epoch)]
+	b.pass += n
+	b.rtSum += max(int64(rtSum), 0)
+	b.rtCount += n
+}
+
+// ReleaseBatch is n calls of Release.
+func (p *Loop) ReleaseBatch(now, n int64) {
+	if n <= 0 {
+		return
+	}
+	p.advance(now)
+	for range n {
+		p.release()
+	}
+}
+
 // Release ends an admitted call that was not served (dropped before its
 // handler ran); it leaves no response-time sample.
 func (p *Loop) Release(now int64) {

@@ -147,12 +147,18 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 	resp.reset(out, replyPayloadOffset(frame))
 	if m.Admit != nil {
 		req.admitted = false
-		if d.run(m, m.Admit, req, resp) || !req.admitted {
+		if panicked := d.run(m, m.Admit, req, resp); panicked || !req.admitted {
+			if panicked && req.admitted && m.Release != nil {
+				m.Release(req)
+			}
 			return d.finish(m, mc, req, resp, oneway) // answered by the admission chain
 		}
 	}
 	if m.Blocking {
 		if !sub.Submit(m, req) {
+			if m.Release != nil {
+				m.Release(req)
+			}
 			c.Overloaded.Add(1)
 			mc.Statuses[StatusSlot(proto.StatusOverloaded)].Add(1)
 			return d.reply(frame, path, out, proto.StatusOverloaded, "worker pool full", arrival, poolFullRetryAfter)

@@ -26,6 +26,11 @@ type Method struct {
 	// Request.Admit; otherwise whatever it wrote into the Response is the
 	// reply (an error status, a RETRY_AFTER).
 	Admit ServeFunc
+	// Release, when not nil, is told of every request Admit admitted whose
+	// Serve then never ran (pool full, expired or abandoned in the queue,
+	// a panic in Admit after admitting), so admission stages that hold
+	// something per request (a shedder's in-flight slot) let it go.
+	Release func(req *Request)
 	// Serve is the handler with its middleware: on the loop, or on a worker
 	// for a blocking method.
 	Serve ServeFunc

@@ -82,7 +82,10 @@ const stateClosed = 1 << 62
 
 // NewPool makes a pool of n workers with a queue of queueLen jobs.
 func NewPool(srv *Server, n, queueLen int) *Pool {
-	p := &Pool{srv: srv, n: n, queue: make(chan *Job, queueLen), free: make(chan *Job, queueLen+n)}
+	// The channel has room for every job: a worker between two jobs holds
+	// none, so with queueLen jobs queued and n free a full channel would be
+	// reachable (and Run panicked on it under overload).
+	p := &Pool{srv: srv, n: n, queue: make(chan *Job, queueLen+n), free: make(chan *Job, queueLen+n)}
 	for i := 0; i < queueLen+n; i++ {
 		p.free <- &Job{}
 	}
@@ -102,6 +105,7 @@ func (p *Pool) work() {
 	for j := range p.queue {
 		if !p.begin() {
 			p.abandoned.Add(1)
+			j.release(p.srv)
 			j.Reply = nil
 			j.owner.JobDone(j)
 			continue
@@ -127,6 +131,19 @@ func (p *Pool) begin() bool {
 	}
 }
 
+// release tells the method's admission stages that the job's request
+// will never run (the pool closed before a worker took it).
+func (j *Job) release(s *Server) {
+	if j.Method.Release == nil {
+		return
+	}
+	req := &j.req
+	req.frame, req.peer, req.queue, req.path, req.method = proto.Frame(j.frame), j.Peer, j.queue, j.Path, j.Method
+	req.arrival, req.deadline, req.base = j.arrival, j.deadline, s.ctx
+	j.Method.Release(req)
+	req.frame = nil
+}
+
 // run serves the job's request on the calling worker.
 func (j *Job) run(s *Server) {
 	m := j.Method
@@ -137,6 +154,9 @@ func (j *Job) run(s *Server) {
 	resp.reset(j.out, replyPayloadOffset(frame))
 	mc := &m.Counters[j.loop]
 	if !j.deadline.IsZero() && time.Now().After(j.deadline) {
+		if m.Release != nil {
+			m.Release(req)
+		}
 		j.c.Expired.Add(1)
 		resp.Error(proto.StatusDeadlineExceeded, "deadline passed while the request was queued")
 	} else {
