@@ -6,15 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"slices"
 	"strings"
-	"time"
 
-	"github.com/zerohop/zerohop/bpf"
-	"github.com/zerohop/zerohop/internal/sysinfo"
 	"github.com/zerohop/zerohop/runtime/internal/engine"
 	"github.com/zerohop/zerohop/runtime/internal/sockpath"
-	"github.com/zerohop/zerohop/runtime/internal/xskpath"
+	"github.com/zerohop/zerohop/runtime/internal/xskhook"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,16 +24,6 @@ const (
 	// on a DEFER_TASKRUN ring.
 	xskEnterEvery = 64
 )
-
-// xskAttachment is what the server needs of the AF_XDP path.
-type xskAttachment interface {
-	Sockets() []*xskpath.Socket
-	Steer() error
-	Unsteer() error
-	Close() error
-	Stats() []xskpath.SocketStats
-	Describe() string
-}
 
 // chooseBackend picks the data path cfg.backend asks for and plans the
 // loops. BackendAuto tries XSK and falls back to io_uring sockets, logging
@@ -59,9 +45,9 @@ func (s *Server) chooseBackend() error {
 		s.backend, s.reason = BackendXSK, fmt.Sprintf("AF_XDP available on %s", s.cfg.iface)
 		return nil
 	}
-	var fatal *fatalError
+	var fatal *xskhook.Fatal
 	if errors.As(err, &fatal) {
-		return fatal.err
+		return fatal.Err
 	}
 	s.backend, s.reason = BackendUring, "XSK unavailable: "+err.Error()
 	if !s.addr.Addr().IsLoopback() {
@@ -71,14 +57,6 @@ func (s *Server) chooseBackend() error {
 	}
 	return s.planUring()
 }
-
-// fatalError is a failure of the XSK path that must not make BackendAuto
-// fall back: the caller asked for something that does not exist.
-type fatalError struct{ err error }
-
-func (e *fatalError) Error() string { return e.err.Error() }
-
-func (e *fatalError) Unwrap() error { return e.err }
 
 func (s *Server) planUring() error {
 	n := max(len(s.cfg.queues), 1)
@@ -92,22 +70,9 @@ func (s *Server) planUring() error {
 	return nil
 }
 
-// openXSK joins the interface's steering program, binds an AF_XDP socket
-// on every queue it is to serve and plans the loops: the queues whose
-// loops go to the same core share one loop.
-//
-// Which queues: WithQueues's, or else every RX queue of the interface
-// (sysinfo.QueueMap: ethtool channels, else /sys) that no other zerohop
-// server holds. AF_XDP allows one process per (interface, queue), so
-// servers of one interface divide its queues; what arrives for this
-// server on a queue it does not serve goes to the kernel and reaches its
-// kernel sockets (the hybrid path), so it is answered all the same.
-//
-// Which core: WithCores's, or else the CPU the queue's own interrupt is
-// affine to where the device has per-queue interrupts, else queue mod the
-// usable CPUs (sysinfo.QueueMap says which, and the start-up line shows
-// it).
-func (s *Server) openXSK() (err error) {
+// openXSK opens the AF_XDP path (runtime/xdp, see xskpath.Open for how
+// it picks queues and cores) and takes its loop plan.
+func (s *Server) openXSK() error {
 	if s.addr.Port() == 0 {
 		return errors.New("needs an explicit port (the XDP program steers by port)")
 	}
@@ -118,144 +83,19 @@ func (s *Server) openXSK() (err error) {
 	if err != nil {
 		return err
 	}
-	// QueueMap reads the count with an ethtool ioctl on a socket of the
-	// calling thread's network namespace, which is right when Listen runs
-	// in a namespace entered with setns (whose /sys would show another
-	// namespace's interfaces).
-	qm, err := sysinfo.InterfaceQueues(iface)
-	if err != nil {
-		return fmt.Errorf("reading the RX queues of %s: %w", iface, err)
+	if xskhook.Open == nil {
+		return errors.New(`the AF_XDP backend is not linked into this program: import _ "github.com/zerohop/zerohop/runtime/xdp"`)
 	}
-	for _, q := range s.cfg.queues {
-		if q >= qm.RXQueues {
-			return &fatalError{fmt.Errorf("runtime: WithQueues: %s has %d RX queue(s) (0-%d), not queue %d", iface, qm.RXQueues, qm.RXQueues-1, q)}
-		}
-	}
-	att, err := xskpath.Join(xskpath.Config{Iface: iface, Addr: s.addr, Frames: s.cfg.frames, PinMaps: s.cfg.pinMaps,
-		AcceptPartialChecksum: qm.Virtual, OnKeepaliveError: s.keepaliveError()})
-	if err != nil {
-		if errors.Is(err, bpf.ErrAddrInUse) && !s.cfg.reusePort {
-			return &fatalError{fmt.Errorf("runtime: %s: %w: %w (give WithReusePort to every server of the address to share it; the steered traffic stays with one of them)",
-				s.addr, ErrAddrInUse, err)}
-		}
-		return err
-	}
-	defer func() {
-		if err != nil {
-			att.Close()
-		}
-	}()
-	holders, err := att.TakenQueues()
+	path, err := xskhook.Open(xskhook.Request{Iface: iface, Addr: s.addr, Queues: s.cfg.queues, Cores: s.cfg.cores,
+		Frames: s.cfg.frames, PinMaps: s.cfg.pinMaps, ReusePort: s.cfg.reusePort, Logger: s.cfg.logger})
 	if err != nil {
 		return err
 	}
-	taken := map[int]xskpath.Holder{}
-	for _, h := range holders {
-		taken[h.Queue] = h
+	for _, l := range path.Loops() {
+		s.plan = append(s.plan, loopPlan{queues: l.Queues, core: l.Core, sources: l.Sources})
 	}
-	queues, optional := s.cfg.queues, len(s.cfg.queues) == 0
-	if optional {
-		// The steering program has socket slots for bpf.MaxQueues queues;
-		// what arrives on higher ones goes to the kernel path.
-		for q := range min(qm.RXQueues, bpf.MaxQueues) {
-			if _, ok := taken[q]; !ok {
-				queues = append(queues, q)
-			}
-		}
-		if len(queues) == 0 {
-			return fmt.Errorf("every RX queue of %s is held by other zerohop servers: queue %s (AF_XDP allows one process per queue: give the servers of one interface disjoint WithQueues)",
-				iface, xskpath.DescribeHolders(holders))
-		}
-	} else {
-		var clash []xskpath.Holder
-		for _, q := range queues {
-			if h, ok := taken[q]; ok {
-				clash = append(clash, h)
-			}
-		}
-		if len(clash) > 0 {
-			return fmt.Errorf("WithQueues: queue %s of %s held by other zerohop servers (AF_XDP allows one process per queue: give the servers of one interface disjoint WithQueues, or omit it to serve every free queue)",
-				xskpath.DescribeHolders(clash), iface)
-		}
-	}
-	coreOf := map[int]int{}
-	for i, q := range queues {
-		if len(s.cfg.cores) > 0 {
-			coreOf[q] = s.cfg.cores[i]
-		} else {
-			coreOf[q] = qm.Queues[q].CPU
-		}
-	}
-	skipped, err := att.Open(queues, optional)
-	if err != nil {
-		return err
-	}
-	bound := att.Queues()
-	byCore := map[int]int{}
-	for _, q := range bound {
-		li, ok := byCore[coreOf[q]]
-		if !ok {
-			li = len(s.plan)
-			byCore[coreOf[q]] = li
-			s.plan = append(s.plan, loopPlan{core: coreOf[q]})
-		}
-		s.plan[li].queues = append(s.plan[li].queues, q)
-	}
-	s.xsk, s.queueMap, s.cfg.iface = att, &qm, iface
-	s.warnUnserved(qm.RXQueues, bound, holders, skipped)
+	s.xsk, s.cfg.iface = path, iface
 	return nil
-}
-
-// warnUnserved says which queues of the interface this server does not
-// serve through AF_XDP, and that what arrives there for it goes through
-// the kernel path: at WARN when another server's holding them made it so,
-// at INFO when it was chosen (WithQueues).
-func (s *Server) warnUnserved(rxQueues int, bound []int, holders []xskpath.Holder, skipped []error) {
-	var unserved []string
-	for q := range rxQueues {
-		if !slices.Contains(bound, q) {
-			unserved = append(unserved, fmt.Sprint(q))
-		}
-	}
-	if len(unserved) == 0 {
-		return
-	}
-	args := []any{"iface", s.cfg.iface, "addr", s.addr.String(), "served", joinInts(bound), "unserved", strings.Join(unserved, ",")}
-	if len(holders) > 0 || len(skipped) > 0 {
-		if len(holders) > 0 {
-			args = append(args, "held_by", xskpath.DescribeHolders(holders))
-		}
-		if len(skipped) > 0 {
-			args = append(args, "bind_failed", errors.Join(skipped...).Error())
-		}
-		s.cfg.logger.Warn("zerohop: RX queues held by other AF_XDP users are served through the kernel path (this server's kernel sockets answer what arrives there)", args...)
-		return
-	}
-	s.cfg.logger.Info("zerohop: RX queues left out (by WithQueues, or beyond the steering program's bpf.MaxQueues) are served through the kernel path (this server's kernel sockets answer what arrives there)", args...)
-}
-
-// keepaliveError logs the steering program's heartbeat failures: the
-// first at WARN, then at most one a minute, and a takeover at ERROR.
-func (s *Server) keepaliveError() func(error) {
-	var last time.Time
-	return func(err error) {
-		if errors.Is(err, bpf.ErrTakenOver) {
-			s.cfg.logger.Error("zerohop: another server took over this server's port on the interface (this server stopped heartbeating for over a second)", "err", err)
-			return
-		}
-		if now := time.Now(); last.IsZero() || now.Sub(last) > time.Minute {
-			last = now
-			s.cfg.logger.Warn("zerohop: heartbeat of the XDP steering slot failed (after a second without one the port goes to the kernel path)", "err", err)
-		}
-	}
-}
-
-func joinInts(v []int) string {
-	parts := make([]string, len(v))
-	for i, n := range v {
-		parts[i] = fmt.Sprint(n)
-	}
-	return strings.Join(parts, ",")
 }
 
 // interfaceFor finds the interface to serve on: WithInterface's (which
@@ -263,7 +103,7 @@ func joinInts(v []int) string {
 func (s *Server) interfaceFor() (string, error) {
 	if s.cfg.iface != "" {
 		if _, err := net.InterfaceByName(s.cfg.iface); err != nil {
-			return "", &fatalError{fmt.Errorf("runtime: interface %q (WithInterface): %w", s.cfg.iface, err)}
+			return "", &xskhook.Fatal{Err: fmt.Errorf("runtime: interface %q (WithInterface): %w", s.cfg.iface, err)}
 		}
 		return s.cfg.iface, nil
 	}
@@ -317,12 +157,6 @@ func (s *Server) openSockets() (err error) {
 	s.core = engine.NewServer(engine.Config{Logger: s.cfg.logger, BusyPoll: s.cfg.busyPoll,
 		IdleTimeout: s.cfg.idleTimeout, Workers: s.cfg.workers, WorkQueue: s.cfg.workQueue,
 		Loops: len(s.plan), Poison: s.cfg.poison})
-	xskSockets := map[int]*xskpath.Socket{}
-	if s.xsk != nil {
-		for _, sock := range s.xsk.Sockets() {
-			xskSockets[sock.Queue()] = sock
-		}
-	}
 	enterEvery := 1
 	if s.xsk != nil {
 		enterEvery = xskEnterEvery
@@ -354,8 +188,8 @@ func (s *Server) openSockets() (err error) {
 		}
 		s.loops = append(s.loops, l)
 		l.Dispatcher.Init(s.core, i, queue, &l.Counters)
-		for _, q := range p.queues {
-			l.Add(xskSockets[q])
+		for _, src := range p.sources {
+			l.Add(src)
 		}
 		l.Add(sockpath.NewUDPServer(fd))
 		if s.cfg.tcp {
@@ -371,32 +205,17 @@ func (s *Server) openSockets() (err error) {
 	return nil
 }
 
-// describeLoops is the queue → IRQ → core map of the start-up log line:
-// "queue0(no irq),queue2(no irq)→cpu0 queue1(irq 45)→cpu1", or on the
-// uring backend "loop0→cpu0 loop1→cpu1".
+// describeLoops is the queue → IRQ → core map of the start-up log line
+// (the AF_XDP path's), or on the uring backend "loop0→cpu0 loop1→cpu1".
 func (s *Server) describeLoops() string {
-	var b strings.Builder
-	for i, p := range s.plan {
-		if i > 0 {
-			b.WriteString(" ")
-		}
-		if len(p.queues) == 0 {
-			fmt.Fprintf(&b, "loop%d→cpu%d", i, p.core)
-			continue
-		}
-		for j, q := range p.queues {
-			if j > 0 {
-				b.WriteString(",")
-			}
-			irq := "no irq"
-			if s.queueMap != nil && q < len(s.queueMap.Queues) && s.queueMap.Queues[q].IRQ >= 0 {
-				irq = fmt.Sprintf("irq %d", s.queueMap.Queues[q].IRQ)
-			}
-			fmt.Fprintf(&b, "queue%d(%s)", q, irq)
-		}
-		fmt.Fprintf(&b, "→cpu%d", p.core)
+	if s.xsk != nil {
+		return s.xsk.DescribeLoops()
 	}
-	return b.String()
+	parts := make([]string, len(s.plan))
+	for i, p := range s.plan {
+		parts[i] = fmt.Sprintf("loop%d→cpu%d", i, p.core)
+	}
+	return strings.Join(parts, " ")
 }
 
 // coresFrom says where the loops' cores came from, for the log line.
@@ -404,22 +223,10 @@ func (s *Server) coresFrom() string {
 	switch {
 	case len(s.cfg.cores) > 0:
 		return "WithCores"
-	case s.queueMap == nil:
+	case s.xsk == nil:
 		return "loop mod CPUs"
 	}
-	from := map[sysinfo.CPUSource]bool{}
-	for _, p := range s.plan {
-		for _, q := range p.queues {
-			from[s.queueMap.Queues[q].Source] = true
-		}
-	}
-	switch {
-	case len(from) == 1 && from[sysinfo.CPUFromIRQAffinity]:
-		return "IRQ affinity"
-	case len(from) == 1:
-		return "queue mod CPUs (no per-queue IRQs)"
-	}
-	return "IRQ affinity where the queue has its own IRQ, else queue mod CPUs"
+	return s.xsk.CoresFrom()
 }
 
 func (s *Server) describe() string {

@@ -9,12 +9,10 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/zerohop/zerohop/bpf"
-	"github.com/zerohop/zerohop/internal/sysinfo"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime/internal/engine"
 	"github.com/zerohop/zerohop/runtime/internal/sockpath"
-	"github.com/zerohop/zerohop/runtime/internal/xskpath"
+	"github.com/zerohop/zerohop/runtime/internal/xskhook"
 )
 
 // ErrServerClosed is returned by Start on a server that was shut down,
@@ -38,10 +36,8 @@ type Server struct {
 	plan    []loopPlan
 	loops   []*engine.Loop
 	tcps    []*sockpath.TCPServer
-	xsk     xskAttachment // nil on the uring backend
+	xsk     xskhook.Path // nil on the uring backend
 	guard   *sockpath.Guard
-	// queueMap is the interface's queue → IRQ → CPU map (XSK backend).
-	queueMap *sysinfo.QueueMap
 
 	mu           sync.Mutex // guards registration and the lifecycle
 	started      bool
@@ -55,8 +51,9 @@ type Server struct {
 // loopPlan is what one loop serves: the RX queues whose AF_XDP sockets it
 // owns (none on the uring backend) and the core it is pinned to.
 type loopPlan struct {
-	queues []int
-	core   int
+	queues  []int
+	core    int
+	sources []engine.Source // the AF_XDP sockets of queues, in order
 }
 
 // Listen prepares a server for network "udp" (or "udp4"/"udp6") on addr
@@ -182,9 +179,7 @@ func (s *Server) Start() error {
 	if first == nil && s.xsk != nil {
 		// Listen checked the port; another server can only have taken it
 		// since.
-		if first = s.xsk.Steer(); errors.Is(first, bpf.ErrAddrInUse) {
-			first = fmt.Errorf("runtime: %s: %w: %w", s.addr, ErrAddrInUse, first)
-		}
+		first = s.xsk.Steer()
 	}
 	if first == nil && s.cfg.registry != nil {
 		s.registration, first = s.cfg.registry.Register(context.Background(), s.cfg.service, Endpoint{Addr: s.addr})
@@ -341,7 +336,7 @@ func (s *Server) Stats() Stats {
 	if s.core == nil {
 		return st
 	}
-	var socks []xskpath.SocketStats
+	var socks []xskhook.SocketStats
 	if s.xsk != nil {
 		socks = s.xsk.Stats()
 	}
@@ -376,11 +371,8 @@ func (s *Server) Stats() Stats {
 }
 
 // queueStats is one AF_XDP queue's counters.
-func (s *Server) queueStats(q, core int, socks []xskpath.SocketStats) QueueStats {
-	qs := QueueStats{Queue: q, Core: core, IRQ: -1}
-	if s.queueMap != nil && q < len(s.queueMap.Queues) {
-		qs.IRQ = s.queueMap.Queues[q].IRQ
-	}
+func (s *Server) queueStats(q, core int, socks []xskhook.SocketStats) QueueStats {
+	qs := QueueStats{Queue: q, Core: core, IRQ: s.xsk.IRQ(q)}
 	for _, ss := range socks {
 		if ss.Queue == q {
 			qs.RX, qs.TX, qs.FillRingEmpty = ss.RX, ss.TX, ss.FillRingEmpty

@@ -18,6 +18,8 @@ import (
 	gwir "github.com/zerohop/zerohop/proto"
 	zrt "github.com/zerohop/zerohop/runtime"
 	"github.com/zerohop/zerohop/typed"
+
+	_ "github.com/zerohop/zerohop/runtime/xdp" // the AF_XDP backend
 )
 
 func TestMain(m *testing.M) { leak.Main(m) }

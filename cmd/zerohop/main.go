@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	_ "github.com/zerohop/zerohop/runtime/xdp" // the AF_XDP backend
 )
 
 // command is one subcommand. run gets the arguments after the command's

@@ -18,6 +18,8 @@ import (
 	"github.com/zerohop/zerohop/mesh/policy"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
+
+	_ "github.com/zerohop/zerohop/runtime/xdp" // the AF_XDP backend
 )
 
 func TestMain(m *testing.M) { leak.Main(m) }

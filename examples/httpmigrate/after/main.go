@@ -19,6 +19,8 @@ import (
 
 	gwir "github.com/zerohop/zerohop/proto"
 	zrt "github.com/zerohop/zerohop/runtime"
+
+	_ "github.com/zerohop/zerohop/runtime/xdp" // the AF_XDP backend
 )
 
 // GreetMethod is the method name; a caller uses it with Client.Call.

@@ -13,6 +13,8 @@ import (
 	"github.com/zerohop/zerohop/examples/kv/kvpb"
 	zrt "github.com/zerohop/zerohop/runtime"
 	"github.com/zerohop/zerohop/typed"
+
+	_ "github.com/zerohop/zerohop/runtime/xdp" // the AF_XDP backend
 )
 
 type store struct {
