@@ -300,7 +300,7 @@ func withMaps[T any](x *attachedXDP, read func(*bpf.Maps) (T, error)) (T, error)
 	return v, err
 }
 
-func (x *attachedXDP) Counters() (bpf.Counters, error) { return withMaps(x, (*bpf.Maps).Counters) }
+func (x *attachedXDP) Counters() (bpf.Counters, error)  { return withMaps(x, (*bpf.Maps).Counters) }
 func (x *attachedXDP) ACLRules() ([]bpf.ACLRule, error) { return withMaps(x, (*bpf.Maps).ACLRules) }
 func (x *attachedXDP) Services() ([]bpf.Service, error) { return withMaps(x, (*bpf.Maps).Services) }
 func (x *attachedXDP) Slots() ([]bpf.SlotInfo, error)   { return withMaps(x, (*bpf.Maps).Slots) }

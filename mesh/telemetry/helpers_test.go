@@ -45,9 +45,9 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 
 type testServer struct {
 	srv     *runtime.Server
-	release chan struct{}   // closed (or sent to) to let mBlock handlers return
-	entered chan struct{}   // one value per mBlock handler that started
-	ctxSeen chan ctxSeen    // what mCtx handlers found in their context
+	release chan struct{} // closed (or sent to) to let mBlock handlers return
+	entered chan struct{} // one value per mBlock handler that started
+	ctxSeen chan ctxSeen  // what mCtx handlers found in their context
 	hook    func(*runtime.Request)
 }
 
