@@ -261,9 +261,12 @@ func (t *Tracer) emit(r *record) {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, remoteSpanContext(r.tc, r.state[:r.stateLen]))
 	}
 	attrs := spanAttributes(r.method, int(r.queue), r.path, r.peer, r.caller[:r.callerLen], int(r.attempt), r.oneway)
+	sa := statusAttributes(r.status)
+	attrs = append(attrs, sa[:]...)
 	_, span := t.tracer.Start(ctx, r.method, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(r.start), trace.WithAttributes(attrs...))
-	endSpan(span, r.status, r.panicked, r.end)
+	setSpanStatus(span, r.status, r.panicked)
+	span.End(trace.WithTimestamp(r.end))
 }
 
 // blockingTrace is the middleware of a blocking handler: it runs on the
@@ -336,14 +339,15 @@ const (
 )
 
 func spanAttributes(method string, queue int, path runtime.Path, peer netip.AddrPort, caller []byte, attempt int, oneway bool) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{
+	attrs := make([]attribute.KeyValue, 0, 11)
+	attrs = append(attrs,
 		attribute.String(attrRPCSystem, "gwir"),
 		attribute.String(attrRPCMethod, method),
 		attribute.Int(attrQueue, queue),
 		attribute.String(attrPath, path.String()),
 		attribute.String(attrPeerAddr, peer.Addr().String()),
 		attribute.Int(attrPeerPort, int(peer.Port())),
-	}
+	)
 	if len(caller) > 0 {
 		attrs = append(attrs, attribute.String(attrCaller, string(caller)))
 	}
@@ -356,13 +360,22 @@ func spanAttributes(method string, queue int, path runtime.Path, peer netip.Addr
 	return attrs
 }
 
-func endSpan(span trace.Span, status proto.Status, panicked bool, end time.Time) {
-	span.SetAttributes(attribute.Int(attrStatusCode, int(status)), attribute.String(attrStatus, status.String()))
+func statusAttributes(status proto.Status) [2]attribute.KeyValue {
+	return [2]attribute.KeyValue{attribute.Int(attrStatusCode, int(status)), attribute.String(attrStatus, status.String())}
+}
+
+func setSpanStatus(span trace.Span, status proto.Status, panicked bool) {
 	if panicked {
 		span.SetStatus(codes.Error, "handler panicked")
 	} else if status != proto.StatusOK {
 		span.SetStatus(codes.Error, status.String())
 	}
+}
+
+func endSpan(span trace.Span, status proto.Status, panicked bool, end time.Time) {
+	sa := statusAttributes(status)
+	span.SetAttributes(sa[:]...)
+	setSpanStatus(span, status, panicked)
 	span.End(trace.WithTimestamp(end))
 }
 
