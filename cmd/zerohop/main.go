@@ -4,7 +4,8 @@
 //	zerohop probe    report what this kernel and process allow
 //	zerohop serve    serve the demo Echo service
 //	zerohop call     call a method once and print the reply
-//	zerohop stat     show a running server's XDP counters and ACL rules
+//	zerohop stat     show a running server's loops, methods, drops, XDP counters and ACL rules
+//	zerohop top      a live view of a running server (over its admin endpoint)
 //	zerohop bench    compare zerohop with net/http, a sidecar and raw AF_XDP
 package main
 

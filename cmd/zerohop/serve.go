@@ -36,6 +36,7 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
+	tel := addTelemetryFlags(fs) // --admin, --otlp, --trace-ratio (telemetry.go)
 	fs.Usage = func() {
 		fmt.Fprintln(logOut, "usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring]")
 		fs.PrintDefaults()
@@ -74,6 +75,10 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	if *pin {
 		opts = append(opts, runtime.WithPinnedMaps())
 	}
+	if opts, err = tel.serverOptions(opts); err != nil {
+		fmt.Fprintln(logOut, "zerohop serve:", err)
+		return 2
+	}
 	srv, err := runtime.Listen("udp", *addr, opts...)
 	if err != nil {
 		fmt.Fprintln(logOut, "zerohop serve:", err)
@@ -86,6 +91,13 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 		fmt.Fprintln(logOut, "zerohop serve:", err)
 		return 1
 	}
+	stopTelemetry, err := tel.start(srv, *iface, log)
+	if err != nil {
+		fmt.Fprintln(logOut, "zerohop serve:", err)
+		srv.Shutdown(context.Background())
+		return 1
+	}
+	defer stopTelemetry() // after Shutdown: /healthz says draining meanwhile
 	if started != nil {
 		started <- srv
 	}

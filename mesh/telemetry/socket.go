@@ -35,10 +35,14 @@ const SocketPrefix = "@zerohop/admin/"
 // server at addr.
 func SocketName(addr string) string { return SocketPrefix + addr }
 
-// Sockets lists the admin sockets listening in the caller's network
-// namespace (read from /proc/net/unix), sorted.
+// Sockets lists the admin sockets listening in the calling thread's
+// network namespace (read from /proc/thread-self/net/unix: /proc/net is
+// the main thread's), sorted.
 func Sockets() ([]string, error) {
-	f, err := os.Open("/proc/net/unix")
+	f, err := os.Open("/proc/thread-self/net/unix")
+	if errors.Is(err, os.ErrNotExist) { // before Linux 3.17
+		f, err = os.Open("/proc/net/unix")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: listing admin sockets: %w", err)
 	}

@@ -91,10 +91,10 @@ const (
 
 // TracerStats are the tracer's own counters.
 type TracerStats struct {
-	SampledLoop     uint64 `json:"sampled_loop"`
-	SampledBlocking uint64 `json:"sampled_blocking"`
-	Dropped         uint64 `json:"dropped"`
-	Ratio           float64
+	SampledLoop     uint64  `json:"sampled_loop"`
+	SampledBlocking uint64  `json:"sampled_blocking"`
+	Dropped         uint64  `json:"dropped"`
+	Ratio           float64 `json:"ratio"`
 }
 
 // NewTracer makes a Tracer and starts its exporter and its record
