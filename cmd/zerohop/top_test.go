@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zerohop/zerohop/examples/echo"
+	"github.com/zerohop/zerohop/internal/topo"
+	"github.com/zerohop/zerohop/mesh/telemetry"
+	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime"
+)
+
+// tmux drives a private tmux server (its own socket name), killed in
+// cleanup.
+type tmux struct {
+	t      *testing.T
+	socket string
+}
+
+func newTmux(t *testing.T) *tmux {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		topo.SkipMissing(t, "tmux not installed (Debian package tmux; scripts/test installs it)")
+	}
+	x := &tmux{t: t, socket: fmt.Sprintf("zh-top-test-%d", os.Getpid())}
+	t.Cleanup(func() { exec.Command("tmux", "-L", x.socket, "kill-server").Run() })
+	return x
+}
+
+func (x *tmux) run(args ...string) string {
+	x.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", x.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		x.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// waitPane polls the pane (bounded) until cond holds, returning the last
+// capture.
+func (x *tmux) waitPane(session string, cond func(string) bool) (string, bool) {
+	var pane string
+	for i := 0; i < 100; i++ { // ≤ 20 s
+		pane = x.run("capture-pane", "-p", "-t", session)
+		if cond(pane) {
+			return pane, true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return pane, false
+}
+
+// TestTopUnderTmux runs `zerohop top` in a real terminal (tmux), against a
+// server's admin endpoint while calls run: the live view shows the
+// method's rate and p99, redraws, and q (and in a second session Ctrl-C)
+// ends it with status 0 and the terminal given back.
+func TestTopUnderTmux(t *testing.T) {
+	x := newTmux(t)
+	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithLogger(discardLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo.Register(srv)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	name := fmt.Sprintf("@zerohop/admin/top-test-%d", os.Getpid())
+	adm, err := telemetry.NewAdmin(telemetry.AdminConfig{Socket: name}, telemetry.Sources{Server: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+
+	// Load: echo calls from a kernel UDP socket until the test is done.
+	ctx, stop := context.WithCancel(context.Background())
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		out, in := make([]byte, 256), make([]byte, 256)
+		for id := uint64(1); ctx.Err() == nil && id < 5_000_000; id++ { // bounded
+			f, _ := proto.EncodeRequest(out, id, proto.MethodID(echo.EchoMethod), 0, []byte{8, 1})
+			conn.Write(f)
+			conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			conn.Read(in)
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	defer func() { stop(); <-loadDone }()
+
+	for _, quit := range []struct{ session, key string }{{"top-q", "q"}, {"top-ctrl-c", "C-c"}} {
+		x.run("new-session", "-d", "-s", quit.session, "-x", "160", "-y", "40",
+			"env", benchChildEnv+"=1", os.Args[0], "top", "--admin", "unix:"+name)
+		x.run("set-option", "-t", quit.session, "remain-on-exit", "on")
+		pane, ok := x.waitPane(quit.session, func(p string) bool {
+			return strings.Contains(p, "zerohop top — "+srv.Addr().String()) && methodRateShown(p, echo.EchoMethod)
+		})
+		if !ok {
+			t.Fatalf("%s: top never showed a rate for %s:\n%s", quit.session, echo.EchoMethod, pane)
+		}
+		for _, want := range []string{"LOOP", "REQ/s", "p99", "DROPS", "q: quit"} {
+			if !strings.Contains(pane, want) {
+				t.Errorf("%s: view lacks %q:\n%s", quit.session, want, pane)
+			}
+		}
+		// It redraws: the clock line changes within a few intervals.
+		first := strings.SplitN(pane, "\n", 2)[0]
+		if pane2, ok := x.waitPane(quit.session, func(p string) bool { return strings.SplitN(p, "\n", 2)[0] != first }); !ok {
+			t.Errorf("%s: the view did not refresh:\n%s", quit.session, pane2)
+		}
+		x.run("send-keys", "-t", quit.session, quit.key)
+		var status string
+		for i := 0; i < 100; i++ { // ≤ 10 s
+			status = strings.TrimSpace(x.run("display-message", "-p", "-t", quit.session, "#{pane_dead} #{pane_dead_status}"))
+			if strings.HasPrefix(status, "1 ") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if status != "1 0" {
+			t.Errorf("%s: after %s, pane dead/status %q, want \"1 0\"", quit.session, quit.key, status)
+		}
+		// The alternate screen is gone: the pane shows the normal screen
+		// again, without top's table.
+		if after := x.run("capture-pane", "-p", "-t", quit.session); strings.Contains(after, "REQ/s") {
+			t.Errorf("%s: top's screen left behind:\n%s", quit.session, after)
+		}
+		x.run("kill-session", "-t", quit.session)
+	}
+}
+
+// methodRateShown reports whether the pane has method's row with a
+// non-zero request rate.
+func methodRateShown(pane, method string) bool {
+	for _, l := range strings.Split(pane, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == method && f[1] != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTopOnce: without a terminal, --once prints one view over one
+// interval, with the rates of the calls made meanwhile.
+func TestTopOnce(t *testing.T) {
+	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithLogger(discardLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo.Register(srv)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	name := fmt.Sprintf("@zerohop/admin/top-once-%d", os.Getpid())
+	adm, err := telemetry.NewAdmin(telemetry.AdminConfig{Socket: name}, telemetry.Sources{Server: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	done := make(chan struct{})
+	go func() { // 50 calls during the interval
+		defer close(done)
+		callLoopback(t, srv.Addr(), 50, 5*time.Millisecond)
+	}()
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	code := top(os.Stdin, w, os.Stderr, []string{"--admin", "unix:" + name, "--once", "--interval", "600ms"})
+	w.Close()
+	<-done
+	buf := make([]byte, 64<<10)
+	n, _ := r.Read(buf)
+	out := string(buf[:n])
+	if code != 0 || !methodRateShown(out, echo.EchoMethod) || !strings.Contains(out, "LOOP") {
+		t.Errorf("top --once exited %d:\n%s", code, out)
+	}
+}
+
+func callLoopback(t *testing.T, addr netip.AddrPort, n int, gap time.Duration) {
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close()
+	out, in := make([]byte, 256), make([]byte, 256)
+	for i := 0; i < n; i++ {
+		f, _ := proto.EncodeRequest(out, uint64(i+1), proto.MethodID(echo.EchoMethod), 0, []byte{8, 1})
+		conn.Write(f)
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		conn.Read(in)
+		time.Sleep(gap)
+	}
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
