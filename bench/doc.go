@@ -7,7 +7,9 @@
 // the load generator's own CPU, each also as a ratio to bare net/http from
 // the same run.
 //
-// Variants: zerohop on AF_XDP ("zerohop-xsk"), zerohop on io_uring sockets
+// Variants: zerohop on AF_XDP ("zerohop-xsk"), the same with its admin
+// endpoint scraped (GET /metrics) once a second during the run
+// ("zerohop-xsk-telemetry", the cost of telemetry), zerohop on io_uring sockets
 // ("zerohop-uring"), a plain Go net.UDPConn server speaking GWIR
 // ("netudp", the baseline for the same protocol without zerohop), a
 // keep-alive net/http server ("nethttp"), the same

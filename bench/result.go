@@ -12,17 +12,20 @@ import (
 
 // Variant names, as they appear in the JSON report.
 const (
-	VariantXSK      = "zerohop-xsk"
-	VariantUring    = "zerohop-uring"
-	VariantNetUDP   = "netudp"
-	VariantNetHTTP  = "nethttp"
-	VariantSidecar  = "nethttp-sidecar"
-	VariantRawXSK   = "raw-xsk"
-	baselineVariant = VariantNetHTTP
+	VariantXSK = "zerohop-xsk"
+	// VariantXSKTelemetry is zerohop-xsk with its admin endpoint scraped
+	// (GET /metrics) once a second during the run: the cost of telemetry.
+	VariantXSKTelemetry = "zerohop-xsk-telemetry"
+	VariantUring        = "zerohop-uring"
+	VariantNetUDP       = "netudp"
+	VariantNetHTTP      = "nethttp"
+	VariantSidecar      = "nethttp-sidecar"
+	VariantRawXSK       = "raw-xsk"
+	baselineVariant     = VariantNetHTTP
 )
 
 // AllVariants lists the variants in the order the harness runs them.
-var AllVariants = []string{VariantXSK, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+var AllVariants = []string{VariantXSK, VariantXSKTelemetry, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
 
 // Report is one run of the harness; it marshals to the JSON of --json.
 type Report struct {
