@@ -132,7 +132,9 @@ func TestTopUnderTmux(t *testing.T) {
 		var status string
 		for i := 0; i < 100; i++ { // ≤ 10 s
 			status = strings.TrimSpace(x.run("display-message", "-p", "-t", quit.session, "#{pane_dead} #{pane_dead_status}"))
-			if strings.HasPrefix(status, "1 ") {
+			// pane_dead turns 1 when the pty closes, the status once tmux
+			// has reaped the child: wait for both.
+			if f := strings.Fields(status); len(f) == 2 && f[0] == "1" {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
