@@ -241,7 +241,7 @@ func (a *Admin) serveHealth(w http.ResponseWriter, _ *http.Request) {
 
 type slogPrinter struct{ l *slog.Logger }
 
-func (p slogPrinter) Println(v ...any) { p.l.Error("zerohop admin: /metrics", "err", fmt.Sprint(v...)) }
+func (p slogPrinter) Println(v ...any) { p.l.Warn("zerohop admin: /metrics", "err", fmt.Sprint(v...)) }
 
 // attachedXDP reads the maps of the program attached to an interface,
 // opening them by id at the first read and again after a failed read (the
