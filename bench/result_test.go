@@ -125,18 +125,6 @@ func TestJSONShape(t *testing.T) {
 	}
 }
 
-func TestWritePlot(t *testing.T) {
-	r := sampleReport()
-	path := filepath.Join(t.TempDir(), "p.png")
-	if err := r.WritePlot(path); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil || !bytes.HasPrefix(data, []byte("\x89PNG")) {
-		t.Fatalf("not a PNG: %v", err)
-	}
-}
-
 func TestPayloadIsValidProtobufOfExactSize(t *testing.T) {
 	for _, n := range []int{2, 3, 64, 129, 130, 131, 1000, 1400} {
 		p := Payload(n)

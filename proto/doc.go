@@ -39,9 +39,10 @@
 //	                              request id of the returned header view (EncodeBadFrame)
 //
 // A broken extension block is ErrExtLen, ErrExtEntries, ErrExtRepeated or
-// ErrExtSize: class ErrBadFrame on a REQUEST, ErrDrop on a RESPONSE. SEALED
-// (reserved for authenticated, encrypted frames) is ErrSealed until the
-// identity work defines it. Error values are small integers: returning and
+// ErrExtSize: class ErrBadFrame on a REQUEST, ErrDrop on a RESPONSE. A SEALED
+// frame is ErrSealed from Parse: ParseSealed checks its clear header and
+// seal prefix (ErrSealedPrefix) for the receiver that holds the session
+// keys (mesh/identity opens it in place and hands Parse the plaintext). Error values are small integers: returning and
 // comparing them does not allocate. Fields reports a malformed payload as a
 // *FieldError carrying the byte offset of the field that could not be read.
 // ExtBuilder's setters record the first value they cannot take (ErrExtTag,

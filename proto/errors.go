@@ -58,12 +58,18 @@ const (
 	ErrExtRepeated Error = 13
 	// ErrExtSize: a known tag (1–7) whose value has the wrong size.
 	ErrExtSize Error = 14
-	// ErrSealed: FlagSealed is set. Sealed frames are reserved for the
-	// identity work; until it defines them they are BAD_FRAME.
+	// ErrSealed: FlagSealed is set. Parse does not open sealed frames: a
+	// receiver with the keys (mesh/identity) takes a frame Parse rejected
+	// with this reason, checks it with ParseSealed and opens it; one
+	// without answers BAD_FRAME, as for any flag it does not know.
 	ErrSealed Error = 15
+	// ErrSealedPrefix (ParseSealed only): the payload of a sealed frame is
+	// shorter than the seal prefix and tag (SealedOverhead), or reserved
+	// seal-flag bits are set.
+	ErrSealedPrefix Error = 16
 
 	// NumReasons bounds Reason values, for per-reason counter arrays.
-	NumReasons = 16
+	NumReasons = 17
 )
 
 var reasonText = [NumReasons]string{
@@ -82,7 +88,8 @@ var reasonText = [NumReasons]string{
 	12: "proto: parse: extension block: entries do not exactly fill ext_len",
 	13: "proto: parse: extension block: tag 1-127 repeated",
 	14: "proto: parse: extension block: known tag with a value of the wrong size",
-	15: "proto: parse: SEALED frames are not supported",
+	15: "proto: parse: SEALED frame (open it with the session's keys, or answer BAD_FRAME)",
+	16: "proto: parse sealed: payload shorter than the seal prefix and tag, or reserved seal flags set",
 }
 
 func (e Error) Error() string {

@@ -77,8 +77,10 @@ const (
 	// ExtTag). It is allowed on a REQUEST and a RESPONSE.
 	FlagExt Flags = 1 << 1
 
-	// FlagSealed is reserved for authenticated, encrypted frames. This
-	// package does not implement them yet: Parse rejects it (ErrSealed).
+	// FlagSealed marks an authenticated, encrypted frame (see
+	// SealedPrefixLen for the layout). Parse rejects it (ErrSealed) so
+	// that nothing reads a ciphertext as a payload; ParseSealed checks its
+	// clear part for the receiver that holds the keys.
 	FlagSealed Flags = 1 << 2
 
 	// flagsUnassigned are bits 3–15, which no kind may set.

@@ -8,60 +8,37 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
-	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/proto"
-	"golang.org/x/sys/unix"
 )
 
-// Client calls one GWIR server over UDP. It is safe for concurrent use.
+// Client calls one GWIR server. It is a handle on an Engine (the
+// process's default engine unless WithEngine says otherwise): calls go
+// through the engine's loop that owns the server's endpoint, which sends
+// them from the engine's sockets and matches the replies. Creating a
+// Client costs no thread and no socket. It is safe for concurrent use.
 //
-// A Client owns one connected kernel UDP socket and one io_uring driven by a
-// single goroutine on a locked OS thread (the client loop): requests go out
-// as SEND operations, replies come back through a multishot RECVMSG into a
-// provided-buffer ring, and the loop sleeps in io_uring_enter until a reply,
-// a new request (announced through an eventfd the ring reads) or the next
-// retransmission is due.
-//
-// Delivery is at least once: a request without a reply is sent again, with
-// the same request id, after a timeout that doubles each time (see
-// WithRetransmission), so the server may run it more than once. The first
-// reply with a call's request id completes the call; later copies, and
-// replies to calls that already ended, are ignored (counted as Duplicates).
-// Request ids are unique per Client.
+// Delivery is at least once: a request without a reply is sent again,
+// with the same request id and its ATTEMPT tag counting up, after a
+// retransmission timeout derived from the endpoint's measured round-trip
+// time (Jacobson/Karels: SRTT + 4·RTTVAR, doubled per retransmission,
+// bounded; see WithRetransmission), so the server may run a request more
+// than once. The first reply completes the call; later copies are
+// counted as Duplicates. A context deadline travels to the server in the
+// DEADLINE tag (the budget left at each transmission), and no copy is
+// sent once it has passed.
 type Client struct {
-	network string
-	remote  netip.AddrPort
-	local   netip.AddrPort
-	cfg     clientConfig
+	eng    *Engine
+	ep     *endpoint
+	cfg    clientConfig
+	caller []byte
 
-	fd         int // the connected UDP socket
-	eventfd    int // callers write it to wake a sleeping loop
-	maxPayload int // largest request payload a datagram can carry
+	calls sync.Pool // *Call, reset
 
-	nextID atomic.Uint64
-	calls  sync.Pool // *Call, reset
-
-	mu       sync.Mutex
-	queue    []*Call         // new calls for the loop, in order
-	cancels  []cancelRequest // calls to end early, after queue
-	asleep   bool            // the loop sleeps in the ring: wake it through eventfd
-	closed   bool            // no new calls; queue is drained by the loop
-	closeErr error           // what new calls fail with once closed
-
-	loopDone  chan struct{} // closed when the loop goroutine returned
+	mu        sync.Mutex
+	closed    bool
 	closeOnce sync.Once
-	closeRes  error
-
-	stats         clientCounters
-	lastSocketErr atomic.Pointer[error] // set by the loop, for error messages
-}
-
-// cancelRequest asks the loop to end call id with err (a context's error),
-// or, for a caller that stopped waiting, to forget it.
-type cancelRequest struct {
-	id  uint64
-	err error
 }
 
 // Reply is the answer to a call.
@@ -73,6 +50,11 @@ type Reply struct {
 	// Go (grown only when too small): it is the caller's and stays valid as
 	// long as the caller keeps it.
 	Payload []byte
+	// ServiceTime is the server's own time for the request (its
+	// SERVICE_TIME tag), 0 when it did not say.
+	ServiceTime time.Duration
+	// RetryAfter is the server's RETRY_AFTER hint, 0 when none.
+	RetryAfter time.Duration
 }
 
 // Call is one call started by Go, net/rpc style. Its exported fields are
@@ -81,54 +63,67 @@ type Reply struct {
 type Call struct {
 	Method string // as given to Go
 	Reply  Reply  // the reply; Reply.Payload lies in the buf given to Go
-	Err    error  // nil, a *StatusError, or why there was no reply
+	Err    error  // nil, a *StatusError, or why there was no reply (a *CallError)
 	Done   chan *Call
 
-	client *Client
-	state  atomic.Uint32 // callPending → callCompleting or callAbandoned
-	id     uint64
-	kind   proto.Kind
-	frame  []byte // the encoded request, read by the kernel while sends are in flight
-	buf    []byte // the caller's reply buffer
-	ctx    context.Context
-	stop   func() bool // stops the context.AfterFunc of an async call
-	ownCh  chan *Call  // the Done channel of synchronous calls, reused
+	client   *Client
+	ep       *endpoint
+	state    atomic.Uint32 // callPending → callCompleting or callAbandoned
+	id       uint64
+	kind     proto.Kind
+	oneway   bool
+	methodID uint32
+	frame    proto.Frame // the encoded request, read by the kernel while sends are in flight
+	buf      []byte      // the caller's reply buffer
+	deadline time.Time
+	ctx      context.Context
+	stop     func() bool // stops the context.AfterFunc of an async call
+	ownCh    chan *Call  // the Done channel of synchronous calls, reused
+	attempt  Attempt     // what interceptors see
 
 	// Owned by the loop while the call is in flight.
-	sending   int   // SEND operations not completed yet
-	attempts  int   // copies sent
-	rtoNs     int64 // current retransmission timeout
-	dueNs     int64 // when to retransmit, on the loop's clock
-	heapIndex int   // position in the loop's timer heap, -1 when not in it
-	finished  bool  // the result is decided; waiting only for sends
+	sending     int          // SEND operations not completed yet
+	attempts    int          // copies sent
+	rtoNs       int64        // current retransmission timeout
+	dueNs       int64        // when to retransmit (or give up), on the loop's clock
+	sentNs      int64        // when the last copy went out
+	directNs    int64        // when the caller sent the first copy itself
+	direct      atomic.Int32 // directNone, or how the caller's own first copy went
+	waitingSlot bool         // in the loop's waitSend list
+	heapIndex   int          // position in the loop's timer heap, -1 when not in it
+	finished    bool         // the result is decided; waiting only for sends
+	stripped    bool         // resent without its extension block (an old server)
 }
 
 const (
 	callPending    uint32 = iota // the loop may complete it
-	callCompleting               // the loop owns it and will send it on Done
+	callCompleting               // the loop owns it and will deliver it
 	callAbandoned                // the caller stopped waiting; the loop recycles it
 )
 
-// ClientStats are counters of a Client since Dial.
+// ClientStats are counters of a Client's endpoint since it was first
+// dialled (shared by every Client of the same endpoint and engine).
 type ClientStats struct {
 	Requests    uint64 // calls and pings sent (first copies)
 	Retransmits uint64 // further copies sent
 	Replies     uint64 // replies that completed a call
 	Duplicates  uint64 // replies whose request id matched no call still waiting
-	Malformed   uint64 // datagrams that were not a valid reply
-	TooLarge    uint64 // replies cut short by the reply buffer size
-	SocketErrs  uint64 // errors reported by the socket (ICMP unreachable …)
-}
-
-type clientCounters struct {
-	requests, retransmits, replies, duplicates, malformed, tooLarge, socketErrs atomic.Uint64
+	Malformed   uint64 // datagrams from the endpoint that were not a valid reply
+	TooLarge    uint64 // replies larger than the receive buffers
+	SocketErrs  uint64 // errors the socket reported (ICMP unreachable …)
+	Timeouts    uint64 // calls that got no reply after their last copy
+	// InFlight is the number of calls waiting for a reply now; SRTT and
+	// RTTVar the endpoint's smoothed round-trip time and its variation
+	// (0 before the first sample).
+	InFlight     int64
+	SRTT, RTTVar time.Duration
 }
 
 // Dial returns a Client calling the GWIR server at address ("IP:PORT" or
-// "host:port") over network "udp", "udp4" or "udp6". The socket is created
-// on the calling thread, so in the caller's network namespace. Dial fails
-// with the setup error when io_uring (with DeferTaskrun, multishot RECVMSG
-// and provided-buffer rings) is not available: there is no fallback.
+// "host:port") over network "udp", "udp4", "udp6" (datagrams) or "tcp",
+// "tcp4", "tcp6" (the stream transport, for servers started WithTCP).
+// It starts the default engine of the caller's network namespace on
+// first use (see DefaultEngine, and NewEngine for its errors).
 func Dial(network, address string, opts ...ClientOption) (*Client, error) {
 	cfg := defaultClientConfig()
 	for _, o := range opts {
@@ -136,146 +131,80 @@ func Dial(network, address string, opts ...ClientOption) (*Client, error) {
 			return nil, err
 		}
 	}
-	remote, err := resolveUDP(network, address)
+	tcp, remote, err := resolveTarget(network, address)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: dial %s %s: %w", network, address, err)
 	}
-	c := &Client{
-		network:  network,
-		remote:   remote,
-		cfg:      cfg,
-		fd:       -1,
-		eventfd:  -1,
-		loopDone: make(chan struct{}),
+	eng := cfg.engine
+	if eng == nil {
+		if eng, err = DefaultEngine(); err != nil {
+			return nil, fmt.Errorf("runtime: dial %s %s: %w", network, address, err)
+		}
 	}
-	c.calls.New = func() any { return c.allocCall() }
-	if err := c.open(); err != nil {
-		c.closeFds()
+	ep, err := eng.acquire(endpointKey{tcp: tcp, addr: remote})
+	if err != nil {
 		return nil, fmt.Errorf("runtime: dial %s %s: %w", network, address, err)
 	}
-	ready := make(chan error, 1)
-	go c.runLoop(ready)
-	if err := <-ready; err != nil {
-		<-c.loopDone
-		c.closeFds()
-		return nil, fmt.Errorf("runtime: dial %s %s: %w", network, address, err)
+	c := &Client{eng: eng, ep: ep, cfg: cfg}
+	if cfg.caller != "" {
+		c.caller = []byte(cfg.caller)
 	}
+	c.calls.New = func() any { return &Call{client: c, ownCh: make(chan *Call, 1), heapIndex: -1} }
 	return c, nil
 }
 
-func resolveUDP(network, address string) (netip.AddrPort, error) {
+func resolveTarget(network, address string) (tcp bool, ap netip.AddrPort, err error) {
 	switch network {
 	case "udp", "udp4", "udp6":
+	case "tcp", "tcp4", "tcp6":
+		tcp = true
 	default:
-		return netip.AddrPort{}, fmt.Errorf("network %q not supported (want udp, udp4 or udp6)", network)
+		return false, ap, fmt.Errorf("network %q not supported (want udp, udp4, udp6, tcp, tcp4 or tcp6)", network)
 	}
-	ap, err := netip.ParseAddrPort(address)
+	ap, err = netip.ParseAddrPort(address)
 	if err != nil {
-		ua, rerr := net.ResolveUDPAddr(network, address)
+		ua, rerr := net.ResolveUDPAddr("udp"+network[3:], address)
 		if rerr != nil {
-			return netip.AddrPort{}, rerr
+			return tcp, ap, rerr
 		}
 		ap = ua.AddrPort()
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	if !ap.Addr().IsValid() || ap.Port() == 0 {
-		return netip.AddrPort{}, fmt.Errorf("address %q: need an IP and a non-zero port", address)
+		return tcp, ap, fmt.Errorf("address %q: need an IP and a non-zero port", address)
 	}
-	if (network == "udp4" && !ap.Addr().Is4()) || (network == "udp6" && ap.Addr().Is4()) {
-		return netip.AddrPort{}, fmt.Errorf("address %v is not a %s address", ap.Addr(), network)
+	if v := network[3:]; (v == "4" && !ap.Addr().Is4()) || (v == "6" && ap.Addr().Is4()) {
+		return tcp, ap, fmt.Errorf("address %v is not a %s address", ap.Addr(), network)
 	}
-	return ap, nil
-}
-
-// open creates the connected socket and the eventfd.
-func (c *Client) open() error {
-	family := unix.AF_INET6
-	c.maxPayload = proto.MaxPayloadUDP6
-	if c.remote.Addr().Is4() {
-		family = unix.AF_INET
-		c.maxPayload = proto.MaxPayloadUDP4
-	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
-	if err != nil {
-		return fmt.Errorf("socket: %w", err)
-	}
-	leak.Track(fd)
-	c.fd = fd
-	var sa unix.Sockaddr
-	if family == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Port: int(c.remote.Port()), Addr: c.remote.Addr().As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(c.remote.Port()), Addr: c.remote.Addr().As16()}
-	}
-	if err := unix.Connect(fd, sa); err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	if local, err := unix.Getsockname(fd); err == nil {
-		switch a := local.(type) {
-		case *unix.SockaddrInet4:
-			c.local = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-		case *unix.SockaddrInet6:
-			c.local = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-		}
-	}
-	// Blocking on purpose: io_uring turns a would-block read into a poll,
-	// while on an O_NONBLOCK file it would complete with -EAGAIN.
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("eventfd: %w", err)
-	}
-	leak.Track(efd)
-	c.eventfd = efd
-	return nil
-}
-
-func (c *Client) closeFds() error {
-	var err error
-	if c.eventfd >= 0 {
-		leak.Untrack(c.eventfd)
-		err = unix.Close(c.eventfd)
-		c.eventfd = -1
-	}
-	if c.fd >= 0 {
-		leak.Untrack(c.fd)
-		if e := unix.Close(c.fd); e != nil && err == nil {
-			err = e
-		}
-		c.fd = -1
-	}
-	return err
+	return tcp, ap, nil
 }
 
 // RemoteAddr returns the server's address.
-func (c *Client) RemoteAddr() netip.AddrPort { return c.remote }
+func (c *Client) RemoteAddr() netip.AddrPort { return c.ep.key.addr }
 
-// LocalAddr returns the address of the Client's socket.
-func (c *Client) LocalAddr() netip.AddrPort { return c.local }
-
-// Stats returns the Client's counters.
-func (c *Client) Stats() ClientStats {
-	s := &c.stats
-	return ClientStats{
-		Requests:    s.requests.Load(),
-		Retransmits: s.retransmits.Load(),
-		Replies:     s.replies.Load(),
-		Duplicates:  s.duplicates.Load(),
-		Malformed:   s.malformed.Load(),
-		TooLarge:    s.tooLarge.Load(),
-		SocketErrs:  s.socketErrs.Load(),
+// LocalAddr returns the address of the engine's socket that calls the
+// server (the zero value before the socket is known).
+func (c *Client) LocalAddr() netip.AddrPort {
+	if p := c.ep.loop.local(c.ep); p != nil {
+		return *p
 	}
+	return netip.AddrPort{}
 }
+
+// Stats returns the counters of the Client's endpoint.
+func (c *Client) Stats() ClientStats { return c.ep.stats() }
 
 // Call calls method ("pkg.Service/Method") with payload (protobuf
 // wire-format fields) and waits for the reply, whose payload it copies into
 // buf (grown only when too small). payload and buf are not kept after Call
-// returns.
+// returns. With a buf of enough capacity a call allocates nothing.
 //
 // The error is nil for an OK reply, a *StatusError for any other status
-// (the Reply is filled in too), ErrClientClosed, or else wraps why no reply
-// came: the context's error (Call returns as soon as ctx is done),
-// ErrNoReply after the last retransmission, ErrReplyTooLarge, or a
-// socket error.
+// (the Reply is filled in too), ErrClientClosed, or a *CallError saying
+// why no reply came: the context's error (Call returns as soon as ctx is
+// done), ErrNoReply after the last copy, ErrReplyTooLarge, the socket
+// error that ended it (ECONNREFUSED: the server's port is closed), or an
+// interceptor's refusal.
 func (c *Client) Call(ctx context.Context, method string, payload, buf []byte) (Reply, error) {
 	return c.roundTrip(ctx, proto.KindRequest, method, payload, buf)
 }
@@ -287,35 +216,75 @@ func (c *Client) Ping(ctx context.Context) (proto.Status, error) {
 	return r.Status, err
 }
 
+// Oneway sends method with payload flagged ONEWAY: the server runs the
+// handler and sends no reply, and the request is sent once, never
+// retransmitted. Oneway returns once the datagram has been handed to the
+// kernel (or with why it could not be).
+func (c *Client) Oneway(ctx context.Context, method string, payload []byte) error {
+	_, err := c.roundTripFlags(ctx, proto.KindRequest, true, method, payload, nil)
+	return err
+}
+
 func (c *Client) roundTrip(ctx context.Context, kind proto.Kind, method string, payload, buf []byte) (Reply, error) {
+	return c.roundTripFlags(ctx, kind, false, method, payload, buf)
+}
+
+func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway bool, method string, payload, buf []byte) (Reply, error) {
 	if err := ctx.Err(); err != nil {
-		return Reply{}, c.callError(method, err)
+		return Reply{}, c.callError(method, 0, err)
 	}
 	call := c.getCall()
 	call.Done = call.ownCh
-	if err := call.prepare(kind, method, payload, buf); err != nil {
+	if err := call.prepare(ctx, kind, oneway, method, payload, buf); err != nil {
 		c.putCall(call)
 		return Reply{}, err
 	}
-	if err := c.enqueue(call); err != nil {
+	if err := c.start(call); err != nil {
 		c.putCall(call)
 		return Reply{}, err
 	}
 	id := call.id // once abandoned, the call is the loop's to recycle
-	select {
-	case <-call.Done:
-	case <-ctx.Done():
-		if call.state.CompareAndSwap(callPending, callAbandoned) {
-			// The loop recycles the call once it sees this (and any send
-			// of it completed); call must not be touched any more.
-			c.pushCancel(cancelRequest{id: id})
-			return Reply{}, c.callError(method, ctx.Err())
+	if !c.spinWait(call) {
+		select {
+		case <-call.Done:
+		case <-ctx.Done():
+			if call.state.CompareAndSwap(callPending, callAbandoned) {
+				// The loop recycles the call once it sees this (and any send
+				// of it completed); call must not be touched any more.
+				c.ep.loop.push(loopOp{kind: opCancel, id: id})
+				return Reply{}, c.callError(method, 0, ctx.Err())
+			}
+			<-call.Done // the loop is completing it right now
 		}
-		<-call.Done // the loop is completing it right now
 	}
 	reply, err := call.Reply, call.Err
 	c.putCall(call)
 	return reply, err
+}
+
+// spinWait waits for a synchronous call's completion by polling its
+// channel for up to the engine's caller-spin window (WithCallerSpin), and
+// reports whether it came.
+func (c *Client) spinWait(call *Call) bool {
+	window := c.eng.cfg.callerSpin
+	if window <= 0 {
+		return false
+	}
+	var start time.Time
+	for i := 0; ; i++ {
+		select {
+		case <-call.Done:
+			return true
+		default:
+		}
+		if i&63 == 63 {
+			if start.IsZero() {
+				start = time.Now()
+			} else if time.Since(start) > window {
+				return false
+			}
+		}
+	}
 }
 
 // Go starts a call of method with payload and returns at once; the Call
@@ -323,14 +292,18 @@ func (c *Client) roundTrip(ctx context.Context, kind proto.Kind, method string, 
 // (grown only when too small). payload is copied before Go returns; buf
 // belongs to the call until it is delivered.
 //
-// done must be buffered with room for every call that may complete while
-// its owner is not receiving: the client loop blocks while done is full.
-// With a nil done the Call gets a channel of its own (Call.Done). Go panics
-// if done is unbuffered, as net/rpc does.
+// The loop never waits for done: a completion that finds done full is
+// kept and delivered as soon as done has room (counted in
+// EngineStats.Delayed), so a caller that stops receiving delays only its
+// own completions. Completions still undelivered when the Client or its
+// engine closes are dropped and counted (EngineStats.Undelivered). With a
+// nil done the Call gets a channel of its own (Call.Done). Go panics if
+// done is unbuffered, as net/rpc does.
 //
 // ctx bounds the call: when it is done, the call completes with its error
 // (observed through context.AfterFunc, which costs an allocation per call
-// whose context can be cancelled).
+// whose context can be cancelled); its deadline travels in the DEADLINE
+// tag like Call's.
 //
 // Release the Call after reading it to let the Client reuse it.
 func (c *Client) Go(ctx context.Context, method string, payload, buf []byte, done chan *Call) *Call {
@@ -342,24 +315,23 @@ func (c *Client) Go(ctx context.Context, method string, payload, buf []byte, don
 	}
 	call.Done = done
 	if err := ctx.Err(); err != nil {
-		call.Err = c.callError(method, err)
-		call.Method = method
+		call.Method, call.Err = method, c.callError(method, 0, err)
 		call.deliverNow()
 		return call
 	}
-	if err := call.prepare(proto.KindRequest, method, payload, buf); err != nil {
+	if err := call.prepare(ctx, proto.KindRequest, false, method, payload, buf); err != nil {
 		call.Err = err
 		call.deliverNow()
 		return call
 	}
 	if ctx.Done() != nil {
 		call.ctx = ctx
-		id := call.id
+		id, loop := call.id, c.ep.loop
 		call.stop = context.AfterFunc(ctx, func() {
-			c.pushCancel(cancelRequest{id: id, err: c.callError(method, ctx.Err())})
+			loop.push(loopOp{kind: opCancel, id: id, err: c.callError(method, 0, ctx.Err())})
 		})
 	}
-	if err := c.enqueue(call); err != nil {
+	if err := c.start(call); err != nil {
 		if call.stop != nil {
 			call.stop()
 			call.stop = nil
@@ -382,100 +354,82 @@ func (call *Call) Release() {
 // deliverNow completes a call that never reached the loop.
 func (call *Call) deliverNow() {
 	call.state.Store(callCompleting)
-	call.Done <- call
+	select {
+	case call.Done <- call:
+	default:
+		go func() { call.Done <- call }() // a full done channel: never block the caller of Go
+	}
 }
 
-// Close fails every outstanding call with ErrClientClosed, stops the client
-// loop, and releases the ring, the socket and the eventfd. It waits for the
-// loop to exit. Calls made after Close fail with ErrClientClosed; a second
-// Close returns ErrClientClosed.
+// Close fails the Client's outstanding calls with ErrClientClosed and
+// lets go of its endpoint; calls made after Close fail with
+// ErrClientClosed. It never waits for a reply; a second Close returns
+// ErrClientClosed.
 func (c *Client) Close() error {
 	first := false
 	c.closeOnce.Do(func() {
 		first = true
 		c.mu.Lock()
-		if !c.closed {
-			c.closed = true
-			c.closeErr = ErrClientClosed
-		}
-		if c.asleep {
-			c.asleep = false
-			c.wake()
-		}
+		c.closed = true
 		c.mu.Unlock()
-		<-c.loopDone
-		c.mu.Lock()
-		err := c.closeFds()
-		c.mu.Unlock()
-		if err != nil {
-			c.closeRes = fmt.Errorf("runtime: client close: %w", err)
-		}
+		c.ep.loop.pushWait(loopOp{kind: opCloseClient, client: c})
+		c.eng.release(c.ep)
 	})
 	if !first {
 		return ErrClientClosed
 	}
-	return c.closeRes
-}
-
-// enqueue hands call to the loop, waking it if it sleeps.
-func (c *Client) enqueue(call *Call) error {
-	c.mu.Lock()
-	if c.closed {
-		err := c.closeErr
-		c.mu.Unlock()
-		return err
-	}
-	c.queue = append(c.queue, call)
-	if c.asleep {
-		// Written under mu so that Close cannot close the eventfd between
-		// the decision and the write.
-		c.asleep = false
-		c.wake()
-	}
-	c.mu.Unlock()
 	return nil
 }
 
-func (c *Client) pushCancel(cr cancelRequest) {
+// start hands call to its endpoint's loop, after the interceptors agreed.
+func (c *Client) start(call *Call) error {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return // the loop fails or recycles every call it still has
-	}
-	c.cancels = append(c.cancels, cr)
-	if c.asleep {
-		c.asleep = false
-		c.wake()
-	}
+	closed := c.closed
 	c.mu.Unlock()
+	if closed {
+		return ErrClientClosed
+	}
+	if err := c.before(call); err != nil {
+		return err
+	}
+	if !c.ep.loop.startCall(call) {
+		return ErrClientClosed
+	}
+	return nil
 }
 
-// eventfdOne is the 8-byte counter increment written to the eventfd; the
-// kernel only reads it, so every caller may share it.
-var eventfdOne = [8]byte{1}
-
-// wake writes the eventfd; the caller holds mu.
-func (c *Client) wake() {
-	for {
-		_, err := unix.Write(c.eventfd, eventfdOne[:])
-		if err != unix.EINTR {
-			return // EAGAIN (counter full) still leaves it readable
+// before runs the interceptors' Before for the call's next attempt.
+func (c *Client) before(call *Call) error {
+	if len(c.cfg.interceptors) == 0 {
+		return nil
+	}
+	a := &call.attempt
+	a.Method, a.MethodID, a.Endpoint, a.N, a.Deadline = call.Method, call.methodID, c.ep.key.addr, call.attempts, call.deadline
+	for _, ic := range c.cfg.interceptors {
+		if err := ic.Before(a); err != nil {
+			return c.callError(call.Method, call.attempts, err)
 		}
 	}
+	return nil
 }
 
-// callError wraps why a call got no answer, naming the last error the
-// socket reported (ECONNREFUSED when nobody listens) when it did not
-// answer at all.
-func (c *Client) callError(method string, err error) error {
-	if last := c.lastSocketErr.Load(); last != nil && !errors.Is(err, proto.ErrPayloadTooLarge) {
-		return fmt.Errorf("runtime: call %s to %v: %w (last socket error: %w)", method, c.remote, err, *last)
+// after runs the interceptors' After for the attempt that just ended.
+func (c *Client) after(call *Call, r *AttemptResult) {
+	for _, ic := range c.cfg.interceptors {
+		ic.After(&call.attempt, r)
 	}
-	return fmt.Errorf("runtime: call %s to %v: %w", method, c.remote, err)
 }
 
-func (c *Client) allocCall() *Call {
-	return &Call{client: c, ownCh: make(chan *Call, 1), heapIndex: -1}
+// callError wraps why a call got no answer.
+func (c *Client) callError(method string, attempts int, err error) error {
+	if errors.Is(err, ErrClientClosed) {
+		return ErrClientClosed
+	}
+	ce := &CallError{Endpoint: c.ep.key.addr, Method: method, Attempts: attempts, Err: err}
+	if last := c.ep.lastSocketErr.Load(); last != nil && !errors.Is(err, *last) {
+		ce.LastSocketErr = *last
+	}
+	return ce
 }
 
 func (c *Client) getCall() *Call {
@@ -486,41 +440,65 @@ func (c *Client) getCall() *Call {
 
 func (c *Client) putCall(call *Call) {
 	call.Method, call.Reply, call.Err, call.Done = "", Reply{}, nil, nil
-	call.buf, call.ctx, call.stop = nil, nil, nil
-	call.sending, call.attempts, call.finished, call.heapIndex = 0, 0, false, -1
+	call.buf, call.ctx, call.stop, call.deadline = nil, nil, nil, time.Time{}
+	call.sending, call.attempts, call.finished, call.heapIndex, call.stripped = 0, 0, false, -1, false
+	call.directNs = 0
+	call.direct.Store(directNone)
+	call.ep = nil
 	c.calls.Put(call)
 }
 
-// prepare assigns the call its request id and encodes the request.
-func (call *Call) prepare(kind proto.Kind, method string, payload, buf []byte) error {
+// prepare assigns the call its request id and encodes the request: the
+// extension block carries ATTEMPT (so the server answers with
+// SERVICE_TIME), DEADLINE from ctx and CALLER, unless the endpoint is
+// known not to speak EXT.
+func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, method string, payload, buf []byte) error {
 	c := call.client
-	call.Method, call.kind, call.buf = method, kind, buf
-	call.id = c.nextID.Add(1)
-	if len(payload) > c.maxPayload {
-		return c.callError(method, fmt.Errorf("payload of %d bytes over the %d a datagram carries: %w",
-			len(payload), c.maxPayload, proto.ErrPayloadTooLarge))
+	call.Method, call.kind, call.oneway, call.buf, call.ep = method, kind, oneway, buf, c.ep
+	call.id = c.eng.ids.Add(1)
+	if d, ok := ctx.Deadline(); ok {
+		call.deadline = d
 	}
-	need := proto.HeaderLen + len(payload)
+	if limit := c.ep.maxPayload(); len(payload) > limit {
+		return c.callError(method, 0, fmt.Errorf("payload of %d bytes over the %d a %s frame carries: %w",
+			len(payload), limit, c.ep.transport(), proto.ErrPayloadTooLarge))
+	}
+	need := proto.HeaderLen + len(payload) + extRoom
 	if cap(call.frame) < need {
-		call.frame = make([]byte, need, max(need, 256))
+		call.frame = make([]byte, need, max(need, 512))
 	}
+	var f proto.Frame
 	var err error
 	if kind == proto.KindPing {
-		_, err = proto.EncodePing(call.frame[:need], call.id)
+		call.methodID = 0
+		f, err = proto.EncodePing(call.frame[:cap(call.frame)], call.id)
 	} else {
-		_, err = proto.EncodeRequest(call.frame[:need], call.id, proto.MethodID(method), 0, payload)
+		call.methodID = proto.MethodID(method)
+		var flags proto.Flags
+		if oneway {
+			flags = proto.FlagOneway
+		}
+		if c.ep.noExt.Load() {
+			f, err = proto.EncodeRequest(call.frame[:cap(call.frame)], call.id, call.methodID, flags, payload)
+		} else {
+			var xb proto.ExtBuilder
+			xb.SetAttempt(0)
+			if !call.deadline.IsZero() {
+				xb.SetDeadline(time.Until(call.deadline))
+			}
+			if c.caller != nil {
+				xb.SetCaller(c.caller)
+			}
+			f, err = proto.EncodeRequestExt(call.frame[:cap(call.frame)], call.id, call.methodID, flags, &xb, payload)
+		}
 	}
 	if err != nil {
-		return c.callError(method, err)
+		return c.callError(method, 0, err)
 	}
-	call.frame = call.frame[:need]
+	call.frame = f
 	return nil
 }
 
-// errLoopGone wraps the error that ended the client loop.
-func errLoopGone(err error) error {
-	if errors.Is(err, ErrClientClosed) {
-		return err
-	}
-	return fmt.Errorf("runtime: client loop failed: %w", err)
-}
+// extRoom is what a request's extension block may take: ATTEMPT,
+// DEADLINE, and a CALLER of up to 255 bytes.
+const extRoom = 2 + 3 + 6 + 2 + proto.MaxExtValue

@@ -19,13 +19,14 @@ func BenchmarkClientCall(b *testing.B) {
 
 	for _, mode := range []struct {
 		name string
-		opts []ClientOption
+		opts []EngineOption
 	}{
-		{"sleep", nil},
-		{"busypoll", []ClientOption{WithClientBusyPoll(50e3)}},
+		{"sleep", []EngineOption{WithClientBusyPoll(0)}},
+		{"busypoll", nil},
 	} {
+		e := testEngine(b, mode.opts...)
 		b.Run(mode.name+"/seq", func(b *testing.B) {
-			c := dialTest(b, srv.addr.String(), mode.opts...)
+			c := dialOn(b, e, srv.addr.String())
 			ctx := context.Background()
 			buf := make([]byte, 0, 64)
 			b.ReportAllocs()
@@ -37,7 +38,7 @@ func BenchmarkClientCall(b *testing.B) {
 			}
 		})
 		b.Run(mode.name+"/outstanding64", func(b *testing.B) {
-			c := dialTest(b, srv.addr.String(), mode.opts...)
+			c := dialOn(b, e, srv.addr.String())
 			benchPipelined(b, c, payload, 64)
 		})
 	}

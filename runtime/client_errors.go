@@ -3,12 +3,14 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/zerohop/zerohop/proto"
 )
 
-// Errors of the Client. Calls return them wrapped (with the method and the
-// server address) unless said otherwise; compare with errors.Is.
+// Errors of the Client. Calls return them wrapped in a *CallError (with
+// the endpoint, the method and the attempts) unless said otherwise;
+// compare with errors.Is.
 var (
 	// ErrClientClosed: the Client was closed before the call got its reply
 	// (or the call was made after Close). Returned as it is.
@@ -16,10 +18,43 @@ var (
 	// ErrNoReply: every copy of the request was sent (see
 	// WithRetransmission) and no reply came back in time.
 	ErrNoReply = errors.New("no reply")
-	// ErrReplyTooLarge: the reply did not fit a reply buffer (see
-	// WithReplyBuffers); the server did answer.
-	ErrReplyTooLarge = errors.New("reply larger than the reply buffers")
+	// ErrReplyTooLarge: the reply did not fit a receive buffer (see
+	// WithReceiveBuffers); the server did answer.
+	ErrReplyTooLarge = errors.New("reply larger than the receive buffers")
 )
+
+// CallError is why a call got no answer: which endpoint, which method,
+// how many copies were sent, the cause (ErrNoReply, a context's error, a
+// socket error such as ECONNREFUSED from an ICMP port unreachable, an
+// interceptor's refusal), and the last error the socket reported for the
+// endpoint when it is not the cause itself.
+type CallError struct {
+	Endpoint      netip.AddrPort
+	Method        string
+	Attempts      int
+	Err           error
+	LastSocketErr error
+}
+
+func (e *CallError) Error() string {
+	s := fmt.Sprintf("runtime: call %s to %v", e.Method, e.Endpoint)
+	if e.Attempts > 0 {
+		s += fmt.Sprintf(" (%d attempts)", e.Attempts)
+	}
+	s += ": " + e.Err.Error()
+	if e.LastSocketErr != nil {
+		s += " (last socket error: " + e.LastSocketErr.Error() + ")"
+	}
+	return s
+}
+
+// Unwrap returns the cause and the last socket error.
+func (e *CallError) Unwrap() []error {
+	if e.LastSocketErr != nil {
+		return []error{e.Err, e.LastSocketErr}
+	}
+	return []error{e.Err}
+}
 
 // StatusError is the error of a call the server answered with a status
 // other than OK. Message is the UTF-8 text the server put in field 1 of the

@@ -1,387 +1,868 @@
 package runtime
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	goruntime "runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
+	"github.com/zerohop/zerohop/runtime/internal/sockpath"
 	"github.com/zerohop/zerohop/uring"
 	"golang.org/x/sys/unix"
 )
 
-// user_data of the loop's operations. A SEND carries its call's request id
-// (ids count up from 1 and never reach bit 63); the two long-lived
-// operations use values with bit 63 set.
-const (
-	udClientRecv  uint64 = 1 << 63
-	udClientEvent uint64 = 1<<63 | 1
-)
+// endpoint is one server in an engine's table: its address, its
+// round-trip estimate and counters. The loop that owns it writes the
+// estimate and most counters; anyone may read them.
+type endpoint struct {
+	key  endpointKey
+	loop *clientLoop
+	refs int // Clients using it, under Engine.mu
 
-const (
-	clientRingEntries = 256
-	clientCQEntries   = 4096
-	clientReplyGroup  = 0
-	// recvmsgHeaderLen is sizeof(struct io_uring_recvmsg_out), which the
-	// kernel writes in front of every datagram in a provided buffer.
-	recvmsgHeaderLen = 16
-	// maxConsecutiveRecvErrs bounds how often the receive is re-armed after
-	// errors with no datagram in between before the loop gives up.
-	maxConsecutiveRecvErrs = 1000
-)
+	noExt         atomic.Bool // the server answered BAD_FRAME to an extension block
+	srttNs        atomic.Int64
+	rttvarNs      atomic.Int64
+	inflight      atomic.Int64
+	lastSocketErr atomic.Pointer[error]
+	requests      atomic.Uint64
+	retransmits   atomic.Uint64
+	replies       atomic.Uint64
+	duplicates    atomic.Uint64
+	malformed     atomic.Uint64
+	tooLarge      atomic.Uint64
+	socketErrs    atomic.Uint64
+	timeouts      atomic.Uint64
 
-// clientLoop is the state only the loop goroutine touches.
-type clientLoop struct {
-	c     *Client
-	ring  *uring.Ring
-	bufs  *uring.BufferRing
-	epoch time.Time
+	tcp *tcpClientConn // the stream transport's connection, loop-owned
 
-	recvMsg  unix.Msghdr // Namelen 0, Controllen 0: payload only
-	eventBuf [8]byte     // the eventfd counter lands here
-
-	calls       map[uint64]*Call // every call the loop owns, by request id
-	timers      callHeap         // unfinished calls by retransmission time
-	batch       []*Call
-	cancelBatch []cancelRequest
-	cqes        [128]uring.CQE
-
-	recvArmed, eventArmed bool
-	recvErrs              int    // consecutive receive errors
-	sendsPrepared         uint32 // SENDs prepared since the last enter
-	lastActiveNs          int64
+	name []byte // the address as a struct sockaddr, for direct sends
 }
 
-// runLoop is the client goroutine: it sets up the ring on its own locked
-// thread, reports setup on ready, and serves until Close.
-func (c *Client) runLoop(ready chan<- error) {
-	defer close(c.loopDone)
-	goruntime.LockOSThread()
-	defer goruntime.UnlockOSThread()
+func newEndpoint(key endpointKey, cl *clientLoop) *endpoint {
+	ep := &endpoint{key: key, loop: cl, name: make([]byte, unix.SizeofSockaddrInet6)}
+	ep.name = ep.name[:uring.PutSockaddr(ep.name, key.addr)]
+	return ep
+}
 
-	l := &clientLoop{c: c, epoch: time.Now(), calls: make(map[uint64]*Call, 64)}
-	if err := l.setup(); err != nil {
-		if l.ring != nil {
-			l.ring.Close()
-		}
-		c.mu.Lock()
-		c.closed, c.closeErr = true, errLoopGone(err)
-		c.mu.Unlock()
-		ready <- err
+func (ep *endpoint) transport() string {
+	if ep.key.tcp {
+		return "tcp"
+	}
+	return "udp"
+}
+
+// maxPayload is the largest request payload the endpoint's transport
+// carries, with room for the extension block.
+func (ep *endpoint) maxPayload() int {
+	switch {
+	case ep.key.tcp:
+		return proto.MaxPayload - extRoom
+	case ep.key.addr.Addr().Is4():
+		return proto.MaxPayloadUDP4 - extRoom
+	}
+	return proto.MaxPayloadUDP6 - extRoom
+}
+
+func (ep *endpoint) stats() ClientStats {
+	return ClientStats{
+		Requests: ep.requests.Load(), Retransmits: ep.retransmits.Load(), Replies: ep.replies.Load(),
+		Duplicates: ep.duplicates.Load(), Malformed: ep.malformed.Load(), TooLarge: ep.tooLarge.Load(),
+		SocketErrs: ep.socketErrs.Load(), Timeouts: ep.timeouts.Load(), InFlight: ep.inflight.Load(),
+		SRTT: time.Duration(ep.srttNs.Load()), RTTVar: time.Duration(ep.rttvarNs.Load()),
+	}
+}
+
+// sample feeds one round-trip time into the estimate (RFC 6298 §2: the
+// first sample sets SRTT = R, RTTVAR = R/2; then RTTVAR ← ¾·RTTVAR +
+// ¼·|SRTT − R| and SRTT ← ⅞·SRTT + ⅛·R).
+func (ep *endpoint) sample(rttNs int64) {
+	srtt := ep.srttNs.Load()
+	if srtt == 0 {
+		ep.srttNs.Store(rttNs)
+		ep.rttvarNs.Store(rttNs / 2)
 		return
 	}
-	ready <- nil
-	err := l.serve()
-	l.shutdown(err)
+	dev := srtt - rttNs
+	if dev < 0 {
+		dev = -dev
+	}
+	ep.rttvarNs.Store((3*ep.rttvarNs.Load() + dev) / 4)
+	ep.srttNs.Store((7*srtt + rttNs) / 8)
 }
 
-func (l *clientLoop) setup() error {
-	ring, err := uring.New(clientRingEntries, uring.WithDeferTaskrun(), uring.WithCQEntries(clientCQEntries))
+// rto is the retransmission timeout of a call's first copy: SRTT +
+// 4·RTTVAR once measured (RFC 6298 §2.3, with our clock granularity of
+// 1 µs folded into the floor), the initial one before; bounded by
+// [minRTO, maxRTO].
+func (ep *endpoint) rto(cfg *clientConfig) int64 {
+	srtt := ep.srttNs.Load()
+	if srtt == 0 {
+		return int64(cfg.initialRTO)
+	}
+	return min(max(srtt+4*ep.rttvarNs.Load(), int64(cfg.minRTO)), int64(cfg.maxRTO))
+}
+
+func (ep *endpoint) noteSocketError(err error) {
+	ep.socketErrs.Add(1)
+	ep.lastSocketErr.Store(&err) // escapes only here, on the error path
+}
+
+// opKind is what an operation queued for a client loop asks.
+type opKind uint8
+
+const (
+	opCall        opKind = iota // start call
+	opCancel                    // end call id (with err), or forget it (the caller left)
+	opCloseClient               // fail every call of client, then signal done
+	opForget                    // the endpoint has no Client any more
+	opResend                    // the caller's own first copy of call id failed: send it now
+)
+
+type loopOp struct {
+	kind   opKind
+	call   *Call
+	id     uint64
+	err    error
+	ep     *endpoint
+	client *Client
+	done   chan struct{}
+}
+
+// clientLoop is one engine loop and the queue through which callers reach
+// it.
+type clientLoop struct {
+	e    *Engine
+	loop *engine.Loop
+	src  *clientSource
+
+	mu     sync.Mutex
+	ops    []loopOp
+	closed bool
+	asleep atomic.Bool // set by the loop before it sleeps
+
+	delayed, undelivered atomic.Uint64
+	local4, local6       netip.AddrPort
+}
+
+func newClientLoop(e *Engine, idx, core int, warn *engine.Warnings) (*clientLoop, error) {
+	cl := &clientLoop{e: e}
+	l, err := engine.NewLoop(engine.LoopConfig{Index: idx, Queue: idx, Core: core, SQEntries: 1024, CQEntries: 4096,
+		BusyPoll: e.cfg.busyPoll, IdleTimeout: e.cfg.idleTimeout, EnterEvery: 1, Warn: warn}, e.pool)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	l.ring = ring
-	size := recvmsgHeaderLen + proto.HeaderLen + l.c.cfg.maxReplyPayload
-	l.bufs, err = ring.NewBufferRing(clientReplyGroup, l.c.cfg.replyBuffers, size)
+	cl.loop = l
+	// The sockets are made here, on the caller's thread, so they live in
+	// the network namespace of whoever made the engine.
+	src, err := newClientSource(cl)
 	if err != nil {
-		return fmt.Errorf("reply buffer ring: %w", err)
+		l.Discard()
+		return nil, err
 	}
-	if err := l.armRecv(); err != nil {
-		return err
-	}
-	if err := l.armEvent(); err != nil {
-		return err
-	}
-	if _, err := ring.Submit(); err != nil {
-		return fmt.Errorf("io_uring_enter: %w", err)
-	}
-	return nil
+	cl.src = src
+	l.Add(src)
+	return cl, nil
 }
 
-func (l *clientLoop) armRecv() error {
-	if _, err := l.ring.PrepRecvmsgMultishot(l.c.fd, &l.recvMsg, l.bufs.Group(), 0, udClientRecv); err != nil {
-		return fmt.Errorf("arm multishot recvmsg: %w", err)
+// local returns the address of the engine socket that calls ep.
+func (cl *clientLoop) local(ep *endpoint) *netip.AddrPort {
+	if ep.key.addr.Addr().Is4() {
+		return &cl.local4
 	}
-	l.recvArmed = true
-	return nil
+	return &cl.local6
 }
 
-func (l *clientLoop) armEvent() error {
-	if _, err := l.ring.PrepRead(l.c.eventfd, l.eventBuf[:], ^uint64(0), udClientEvent); err != nil {
-		return fmt.Errorf("arm eventfd read: %w", err)
+// States of a call's first copy sent by its caller (Call.direct).
+const (
+	directNone    int32 = iota // the loop sends every copy
+	directPending              // the caller is sending the first copy
+	directSent                 // ... and it left
+	directFailed               // ... and the kernel refused it: the loop resends
+)
+
+// startCall hands call to the loop. When the loop is asleep the caller
+// sends the first copy itself from the loop's socket, so the request
+// leaves at once while the loop wakes: the wakeup then overlaps the round
+// trip instead of preceding it. The loop keeps the timers, the
+// retransmissions and the reply either way; a UDP sendto is atomic, so
+// the caller's copy and the loop's never interleave.
+func (cl *clientLoop) startCall(call *Call) bool {
+	ep := call.ep
+	direct := !ep.key.tcp && len(ep.name) > 0 && cl.asleep.Load()
+	if direct {
+		if !call.deadline.IsZero() {
+			call.frame.SetDeadline(time.Until(call.deadline))
+		}
+		call.directNs = max(cl.src.now(), 1)
+		call.direct.Store(directPending)
 	}
-	l.eventArmed = true
-	return nil
-}
-
-func (l *clientLoop) nowNs() int64 { return int64(time.Since(l.epoch)) }
-
-// serve runs passes until Close or a fatal error: take new calls and
-// cancellations, retransmit what is due, submit and wait, reap.
-func (l *clientLoop) serve() error {
-	c := l.c
-	for {
-		c.mu.Lock()
-		c.asleep = false
-		l.batch, c.queue = c.queue, l.batch[:0]
-		l.cancelBatch, c.cancels = c.cancels, l.cancelBatch[:0]
-		closed := c.closed
-		c.mu.Unlock()
-		if closed {
-			return nil // shutdown fails what was queued
-		}
-
-		now := l.nowNs()
-		// Calls before cancellations: a cancellation is always queued after
-		// its call, so it then finds the call registered.
-		for i, call := range l.batch {
-			l.start(call, now)
-			l.batch[i] = nil
-		}
-		l.batch = l.batch[:0]
-		for i, cr := range l.cancelBatch {
-			if call := l.calls[cr.id]; call != nil && !call.finished {
-				l.fail(call, cr.err)
-			}
-			l.cancelBatch[i] = cancelRequest{}
-		}
-		l.cancelBatch = l.cancelBatch[:0]
-		l.retransmitDue(now)
-
-		if !l.eventArmed {
-			if err := l.armEvent(); err != nil {
-				return err
-			}
-		}
-		if !l.recvArmed {
-			if err := l.armRecv(); err != nil {
-				return err
-			}
-		}
-
-		// Sleep only when nobody queued anything meanwhile; callers then
-		// write the eventfd. Wait for the CQEs of this pass's SENDs (they
-		// complete during the submit) plus one more event.
-		var waitNr uint32
-		var timeout time.Duration
-		if l.mayWait(now) {
-			waitNr = 1 + l.sendsPrepared
-			if len(l.timers) > 0 {
-				timeout = max(time.Duration(l.timers[0].dueNs-now), time.Microsecond)
-			}
-		}
-		l.sendsPrepared = 0
-		if _, err := l.ring.SubmitAndWait(waitNr, timeout); err != nil {
-			return fmt.Errorf("io_uring_enter: %w", err)
-		}
-		if err := l.reap(); err != nil {
-			return err
-		}
-	}
-}
-
-// mayWait decides whether this pass sleeps in the ring and, if so, tells
-// callers to wake it.
-func (l *clientLoop) mayWait(now int64) bool {
-	if bp := l.c.cfg.busyPoll; bp > 0 && len(l.calls) > 0 && now-l.lastActiveNs < int64(bp) {
+	if !cl.enqueue(loopOp{kind: opCall, call: call}) {
 		return false
 	}
-	c := l.c
-	c.mu.Lock()
-	idle := len(c.queue) == 0 && len(c.cancels) == 0 && !c.closed
-	c.asleep = idle
-	c.mu.Unlock()
-	return idle
+	if direct {
+		// From here on only call.direct may change: the loop owns the call.
+		fd := cl.src.fd4
+		if !ep.key.addr.Addr().Is4() {
+			fd = cl.src.fd6
+		}
+		if err := sendto(fd, call.frame, ep.name); err != nil {
+			call.direct.Store(directFailed)
+			cl.enqueue(loopOp{kind: opResend, id: call.id})
+		} else {
+			call.direct.Store(directSent)
+		}
+	}
+	cl.wakeIfAsleep()
+	return true
+}
+
+// push queues op for the loop and wakes it if it sleeps; false once the
+// loop is closed.
+func (cl *clientLoop) push(op loopOp) bool {
+	if !cl.enqueue(op) {
+		return false
+	}
+	cl.wakeIfAsleep()
+	return true
+}
+
+func (cl *clientLoop) enqueue(op loopOp) bool {
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		return false
+	}
+	cl.ops = append(cl.ops, op)
+	cl.mu.Unlock()
+	return true
+}
+
+func (cl *clientLoop) wakeIfAsleep() {
+	if cl.asleep.Load() && cl.asleep.CompareAndSwap(true, false) {
+		cl.loop.Wake()
+	}
+}
+
+// pushWait queues op and waits until the loop has carried it out (at
+// once when the loop is gone).
+func (cl *clientLoop) pushWait(op loopOp) {
+	op.done = make(chan struct{})
+	if !cl.push(op) {
+		return
+	}
+	select {
+	case <-op.done:
+	case <-cl.loop.Exited():
+	}
+}
+
+// close makes the loop fail every call and exit.
+func (cl *clientLoop) close() {
+	cl.mu.Lock()
+	cl.closed = true
+	cl.mu.Unlock()
+	cl.loop.RequestStop()
+}
+
+// Sizes of a client loop.
+const (
+	clientSendSlots = 4096
+	clientBatch     = 256
+)
+
+// user_data kinds of the client source.
+const (
+	cudRecv4 uint64 = 0
+	cudRecv6 uint64 = 1
+	cudSend  uint64 = 1 << 40 // | slot
+	cudTCP   uint64 = 2 << 40 // | tcp op
+	cudKind  uint64 = 0xff << 40
+)
+
+// clientSource is the engine.Source of a client loop: it sends calls from
+// the engine's unconnected UDP sockets, matches replies, retransmits and
+// times out, and delivers completions without ever blocking.
+type clientSource struct {
+	cl   *clientLoop
+	l    *engine.Loop
+	tag  engine.Tag
+	warn *engine.Warnings
+	c    *engine.LoopCounters
+
+	fd4, fd6     int
+	recv4, recv6 sockpath.Receiver
+	send         sockpath.Sender
+	slotCall     []*Call
+	calls        map[uint64]*Call
+	byAddr       map[netip.AddrPort]*endpoint // UDP endpoints with calls, for ICMP errors
+	timers       callHeap
+	ops          []loopOp
+	overflow     []*Call // completions whose Done channel was full
+	waitSend     []*Call // calls that found no free send slot
+	errBuf, oob  []byte
+	tcp          tcpClients
+	clock        time.Time // the loop's time origin
+	closing      bool
+	closedClient []*Client
+	delivered    bool
+	taking       bool
+}
+
+func newClientSource(cl *clientLoop) (*clientSource, error) {
+	s := &clientSource{cl: cl, fd4: -1, fd6: -1, calls: map[uint64]*Call{}, byAddr: map[netip.AddrPort]*endpoint{},
+		clock: time.Now(), errBuf: make([]byte, 256), oob: make([]byte, 512)}
+	var err error
+	if s.fd4, cl.local4, err = openClientSocket(unix.AF_INET); err != nil {
+		return nil, err
+	}
+	if s.fd6, cl.local6, err = openClientSocket(unix.AF_INET6); err != nil {
+		sockpath.CloseFd(&s.fd4)
+		return nil, err
+	}
+	return s, nil
+}
+
+// openClientSocket opens an unconnected UDP socket of family with
+// IP_RECVERR, so ICMP errors (port unreachable) reach the error queue
+// with the destination they concern.
+func openClientSocket(family int) (int, netip.AddrPort, error) {
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return -1, netip.AddrPort{}, fmt.Errorf("runtime: client socket: %w", err)
+	}
+	leak.Track(fd)
+	fail := func(op string, err error) (int, netip.AddrPort, error) {
+		sockpath.CloseFd(&fd)
+		return -1, netip.AddrPort{}, fmt.Errorf("runtime: client socket %s: %w", op, err)
+	}
+	var sa unix.Sockaddr = &unix.SockaddrInet4{}
+	if family == unix.AF_INET6 {
+		sa = &unix.SockaddrInet6{}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("IPV6_V6ONLY", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1); err != nil {
+			return fail("IPV6_RECVERR", err)
+		}
+	} else if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
+		return fail("IP_RECVERR", err)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		if family == unix.AF_INET6 && errors.Is(err, unix.EADDRNOTAVAIL) {
+			// No IPv6 here: keep the socket unbound; IPv6 calls fail on send.
+			return fd, netip.AddrPort{}, nil
+		}
+		return fail("bind", err)
+	}
+	local, err := sockpath.LocalAddr(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	return fd, local, nil
+}
+
+func (s *clientSource) now() int64 { return int64(time.Since(s.clock)) }
+
+// Setup implements engine.Source.
+func (s *clientSource) Setup(l *engine.Loop, tag engine.Tag) error {
+	s.l, s.tag, s.warn, s.c = l, tag, l.Config().Warn, &l.Counters
+	s.send.Init(clientSendSlots, 0)
+	s.slotCall = make([]*Call, clientSendSlots)
+	cfg := &s.cl.e.cfg
+	if err := s.recv4.Setup(l.Ring(), s.fd4, l.BufferGroup(), cfg.recvBuffers, cfg.maxReply, tag.With(cudRecv4)); err != nil {
+		return err
+	}
+	if err := s.recv6.Setup(l.Ring(), s.fd6, l.BufferGroup(), cfg.recvBuffers, cfg.maxReply, tag.With(cudRecv6)); err != nil {
+		return err
+	}
+	return s.tcp.setup(s)
+}
+
+// Poll implements engine.Source: take queued operations, retransmit what
+// is due, retry full sends and deliveries, re-arm the receives.
+func (s *clientSource) Poll() bool {
+	worked := s.takeOps()
+	now := s.now()
+	if len(s.timers) > 0 && s.timers[0].dueNs <= now {
+		s.expire(now)
+		worked = true
+	}
+	if len(s.waitSend) > 0 {
+		s.retrySends(now)
+	}
+	if len(s.overflow) > 0 {
+		s.retryDeliveries()
+	}
+	s.recv4.Publish()
+	s.recv6.Publish()
+	for _, r := range []*sockpath.Receiver{&s.recv4, &s.recv6} {
+		if !r.Armed() && !s.l.Stopping() {
+			if err := r.Arm(s.l.Ring()); err != nil {
+				s.warn.CQEError(s.c, engine.CQERecv, s.l.Config().Queue, err)
+			}
+		}
+	}
+	s.tcp.poll()
+	return worked
+}
+
+// Idle implements engine.Source: it tells callers to wake the loop, then
+// looks once more for work they queued meanwhile; the loop sleeps until
+// the next timer at most, and does not spin while no call is outstanding.
+func (s *clientSource) Idle() (bool, time.Duration, error) {
+	if s.delivered {
+		s.delivered = false
+		goruntime.Gosched()
+	}
+	s.cl.asleep.Store(true)
+	s.cl.mu.Lock()
+	pending := len(s.cl.ops) > 0
+	s.cl.mu.Unlock()
+	if pending || len(s.overflow) > 0 && s.deliverable() {
+		s.cl.asleep.Store(false)
+		return true, 0, nil
+	}
+	var sleep time.Duration
+	if len(s.timers) > 0 {
+		sleep = max(time.Duration(s.timers[0].dueNs-s.now()), time.Microsecond)
+	}
+	if len(s.overflow) > 0 {
+		sleep = min(max(sleep, 0), time.Millisecond) // look at full channels again soon
+		if sleep == 0 {
+			sleep = time.Millisecond
+		}
+	}
+	return false, sleep, nil
+}
+
+func (s *clientSource) deliverable() bool {
+	for _, call := range s.overflow {
+		if len(call.Done) < cap(call.Done) {
+			return true
+		}
+	}
+	return false
+}
+
+// takeOps carries out what callers queued. It may be reached again from
+// within (a reply matched while starting a call); the inner call does
+// nothing.
+func (s *clientSource) takeOps() bool {
+	if s.taking {
+		return false
+	}
+	s.taking = true
+	defer func() { s.taking = false }()
+	cl := s.cl
+	cl.mu.Lock()
+	ops := cl.ops
+	cl.ops = s.ops[:0]
+	s.ops = ops
+	cl.mu.Unlock()
+	if len(ops) == 0 {
+		return false
+	}
+	now := s.now()
+	for i := range ops {
+		op := &ops[i]
+		switch op.kind {
+		case opCall:
+			s.start(op.call, now)
+		case opCancel:
+			if call := s.calls[op.id]; call != nil {
+				if op.err != nil {
+					s.fail(call, op.err)
+				} else if call.state.Load() == callAbandoned {
+					s.fail(call, nil) // the caller left: recycle it
+				}
+			}
+		case opCloseClient:
+			s.closeClient(op.client)
+			close(op.done)
+		case opResend:
+			if call := s.calls[op.id]; call != nil && !call.finished && call.attempts == 1 && call.sending == 0 {
+				call.attempts = 0
+				if s.transmit(call, now) {
+					s.timers.fix(call)
+				}
+			}
+		case opForget:
+			if op.ep.inflight.Load() == 0 && s.byAddr[op.ep.key.addr] == op.ep {
+				delete(s.byAddr, op.ep.key.addr)
+			}
+			s.tcp.forget(op.ep)
+		}
+		*op = loopOp{}
+	}
+	return true
 }
 
 // start registers a new call and sends its first copy.
-func (l *clientLoop) start(call *Call, now int64) {
+func (s *clientSource) start(call *Call, now int64) {
 	if call.state.Load() == callAbandoned {
-		l.c.putCall(call) // the caller gave up before it was ever sent
+		call.client.putCall(call) // the caller gave up before it was ever sent
 		return
 	}
-	l.calls[call.id] = call
+	ep := call.ep
+	s.calls[call.id] = call
+	ep.inflight.Add(1)
 	if call.ctx != nil {
 		if err := call.ctx.Err(); err != nil {
-			l.fail(call, l.c.callError(call.Method, err))
+			s.fail(call, call.client.callError(call.Method, 0, err))
 			return
 		}
 	}
-	call.rtoNs = int64(l.c.cfg.initialRTO)
-	l.c.stats.requests.Add(1)
-	if err := l.send(call, now); err != nil {
-		l.fail(call, l.c.callError(call.Method, err))
+	ep.requests.Add(1)
+	call.rtoNs = ep.rto(&call.client.cfg)
+	if ep.key.tcp {
+		s.tcp.send(call, now)
 		return
 	}
-	l.timers.push(call)
+	s.byAddr[ep.key.addr] = ep
+	if call.direct.Load() != directNone {
+		// The caller sent the first copy itself (the loop was asleep).
+		call.attempts = 1
+		call.sentNs = call.directNs
+		call.dueNs = call.sentNs + call.rtoNs
+		if !call.deadline.IsZero() {
+			call.dueNs = min(call.dueNs, now+int64(time.Until(call.deadline))+1)
+		}
+		s.timers.push(call)
+		return
+	}
+	if s.transmit(call, now) {
+		s.timers.push(call)
+	}
 }
 
-func (l *clientLoop) send(call *Call, now int64) error {
-	if _, err := l.ring.PrepSend(l.c.fd, call.frame, 0, call.id); err != nil {
-		return err
+// transmit sends a copy of call (its ATTEMPT and DEADLINE patched for this
+// copy) and sets when to retransmit. It reports whether the call is still
+// in flight: false when it ended (its deadline had passed), after which
+// the call may already be its caller's again and must not be touched.
+func (s *clientSource) transmit(call *Call, now int64) bool {
+	if !call.deadline.IsZero() {
+		left := time.Until(call.deadline)
+		if left <= 0 {
+			s.giveUp(call, errDeadline)
+			return false
+		}
+		call.frame.SetDeadline(left)
 	}
-	call.sending++
+	if call.attempts > 0 {
+		call.frame.SetAttempt(uint8(min(call.attempts, 255)))
+	}
 	call.attempts++
-	l.sendsPrepared++
+	call.sentNs = now
 	call.dueNs = now + call.rtoNs
-	return nil
+	if !call.deadline.IsZero() {
+		call.dueNs = min(call.dueNs, now+int64(time.Until(call.deadline))+1)
+	}
+	slot, ok := s.send.Get()
+	if !ok {
+		s.waitSend = append(s.waitSend, call)
+		call.waitingSlot = true
+		return true
+	}
+	fd := s.fd4
+	if !call.ep.key.addr.Addr().Is4() {
+		fd = s.fd6
+	}
+	if err := s.send.Send(s.l.Ring(), fd, slot, call.frame, call.ep.key.addr, s.tag.With(cudSend|uint64(slot))); err != nil {
+		s.send.Put(slot)
+		s.waitSend = append(s.waitSend, call)
+		call.waitingSlot = true
+		return true
+	}
+	s.slotCall[slot] = call
+	call.sending++
+	return true
 }
 
-// retransmitDue sends another copy of every call whose timeout passed, or
-// fails it after its last copy.
-func (l *clientLoop) retransmitDue(now int64) {
-	maxAttempts := l.c.cfg.maxAttempts
-	for len(l.timers) > 0 && l.timers[0].dueNs <= now {
-		call := l.timers[0]
-		if maxAttempts > 0 && call.attempts >= maxAttempts {
-			err := fmt.Errorf("%w after %d attempts", ErrNoReply, call.attempts)
-			l.fail(call, l.c.callError(call.Method, err))
-			continue
+// retrySends sends the copies that found no free slot.
+func (s *clientSource) retrySends(now int64) {
+	waiting := s.waitSend
+	s.waitSend = nil
+	for _, call := range waiting {
+		call.waitingSlot = false
+		call.attempts-- // transmit counts it again
+		if s.transmit(call, now) && call.heapIndex >= 0 {
+			s.timers.fix(call)
 		}
-		call.rtoNs = min(call.rtoNs*2, int64(l.c.cfg.maxRTO))
-		l.c.stats.retransmits.Add(1)
-		if err := l.send(call, now); err != nil {
-			l.fail(call, l.c.callError(call.Method, err))
-			continue
-		}
-		l.timers.fix(call)
 	}
 }
 
-// fail ends a call with err (ignored when the caller abandoned it).
-func (l *clientLoop) fail(call *Call, err error) {
-	l.timers.remove(call)
+// errDeadline is how a call ends when its context's deadline passes on
+// the loop: the context's own error.
+var errDeadline = context.DeadlineExceeded
+
+// expire retransmits every call whose timeout passed, or ends it.
+func (s *clientSource) expire(now int64) {
+	for len(s.timers) > 0 && s.timers[0].dueNs <= now {
+		call := s.timers[0]
+		c := call.client
+		c.after(call, &AttemptResult{Err: ErrNoReply})
+		if call.oneway {
+			s.complete(call, nil, 0)
+			continue
+		}
+		if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
+			s.giveUp(call, errDeadline)
+			continue
+		}
+		if max := c.cfg.maxAttempts; max > 0 && call.attempts >= max {
+			call.ep.timeouts.Add(1)
+			s.giveUp(call, ErrNoReply)
+			continue
+		}
+		call.rtoNs = min(call.rtoNs*2, int64(c.cfg.maxRTO))
+		if call.ep.key.tcp {
+			// The stream is reliable: a timeout only counts toward giving up.
+			call.attempts++
+			call.dueNs = now + call.rtoNs
+			s.timers.fix(call)
+			continue
+		}
+		if err := c.before(call); err != nil {
+			s.fail(call, err)
+			continue
+		}
+		call.ep.retransmits.Add(1)
+		if s.transmit(call, now) {
+			s.timers.fix(call)
+		}
+	}
+}
+
+// giveUp fails call with cause, wrapped with its endpoint and attempts.
+func (s *clientSource) giveUp(call *Call, cause error) {
+	s.fail(call, call.client.callError(call.Method, call.attempts, cause))
+}
+
+// fail ends call with err (ignored when the caller abandoned it; nil
+// just recycles an abandoned call).
+func (s *clientSource) fail(call *Call, err error) {
+	s.timers.remove(call)
+	if call.finished {
+		return
+	}
 	call.finished = true
-	if call.state.CompareAndSwap(callPending, callCompleting) {
+	if err != nil && call.state.CompareAndSwap(callPending, callCompleting) {
 		call.Err = err
 	}
-	l.release(call)
+	s.release(call)
 }
 
-// complete ends a call with its reply.
-func (l *clientLoop) complete(call *Call, f proto.Frame) {
-	l.timers.remove(call)
+// complete ends call with its reply f (nil for a oneway request, done once
+// sent).
+func (s *clientSource) complete(call *Call, f proto.Frame, rttNs int64) {
+	s.timers.remove(call)
 	call.finished = true
-	if call.state.CompareAndSwap(callPending, callCompleting) {
+	if call.state.CompareAndSwap(callPending, callCompleting) && f != nil {
 		// Only now may the loop write into the caller's buf: an abandoning
 		// caller's CompareAndSwap has failed and it waits on Done.
 		status := f.Status()
 		call.Reply.Status = status
 		call.Reply.Payload = append(call.buf[:0], f.Payload()...)
+		call.Reply.ServiceTime, _ = f.ServiceTime()
+		call.Reply.RetryAfter, _ = f.RetryAfter()
 		if f.Kind() == proto.KindResponse && status != proto.StatusOK {
 			call.Err = &StatusError{Status: status, Message: string(f.ErrorMessage())}
 		}
 	}
-	l.release(call)
+	if len(call.client.cfg.interceptors) > 0 && f != nil {
+		r := AttemptResult{Answered: true, Status: f.Status(), RTT: time.Duration(rttNs),
+			ServiceTime: call.Reply.ServiceTime, RetryAfter: call.Reply.RetryAfter}
+		call.client.after(call, &r)
+	}
+	s.release(call)
 }
 
-// release hands a finished call over once no SEND of it is in flight: to
+// release hands a finished call over once no send of it is in flight: to
 // its caller through Done, or back to the pool when the caller left.
-func (l *clientLoop) release(call *Call) {
+func (s *clientSource) release(call *Call) {
 	if call.sending > 0 {
-		return // the last SEND completion releases it
+		return // the last send's completion releases it
 	}
-	delete(l.calls, call.id)
+	if _, ok := s.calls[call.id]; !ok {
+		return // already released
+	}
+	delete(s.calls, call.id)
+	if call.waitingSlot {
+		for i, w := range s.waitSend {
+			if w == call {
+				s.waitSend = append(s.waitSend[:i], s.waitSend[i+1:]...)
+				break
+			}
+		}
+		call.waitingSlot = false
+	}
+	ep := call.ep
+	ep.inflight.Add(-1)
 	if call.stop != nil {
 		call.stop()
 		call.stop = nil
 	}
 	call.ctx = nil
 	if call.state.Load() == callAbandoned {
-		l.c.putCall(call)
+		call.client.putCall(call)
 		return
 	}
-	call.Done <- call
+	s.deliver(call)
 }
 
-// reap handles every completion that is ready.
-func (l *clientLoop) reap() error {
-	for {
-		n := l.ring.Reap(l.cqes[:])
-		for i := range l.cqes[:n] {
-			cqe := &l.cqes[i]
-			switch cqe.UserData {
-			case udClientRecv:
-				if err := l.onRecv(cqe); err != nil {
-					return err
+// deliver sends call on its Done channel without ever waiting: a full
+// channel gets it later (overflow).
+func (s *clientSource) deliver(call *Call) {
+	s.delivered = true
+	select {
+	case call.Done <- call:
+	default:
+		s.cl.delayed.Add(1)
+		s.overflow = append(s.overflow, call)
+	}
+}
+
+func (s *clientSource) retryDeliveries() {
+	kept := s.overflow[:0]
+	for _, call := range s.overflow {
+		select {
+		case call.Done <- call:
+		default:
+			kept = append(kept, call)
+		}
+	}
+	clear(s.overflow[len(kept):])
+	s.overflow = kept
+}
+
+// Complete implements engine.Source.
+func (s *clientSource) Complete(c *uring.CQE, data uint64) {
+	switch data & cudKind {
+	case cudSend:
+		s.sent(uint32(data&^cudKind), c)
+	case cudTCP:
+		s.tcp.complete(c, data&^cudKind)
+	default:
+		fd, r := s.fd4, &s.recv4
+		if data == cudRecv6 {
+			fd, r = s.fd6, &s.recv6
+		}
+		d, ok, err := r.Complete(c)
+		if err != nil {
+			if c.NoBuffers() {
+				s.c.Rearms.Add(1)
+				return
+			}
+			s.socketError(fd, err)
+			return
+		}
+		if ok {
+			s.onDatagram(&d)
+			r.Done(&d)
+		}
+	}
+}
+
+// socketError handles a receive that ended with an error: an ICMP error
+// (IP_RECVERR) whose details wait in the socket's error queue.
+func (s *clientSource) socketError(fd int, err error) {
+	if !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, unix.EHOSTUNREACH) &&
+		!errors.Is(err, unix.ENETUNREACH) && !errors.Is(err, unix.EHOSTDOWN) && !errors.Is(err, unix.EMSGSIZE) {
+		s.warn.CQEError(s.c, engine.CQERecv, s.l.Config().Queue, err)
+	}
+	for i := 0; i < 64; i++ {
+		_, oobn, _, from, rerr := unix.Recvmsg(fd, s.errBuf, s.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if rerr != nil {
+			return // EAGAIN: the queue is empty
+		}
+		dst, ok := sockpath.AddrPortOf(from)
+		errno := errnoOf(s.oob[:oobn])
+		if !ok || errno == 0 {
+			continue
+		}
+		// A call whose caller sent it before the loop took it from the
+		// queue may be the one this error answers.
+		s.takeOps()
+		ep := s.byAddr[dst]
+		if ep == nil {
+			continue
+		}
+		ep.noteSocketError(errno)
+		if errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH {
+			// The server's port (or host) is not there: end its calls now
+			// rather than retransmitting for seconds.
+			for _, call := range s.calls {
+				if call.ep == ep && !call.finished {
+					s.fail(call, call.client.callError(call.Method, call.attempts, errno))
 				}
-			case udClientEvent:
-				l.eventArmed = false
-				if err := cqe.Err(); err != nil && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
-					return fmt.Errorf("eventfd read: %w", err)
-				}
-			default:
-				l.onSent(cqe)
 			}
 		}
-		l.bufs.Publish()
-		if n < len(l.cqes) {
-			return nil
-		}
 	}
 }
 
-func (l *clientLoop) onRecv(cqe *uring.CQE) error {
-	if id, ok := cqe.BufferID(); ok {
-		if cqe.Res >= 0 {
-			l.onDatagram(l.bufs.Buffer(id)[:cqe.Res])
-		}
-		l.bufs.Put(id)
-		l.recvErrs = 0
+// errnoOf reads ee_errno from an IP_RECVERR / IPV6_RECVERR control message.
+func errnoOf(oob []byte) unix.Errno {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
 	}
-	if cqe.More() {
-		return nil
-	}
-	l.recvArmed = false // re-armed before the next wait
-	if err := cqe.Err(); err != nil && !cqe.NoBuffers() {
-		// A connected UDP socket reports ICMP errors (ECONNREFUSED when
-		// nobody listens) to the next receive, which ends the multishot
-		// request. Calls keep retransmitting until their limit.
-		l.noteSocketError(err)
-		l.recvErrs++
-		if l.recvErrs > maxConsecutiveRecvErrs {
-			return fmt.Errorf("multishot recvmsg failed %d times in a row: %w", l.recvErrs, err)
+	for _, m := range msgs {
+		if (m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR) ||
+			(m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR) {
+			if len(m.Data) >= 4 {
+				return unix.Errno(binary.NativeEndian.Uint32(m.Data))
+			}
 		}
 	}
-	return nil
-}
-
-// noteSocketError keeps err for the messages of calls that get no reply.
-func (l *clientLoop) noteSocketError(err error) {
-	l.c.stats.socketErrs.Add(1)
-	l.c.lastSocketErr.Store(&err) // err escapes here only, on the error path
+	return 0
 }
 
 // onDatagram matches one received datagram to its call.
-func (l *clientLoop) onDatagram(buf []byte) {
-	st := &l.c.stats
-	out, err := uring.ParseRecvmsgOut(buf, 0, 0)
-	if err != nil {
-		st.malformed.Add(1)
-		return
+func (s *clientSource) onDatagram(d *sockpath.Datagram) {
+	ep := s.byAddr[d.Peer]
+	if ep == nil {
+		return // from nobody we call
 	}
-	l.lastActiveNs = l.nowNs()
-	if out.Truncated() {
-		st.tooLarge.Add(1)
-		p := out.Payload
+	if d.Truncated {
+		ep.tooLarge.Add(1)
+		p := d.Payload
 		if len(p) >= proto.HeaderLen && binary.BigEndian.Uint32(p) == proto.Magic && p[4] == proto.Version {
-			if call := l.calls[binary.BigEndian.Uint64(p[8:16])]; call != nil && !call.finished {
-				l.fail(call, l.c.callError(call.Method, fmt.Errorf("%w: %d bytes of payload, room for %d (see WithReplyBuffers)",
-					ErrReplyTooLarge, out.PayloadLen-proto.HeaderLen, l.c.cfg.maxReplyPayload)))
+			if call := s.calls[binary.BigEndian.Uint64(p[8:16])]; call != nil && !call.finished && call.ep == ep {
+				s.fail(call, call.client.callError(call.Method, call.attempts, fmt.Errorf("%w: room for %d bytes (see WithReceiveBuffers)",
+					ErrReplyTooLarge, s.cl.e.cfg.maxReply)))
 			}
 		}
 		return
 	}
-	f, err := proto.Parse(out.Payload)
+	f, err := proto.Parse(d.Payload)
 	if err != nil {
-		st.malformed.Add(1)
+		ep.malformed.Add(1)
 		return
 	}
-	call := l.calls[f.RequestID()]
-	if call == nil || call.finished {
-		st.duplicates.Add(1)
+	s.onReply(ep, f)
+}
+
+// onReply completes the call f answers.
+func (s *clientSource) onReply(ep *endpoint, f proto.Frame) {
+	call := s.calls[f.RequestID()]
+	if call == nil && s.takeOps() {
+		// A call its caller sent directly may answer before the loop has
+		// taken the call from its queue.
+		call = s.calls[f.RequestID()]
+	}
+	if call == nil || call.finished || call.ep != ep {
+		ep.duplicates.Add(1)
 		return
 	}
 	want := proto.KindResponse
@@ -389,79 +870,125 @@ func (l *clientLoop) onDatagram(buf []byte) {
 		want = proto.KindPong
 	}
 	if f.Kind() != want {
-		st.malformed.Add(1)
+		ep.malformed.Add(1)
 		return
 	}
-	st.replies.Add(1)
-	l.complete(call, f)
+	if f.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped && call.sending == 0 {
+		// A server without EXT support: send it again without the block,
+		// and to this endpoint never with one again.
+		ep.noExt.Store(true)
+		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
+			call.frame, call.stripped = stripped, true
+			call.ep.retransmits.Add(1)
+			if s.transmit(call, s.now()) {
+				s.timers.fix(call)
+			}
+			return
+		}
+	}
+	ep.replies.Add(1)
+	rtt := s.now() - call.sentNs
+	if call.attempts == 1 && !call.stripped {
+		ep.sample(rtt) // Karn: only copies that were never resent
+	}
+	s.complete(call, f, rtt)
 }
 
-// onSent handles a SEND completion.
-func (l *clientLoop) onSent(cqe *uring.CQE) {
-	call := l.calls[cqe.UserData]
+// sent handles a send completion.
+func (s *clientSource) sent(slot uint32, c *uring.CQE) {
+	call := s.slotCall[slot]
+	s.slotCall[slot] = nil
+	s.send.Put(slot)
 	if call == nil {
-		panic(fmt.Sprintf("runtime: client loop: SEND completion for unknown request id %d", cqe.UserData))
+		return
 	}
 	call.sending--
-	if err := cqe.Err(); err != nil {
+	if err := c.Err(); err != nil {
 		switch {
 		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EHOSTUNREACH),
 			errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EAGAIN):
-			// Transient: the retransmission timer tries again.
-			l.noteSocketError(err)
+			call.ep.noteSocketError(err) // transient: the retransmission timer tries again
 		default:
+			call.ep.noteSocketError(err)
 			if !call.finished {
-				l.fail(call, l.c.callError(call.Method, fmt.Errorf("send: %w", err)))
+				s.fail(call, call.client.callError(call.Method, call.attempts, fmt.Errorf("send: %w", err)))
 				return
 			}
 		}
+	} else if call.oneway && !call.finished {
+		s.complete(call, nil, 0) // handed to the kernel: that is all a oneway call waits for
+		return
 	}
 	if call.finished {
-		l.release(call)
+		s.release(call)
 	}
 }
 
-// shutdown fails every call the loop still has or that is queued, closes
-// the ring (which cancels and waits for the kernel's pending operations),
-// and then hands over the calls whose sends were still in flight.
-func (l *clientLoop) shutdown(loopErr error) {
-	c := l.c
-	failErr := ErrClientClosed
-	c.mu.Lock()
-	if !c.closed {
-		c.closed, c.closeErr = true, errLoopGone(loopErr)
+// closeClient fails every call of c and drops its undelivered completions.
+func (s *clientSource) closeClient(c *Client) {
+	for _, call := range s.calls {
+		if call.client == c && !call.finished {
+			s.fail(call, ErrClientClosed)
+		}
 	}
-	if loopErr != nil {
-		failErr = errLoopGone(loopErr)
-	}
-	queued := append(l.batch[:0], c.queue...)
-	c.queue, c.cancels = nil, nil
-	c.asleep = false
-	c.mu.Unlock()
+	s.dropOverflow(c)
+}
 
-	for _, call := range queued {
-		if call.state.CompareAndSwap(callPending, callCompleting) {
-			call.Err = failErr
-			if call.stop != nil {
-				call.stop()
-				call.stop = nil
+// dropOverflow forgets completions nobody received (of c, or all for nil).
+func (s *clientSource) dropOverflow(c *Client) {
+	kept := s.overflow[:0]
+	for _, call := range s.overflow {
+		if c == nil || call.client == c {
+			s.cl.undelivered.Add(1)
+			continue
+		}
+		kept = append(kept, call)
+	}
+	clear(s.overflow[len(kept):])
+	s.overflow = kept
+}
+
+// JobDone implements engine.Source; client loops run no jobs.
+func (s *clientSource) JobDone(j *engine.Job) { s.l.Pool().Release(j) }
+
+// Cleanup implements engine.Source: after the ring is gone (no send in
+// flight any more), every call still waiting fails with ErrClientClosed,
+// queued ones too, and the sockets close.
+func (s *clientSource) Cleanup() {
+	cl := s.cl
+	cl.mu.Lock()
+	cl.closed = true
+	ops := cl.ops
+	cl.ops = nil
+	cl.mu.Unlock()
+	for _, op := range ops {
+		switch op.kind {
+		case opCall:
+			if op.call.state.CompareAndSwap(callPending, callCompleting) {
+				op.call.Err = ErrClientClosed
+				op.call.deliverNow()
+			} else {
+				op.call.client.putCall(op.call)
 			}
-			call.ctx = nil
-			call.Done <- call
-		} else {
-			c.putCall(call)
+		case opCloseClient:
+			close(op.done)
 		}
 	}
-	for _, call := range l.calls {
+	for _, call := range s.calls {
+		call.sending = 0
+		s.timers.remove(call)
 		if !call.finished {
-			l.fail(call, failErr)
+			call.finished = true
+			if call.state.CompareAndSwap(callPending, callCompleting) {
+				call.Err = ErrClientClosed
+			}
 		}
+		s.release(call)
 	}
-	l.ring.Close()
-	for _, call := range l.calls {
-		call.sending = 0 // the ring is gone: the kernel no longer reads frames
-		l.release(call)
-	}
+	s.dropOverflow(nil)
+	s.tcp.cleanup()
+	sockpath.CloseFd(&s.fd4)
+	sockpath.CloseFd(&s.fd6)
 }
 
 // callHeap orders unfinished calls by retransmission time.
@@ -494,8 +1021,11 @@ func (h *callHeap) remove(call *Call) {
 	}
 }
 
-// fix restores the order after call's due time grew.
+// fix restores the order after call's due time changed.
 func (h *callHeap) fix(call *Call) {
+	if call.heapIndex < 0 {
+		return
+	}
 	if !h.down(call.heapIndex) {
 		h.up(call.heapIndex)
 	}

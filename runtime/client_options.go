@@ -3,52 +3,49 @@ package runtime
 import (
 	"fmt"
 	"time"
-
-	"github.com/zerohop/zerohop/proto"
 )
 
 // ClientOption configures Dial.
 type ClientOption func(*clientConfig) error
 
 type clientConfig struct {
-	initialRTO  time.Duration
-	maxRTO      time.Duration
-	maxAttempts int // 0: retransmit until the call's context ends
-
-	replyBuffers    int
-	maxReplyPayload int
-
-	busyPoll time.Duration
+	initialRTO   time.Duration
+	minRTO       time.Duration
+	maxRTO       time.Duration
+	maxAttempts  int // 0: retransmit until the call's context ends
+	caller       string
+	interceptors []Interceptor
+	engine       *Engine
 }
 
-// Client defaults: the first retransmission after 20 ms, doubling up to 1 s,
-// 8 copies in all (about 3.3 s before ErrNoReply), 128 reply buffers holding
-// replies with up to 4 KiB of payload, no busy polling.
+// Client defaults: before the first RTT sample the first retransmission
+// comes after 20 ms; afterwards the timeout follows the measured RTT
+// (never under minRTO), doubling per retransmission up to 1 s; 8 copies
+// in all before ErrNoReply.
 const (
-	defaultInitialRTO      = 20 * time.Millisecond
-	defaultMaxRTO          = time.Second
-	defaultMaxAttempts     = 8
-	defaultReplyBuffers    = 128
-	defaultMaxReplyPayload = 4096
+	defaultInitialRTO  = 20 * time.Millisecond
+	defaultMaxRTO      = time.Second
+	defaultMaxAttempts = 8
+	// defaultMinRTO bounds the measured timeout from below: a busy 2-core
+	// machine delays replies by a scheduler slice now and then, and a
+	// retransmission before that is wasted work for both sides.
+	defaultMinRTO = 2 * time.Millisecond
 )
 
 func defaultClientConfig() clientConfig {
-	return clientConfig{
-		initialRTO:      defaultInitialRTO,
-		maxRTO:          defaultMaxRTO,
-		maxAttempts:     defaultMaxAttempts,
-		replyBuffers:    defaultReplyBuffers,
-		maxReplyPayload: defaultMaxReplyPayload,
-	}
+	return clientConfig{initialRTO: defaultInitialRTO, minRTO: defaultMinRTO, maxRTO: defaultMaxRTO, maxAttempts: defaultMaxAttempts}
 }
 
 // WithRetransmission sets how a Client retransmits a request that got no
-// reply: the first copy is sent again after initialRTO, each later wait is
-// twice the previous one up to maxRTO, and after maxAttempts copies in all
-// (the first included) and one more wait the call fails with ErrNoReply.
-// maxAttempts 0 retransmits until the call's context ends; 1 never
-// retransmits. Every copy carries the same request id, so the server may run
-// a request more than once (at-least-once semantics).
+// reply: initialRTO is the timeout before the endpoint's round-trip time
+// has been measured (afterwards it is SRTT + 4·RTTVAR, at least the
+// WithMinRTO floor),
+// each later wait of a call is twice the previous one up to maxRTO, and
+// after maxAttempts copies in all (the first included) and one more wait
+// the call fails with ErrNoReply. maxAttempts 0 retransmits until the
+// call's context ends; 1 never retransmits. Every copy carries the same
+// request id, so the server may run a request more than once
+// (at-least-once semantics).
 func WithRetransmission(initialRTO, maxRTO time.Duration, maxAttempts int) ClientOption {
 	return func(c *clientConfig) error {
 		if initialRTO <= 0 || maxRTO < initialRTO || maxAttempts < 0 {
@@ -60,34 +57,54 @@ func WithRetransmission(initialRTO, maxRTO time.Duration, maxAttempts int) Clien
 	}
 }
 
-// WithReplyBuffers sizes the provided-buffer ring replies are received
-// into: count buffers (a power of two, 1..32768), each holding one reply
-// with up to maxPayload bytes of payload. A reply that does not fit fails
-// its call with ErrReplyTooLarge. Replies are copied out of these buffers
-// at once, so count bounds bursts, not outstanding calls.
-func WithReplyBuffers(count, maxPayload int) ClientOption {
+// WithMinRTO raises the floor of the measured retransmission timeout
+// (default 2 ms): for servers whose handlers take longer than their
+// network round trip, which the RTT estimate cannot know before the
+// first slow reply.
+func WithMinRTO(d time.Duration) ClientOption {
 	return func(c *clientConfig) error {
-		if count < 1 || count > 32768 || count&(count-1) != 0 {
-			return fmt.Errorf("runtime: WithReplyBuffers: count %d is not a power of two in 1..32768", count)
+		if d <= 0 {
+			return fmt.Errorf("runtime: WithMinRTO(%v): want > 0", d)
 		}
-		if maxPayload < 0 || maxPayload > proto.MaxPayload {
-			return fmt.Errorf("runtime: WithReplyBuffers: maxPayload %d outside 0..%d", maxPayload, proto.MaxPayload)
-		}
-		c.replyBuffers, c.maxReplyPayload = count, maxPayload
+		c.minRTO = d
 		return nil
 	}
 }
 
-// WithClientBusyPoll makes the client loop spin on its ring, instead of
-// sleeping in io_uring_enter, for up to window after its last completion
-// while calls are outstanding. Spinning costs a core while busy and saves
-// the kernel wakeup per reply; 0 (the default) always sleeps.
-func WithClientBusyPoll(window time.Duration) ClientOption {
+// WithCaller names the calling service; the name travels in every
+// request's CALLER tag (a label for the server's telemetry and policies,
+// not an authenticated identity). At most 255 bytes.
+func WithCaller(service string) ClientOption {
 	return func(c *clientConfig) error {
-		if window < 0 {
-			return fmt.Errorf("runtime: WithClientBusyPoll: negative window")
+		if len(service) > 255 {
+			return fmt.Errorf("runtime: WithCaller: %d bytes, at most 255", len(service))
 		}
-		c.busyPoll = window
+		c.caller = service
+		return nil
+	}
+}
+
+// WithInterceptors installs interceptors (see Interceptor), run in the
+// order given.
+func WithInterceptors(ics ...Interceptor) ClientOption {
+	return func(c *clientConfig) error {
+		for _, ic := range ics {
+			if ic == nil {
+				return fmt.Errorf("runtime: WithInterceptors: nil interceptor")
+			}
+		}
+		c.interceptors = append(c.interceptors, ics...)
+		return nil
+	}
+}
+
+// WithEngine makes the Client use e instead of the default engine.
+func WithEngine(e *Engine) ClientOption {
+	return func(c *clientConfig) error {
+		if e == nil {
+			return fmt.Errorf("runtime: WithEngine: nil engine")
+		}
+		c.engine = e
 		return nil
 	}
 }

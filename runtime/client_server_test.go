@@ -33,7 +33,9 @@ type gwirServer struct {
 	dropFirst  int // copies of each request id dropped before answering
 	duplicates int // extra copies of each reply
 	untracked  bool
+	v1         bool // answer BAD_FRAME to an extension block, as a pre-EXT server does
 	draining   atomic.Bool
+	extSeen    atomic.Int64 // requests that carried an extension block
 
 	mu   sync.Mutex
 	seen map[uint64]int // copies received per request id
@@ -44,6 +46,7 @@ type gwirServer struct {
 type serverConfig struct {
 	dropFirst, duplicates int
 	untracked             bool // benchmarks: do not count copies per id
+	v1                    bool // reject the extension block as GWIR v1 does (reserved flag)
 }
 
 // startGWIRServer serves on 127.0.0.1 until the test ends.
@@ -68,6 +71,7 @@ func serveGWIR(t testing.TB, conn *net.UDPConn, cfg serverConfig) *gwirServer {
 		dropFirst:  cfg.dropFirst,
 		duplicates: cfg.duplicates,
 		untracked:  cfg.untracked,
+		v1:         cfg.v1,
 		seen:       map[uint64]int{},
 		done:       make(chan struct{}),
 	}
@@ -115,6 +119,17 @@ func (s *gwirServer) serve() {
 			continue
 		}
 		id := f.RequestID()
+		if f.HasExt() {
+			s.extSeen.Add(1)
+			if s.v1 {
+				// What a server built before the extension block answers:
+				// flag bit 1 is reserved, so the frame is BAD_FRAME.
+				if r, err := proto.EncodeError(out, id, f.MethodID(), proto.StatusBadFrame, "reserved flags set"); err == nil {
+					s.conn.WriteToUDPAddrPort(r, from)
+				}
+				continue
+			}
+		}
 		if !s.untracked {
 			s.mu.Lock()
 			s.seen[id]++

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,24 +17,40 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// clientLoopFunc names the client goroutine in stack dumps.
-const clientLoopFunc = "zerohop/runtime.(*Client).runLoop"
+// loopFunc names an event loop's goroutine in stack dumps.
+const loopFunc = "engine.(*Loop).run("
 
-// clientLoops waits (bounded) until the number of running client loops is
-// want and returns the last count: a loop's goroutine outlives, briefly,
-// the close of loopDone that Close waits for.
-func clientLoops(want int) int {
-	n := leak.Goroutines(clientLoopFunc)
+// runningLoops waits (bounded) until the number of running event loops is
+// want and returns the last count.
+func runningLoops(want int) int {
+	n := leak.Goroutines(loopFunc)
 	for deadline := time.Now().Add(5 * time.Second); n != want && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
-		n = leak.Goroutines(clientLoopFunc)
+		n = leak.Goroutines(loopFunc)
 	}
 	return n
 }
 
+// testEngine starts an engine closed at cleanup.
+func testEngine(t testing.TB, opts ...EngineOption) *Engine {
+	t.Helper()
+	e, err := NewEngine(opts...)
+	if err != nil {
+		t.Fatalf("NewEngine: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// dialTest dials addr on an engine of the test's own.
 func dialTest(t testing.TB, addr string, opts ...ClientOption) *Client {
 	t.Helper()
-	c, err := Dial("udp", addr, opts...)
+	return dialOn(t, testEngine(t), addr, opts...)
+}
+
+func dialOn(t testing.TB, e *Engine, addr string, opts ...ClientOption) *Client {
+	t.Helper()
+	c, err := Dial("udp", addr, append([]ClientOption{WithEngine(e)}, opts...)...)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -289,7 +306,7 @@ func TestClientDuplicateReplies(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{duplicates: 2})
 	// A long timeout keeps retransmissions (which get three replies each
 	// too) rare; the count below allows for them anyway.
-	c := dialTest(t, srv.addr.String(), WithRetransmission(time.Second, time.Second, 0))
+	c := dialTest(t, srv.addr.String(), WithRetransmission(time.Second, time.Second, 0), WithMinRTO(time.Second))
 	ctx := testContext(t)
 	const calls = 50
 	for i := range calls {
@@ -311,21 +328,25 @@ func TestClientDuplicateReplies(t *testing.T) {
 	}
 }
 
+// methodBigLen is the payload methodBig answers with.
+const methodBigLen = 5000
+
 func TestClientReplyTooLarge(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
-	c := dialTest(t, srv.addr.String())
-	if _, err := c.Call(testContext(t), methodBig, nil, nil); !errors.Is(err, ErrReplyTooLarge) {
-		t.Fatalf("Call = %v, want ErrReplyTooLarge", err)
+	small := testEngine(t, WithReceiveBuffers(16, 4096))
+	if _, err := dialOn(t, small, srv.addr.String()).Call(testContext(t), methodBig, nil, nil); !errors.Is(err, ErrReplyTooLarge) {
+		t.Fatalf("Call with 4 KiB buffers = %v, want ErrReplyTooLarge", err)
 	}
-	c2 := dialTest(t, srv.addr.String(), WithReplyBuffers(16, 8192))
+	c2 := dialOn(t, testEngine(t, WithReceiveBuffers(16, 16384)), srv.addr.String())
 	reply, err := c2.Call(testContext(t), methodBig, nil, nil)
-	if err != nil || len(reply.Payload) != 5000 {
-		t.Fatalf("Call with 8 KiB buffers = %d bytes, %v", len(reply.Payload), err)
+	if err != nil || len(reply.Payload) != methodBigLen {
+		t.Fatalf("Call with 16 KiB buffers = %d bytes, %v", len(reply.Payload), err)
 	}
 }
 
-// TestClientConnRefused: nobody listens; the ICMP errors end the multishot
-// receive, which the loop re-arms, and the call fails with ErrNoReply.
+// TestClientConnRefused: nobody listens; the ICMP port unreachable that
+// the kernel answers ends the call at once with ECONNREFUSED, instead of
+// retransmitting until the last copy, and names the endpoint.
 func TestClientConnRefused(t *testing.T) {
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -333,17 +354,21 @@ func TestClientConnRefused(t *testing.T) {
 	}
 	addr := conn.LocalAddr().String()
 	conn.Close()
-	c := dialTest(t, addr, WithRetransmission(time.Millisecond, 2*time.Millisecond, 4))
-	for range 3 {
-		if _, err := c.Call(testContext(t), methodEcho, nil, nil); !errors.Is(err, ErrNoReply) {
-			t.Fatalf("Call = %v, want ErrNoReply", err)
+	// A retransmission schedule of ~17 minutes: only the ICMP error can
+	// end these calls within the test's context.
+	c := dialTest(t, addr, WithRetransmission(time.Second, time.Minute, 20))
+	for i := range 3 {
+		_, err := c.Call(testContext(t), methodEcho, nil, nil)
+		var ce *CallError
+		if !errors.Is(err, unix.ECONNREFUSED) || !errors.As(err, &ce) {
+			t.Fatalf("call %d: %v, want a CallError with ECONNREFUSED", i, err)
+		}
+		if ce.Endpoint.String() != addr || ce.Method != methodEcho || ce.Attempts != 1 {
+			t.Fatalf("call %d: %+v", i, ce)
 		}
 	}
-	if _, err := c.Call(testContext(t), methodEcho, nil, nil); !errors.Is(err, unix.ECONNREFUSED) {
-		t.Errorf("error %v does not name ECONNREFUSED", err)
-	}
-	if c.Stats().SocketErrs == 0 {
-		t.Error("no socket errors counted for a port nobody listens on")
+	if c.Stats().SocketErrs < 3 {
+		t.Errorf("%d socket errors counted for 3 calls to a closed port", c.Stats().SocketErrs)
 	}
 }
 
@@ -351,15 +376,19 @@ func TestClientConnRefused(t *testing.T) {
 // ErrClientClosed, and leaves no goroutine and no descriptor behind.
 func TestClientClose(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
-	loopsBefore := clientLoops(0)
+	loopsBefore := runningLoops(0)
 	fdsBefore := openFds(t)
 
-	c, err := Dial("udp", srv.addr.String())
+	e, err := NewEngine()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := clientLoops(loopsBefore + 1); n != loopsBefore+1 {
-		t.Fatalf("%d client loops running, want %d", n, loopsBefore+1)
+	if n := runningLoops(loopsBefore + 1); n != loopsBefore+1 {
+		t.Fatalf("%d loops running, want %d", n, loopsBefore+1)
+	}
+	c, err := Dial("udp", srv.addr.String(), WithEngine(e))
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx := testContext(t)
 	if _, err := c.Call(ctx, methodEcho, nil, nil); err != nil {
@@ -408,8 +437,14 @@ func TestClientClose(t *testing.T) {
 	if err := c.Close(); !errors.Is(err, ErrClientClosed) {
 		t.Errorf("second Close: %v", err)
 	}
-	if n := clientLoops(loopsBefore); n != loopsBefore {
-		t.Errorf("%d client loops still running after Close, want %d", n, loopsBefore)
+	if n := runningLoops(loopsBefore + 1); n != loopsBefore+1 {
+		t.Errorf("closing a Client stopped the engine's loop: %d running", n)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := runningLoops(loopsBefore); n != loopsBefore {
+		t.Errorf("%d loops still running after the engine's Close, want %d", n, loopsBefore)
 	}
 	if leaked := newKernelFds(t, fdsBefore); len(leaked) > 0 {
 		t.Errorf("descriptors left open after Close: %v", leaked)
@@ -420,9 +455,9 @@ func TestClientClose(t *testing.T) {
 // race detector see Close against enqueue, cancel and delivery.
 func TestClientCloseRace(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
-	loopsBefore := clientLoops(0)
+	e := testEngine(t)
 	for round := range 5 {
-		c, err := Dial("udp", srv.addr.String(), WithRetransmission(time.Millisecond, 2*time.Millisecond, 0))
+		c, err := Dial("udp", srv.addr.String(), WithEngine(e), WithRetransmission(time.Millisecond, 2*time.Millisecond, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,20 +495,22 @@ func TestClientCloseRace(t *testing.T) {
 			}
 		}
 	}
-	if n := clientLoops(loopsBefore); n != loopsBefore {
-		t.Errorf("%d client loops still running, want %d", n, loopsBefore)
+	if st := e.Stats(); st.Endpoints != 0 {
+		t.Errorf("%d endpoints left after every Client closed", st.Endpoints)
 	}
 }
 
 func TestDialErrors(t *testing.T) {
+	e := testEngine(t)
 	for _, tc := range []struct{ network, addr string }{
-		{"tcp", "127.0.0.1:1"},
+		{"sctp", "127.0.0.1:1"},
+		{"tcp", "127.0.0.1"},
 		{"udp", "127.0.0.1"},
 		{"udp", "127.0.0.1:0"},
 		{"udp6", "127.0.0.1:7000"},
 		{"udp4", "[::1]:7000"},
 	} {
-		if c, err := Dial(tc.network, tc.addr); err == nil {
+		if c, err := Dial(tc.network, tc.addr, WithEngine(e)); err == nil {
 			c.Close()
 			t.Errorf("Dial(%q, %q) succeeded", tc.network, tc.addr)
 		}
@@ -482,13 +519,23 @@ func TestDialErrors(t *testing.T) {
 		WithRetransmission(0, time.Second, 1),
 		WithRetransmission(time.Second, time.Millisecond, 1),
 		WithRetransmission(time.Millisecond, time.Second, -1),
-		WithReplyBuffers(100, 10),
-		WithReplyBuffers(128, proto.MaxPayload+1),
-		WithClientBusyPoll(-1),
+		WithCaller(strings.Repeat("x", 256)),
+		WithEngine(nil),
 	} {
-		if c, err := Dial("udp", "127.0.0.1:7000", opt); err == nil {
+		if c, err := Dial("udp", "127.0.0.1:7000", WithEngine(e), opt); err == nil {
 			c.Close()
 			t.Error("Dial accepted a bad option")
+		}
+	}
+	for _, opt := range []EngineOption{
+		WithReceiveBuffers(100, 1000),
+		WithReceiveBuffers(128, proto.MaxFrameLen+65),
+		WithClientBusyPoll(-1),
+		WithClientLoops(-1),
+	} {
+		if e, err := NewEngine(opt); err == nil {
+			e.Close()
+			t.Error("NewEngine accepted a bad option")
 		}
 	}
 }
@@ -523,15 +570,22 @@ func TestClientNamespaces(t *testing.T) {
 	srv := serveGWIR(t, conn, serverConfig{dropFirst: 1})
 	var c *Client
 	if err := link.B.Host.Do(func() error {
-		var err error
-		c, err = Dial("udp4", srv.addr.String(), WithRetransmission(2*time.Millisecond, 20*time.Millisecond, 0))
+		e, err := NewEngine()
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { e.Close() })
+		c, err = Dial("udp4", srv.addr.String(), WithEngine(e), WithRetransmission(2*time.Millisecond, 20*time.Millisecond, 0))
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if c.LocalAddr().Addr() != link.B.Addr4 {
-		t.Errorf("client bound to %v, want the client namespace's %v", c.LocalAddr(), link.B.Addr4)
+	// The engine's socket is unconnected (bound to the wildcard address);
+	// that the calls below reach the server's namespace-only address at all
+	// shows it lives in the client's namespace.
+	if c.LocalAddr().Port() == 0 {
+		t.Errorf("client socket %v has no port", c.LocalAddr())
 	}
 	ctx := testContext(t)
 	if st, err := c.Ping(ctx); err != nil || st != proto.PongServing {

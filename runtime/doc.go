@@ -6,19 +6,30 @@
 // and run with Serve or Start/Shutdown. It runs on one of two backends and
 // always says which (Backend, BackendReason, the start-up log line):
 //
-//   - BackendXSK: the bpf package's XDP program steers the listen port to
-//     one AF_XDP socket per queue, all sharing one UMEM. Each loop, on a
-//     locked OS thread pinned to its core, spins on its socket's rings while
-//     busy (WithBusyPoll) and sleeps in its io_uring otherwise; TX kicks go
-//     through the ring. A request is parsed in place in the frame it arrived
-//     in and the reply is built and sent from that same frame. Needs root
-//     (CAP_NET_ADMIN, CAP_BPF), an interface that takes XDP, an explicit port.
+//   - BackendXSK: the bpf package's XDP program, shared by every zerohop
+//     server of the interface, steers the listen port to one AF_XDP socket
+//     per served RX queue, all sharing one UMEM. By default every queue no
+//     other server holds is served (AF_XDP allows one process per queue),
+//     each queue's loop on the CPU its interrupt is affine to (queue mod
+//     NumCPU without per-queue interrupts); queues of one core share a
+//     loop. Each loop, on a locked OS thread pinned to its core, spins on
+//     its rings while busy (WithBusyPoll) and sleeps in its io_uring
+//     otherwise. A request is parsed in place in the frame it arrived in
+//     and the reply is built and sent from that same frame. Beside the
+//     sockets, kernel sockets on the same address (the hybrid path) answer
+//     what never reaches them: callers in the server's namespace, IP
+//     fragments and oversized datagrams, datagrams on queues it does not
+//     serve, TCP. Needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN), an
+//     interface that takes XDP, an explicit port.
 //   - BackendUring: one SO_REUSEPORT UDP socket per loop, multishot RECVMSG
 //     into a provided-buffer ring, one SENDMSG per reply, all through the
 //     loop's io_uring. Works unprivileged; datagrams up to 8 KiB.
 //
 // BackendAuto picks XSK when it can attach and bind on the interface holding
-// the listen address (or WithInterface), and io_uring sockets otherwise.
+// the listen address (or WithInterface), and io_uring sockets otherwise,
+// logging the cause at WARN. Both serve UDP, and TCP with WithTCP. A second
+// server on an address fails with ErrAddrInUse unless both gave
+// WithReusePort. Stats counts which path served each request.
 //
 // Request path contract: a handler gets a *Request whose Payload and Fields
 // alias the receive buffer (the UMEM frame on XSK) and are valid only until

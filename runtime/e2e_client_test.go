@@ -16,12 +16,36 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// clientIn dials srv from h's namespace (nil h: this one).
+// engineIn starts a client engine in h's namespace (nil h: this one),
+// closed at cleanup: the engine's sockets live where it was made.
+func engineIn(t testing.TB, h *topo.Host, opts ...zr.EngineOption) *zr.Engine {
+	t.Helper()
+	var e *zr.Engine
+	start := func() (err error) {
+		e, err = zr.NewEngine(opts...)
+		return err
+	}
+	var err error
+	if h != nil {
+		err = h.Do(start)
+	} else {
+		err = start()
+	}
+	if err != nil {
+		t.Fatalf("NewEngine: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// clientIn dials srv from h's namespace (nil h: this one), on an engine of
+// its own.
 func clientIn(t *testing.T, h *topo.Host, srv *zr.Server, opts ...zr.ClientOption) *zr.Client {
 	t.Helper()
 	var c *zr.Client
+	e := engineIn(t, h)
 	dial := func() (err error) {
-		c, err = zr.Dial("udp", srv.Addr().String(), opts...)
+		c, err = zr.Dial("udp", srv.Addr().String(), append([]zr.ClientOption{zr.WithEngine(e)}, opts...)...)
 		return err
 	}
 	var err error
@@ -120,17 +144,21 @@ func TestUringBackendWithClient(t *testing.T) {
 }
 
 func TestXSKBackendWithClient(t *testing.T) {
-	link, srv, gate := xskPair(t, 1)
-	exerciseWithClient(t, srv, clientIn(t, link.B.Host, srv), gate)
+	forEachPeer(t, func(t *testing.T, offload bool) {
+		link, srv, gate := xskPair(t, offload, 1)
+		exerciseWithClient(t, srv, clientIn(t, link.B.Host, srv), gate)
+	})
 }
 
 // With 10 % of requests dropped at XDP, every call still completes through
 // the client's retransmissions.
 func TestXSKBackendLossWithClient(t *testing.T) {
-	link, srv, _ := xskPair(t, 1, zr.WithPinnedMaps())
-	maps := lossyMaps(t, link.A.Iface)
-	c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
-	callsSurviveLoss(t, c, maps)
+	forEachPeer(t, func(t *testing.T, offload bool) {
+		link, srv, _ := xskPair(t, offload, 1, zr.WithPinnedMaps())
+		maps := lossyMaps(t, link.A.Iface)
+		c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
+		callsSurviveLoss(t, c, maps)
+	})
 }
 
 // lossyMaps opens the pinned maps of the server on iface and turns the
@@ -148,18 +176,23 @@ func lossyMaps(t *testing.T, iface string) *bpf.Maps {
 	return maps
 }
 
-// callsSurviveLoss keeps 2,000 Sum calls in flight through a lossy path and
-// checks that each completes with the right sum and that the loss knob
-// really dropped requests.
+// callsSurviveLoss makes 10,000 Sum calls, 512 in flight at a time,
+// through a lossy path and checks that each completes with the right sum
+// and that the loss knob really dropped requests.
 func callsSurviveLoss(t *testing.T, c *zr.Client, counters interface{ Counters() (bpf.Counters, error) }) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	const calls = 2000
-	done := make(chan *zr.Call, calls)
+	const calls, window = 10000, 512
+	done := make(chan *zr.Call, window)
 	want := map[*zr.Call]uint64{}
-	for i := 0; i < calls; i++ {
-		want[c.Go(ctx, echo.SumMethod, sumPayload(uint64(i), 1), nil, done)] = uint64(i) + 1
+	issued := 0
+	issue := func() {
+		want[c.Go(ctx, echo.SumMethod, sumPayload(uint64(issued), 1), nil, done)] = uint64(issued) + 1
+		issued++
+	}
+	for issued < window {
+		issue()
 	}
 	for i := 0; i < calls; i++ {
 		call := <-done
@@ -169,7 +202,11 @@ func callsSurviveLoss(t *testing.T, c *zr.Client, counters interface{ Counters()
 		if v, n := protowire.ConsumeVarint(call.Reply.Payload[1:]); n < 0 || v != want[call] {
 			t.Fatalf("sum reply % x, want %d", call.Reply.Payload, want[call])
 		}
+		delete(want, call)
 		call.Release()
+		if issued < calls {
+			issue()
+		}
 	}
 	cnt, err := counters.Counters()
 	if err != nil {
@@ -188,14 +225,15 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		backend zr.Backend
-	}{{"uring", zr.BackendUring}, {"xsk", zr.BackendXSK}} {
+		offload bool
+	}{{"uring", zr.BackendUring, false}, {"xsk/offload-on", zr.BackendXSK, true}, {"xsk/offload-off", zr.BackendXSK, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var srv *zr.Server
 			var gate *blockGate
 			var c *zr.Client
 			if tc.backend == zr.BackendXSK {
 				var link *topo.Link
-				link, srv, gate = xskPair(t, 1)
+				link, srv, gate = xskPair(t, tc.offload, 1)
 				c = clientIn(t, link.B.Host, srv)
 			} else {
 				srv, gate = testServer(t, "127.0.0.1:0", zr.WithBackend(zr.BackendUring))

@@ -66,11 +66,8 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 		}
 		defer srv.Shutdown(context.Background())
 	}
-	var c *zr.Client
-	if err := link.B.Host.Do(func() (err error) {
-		c, err = zr.Dial("udp", addr.String())
-		return err
-	}); err != nil {
+	c, err := zr.Dial("udp", addr.String(), zr.WithEngine(engineIn(b, link.B.Host)))
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()

@@ -152,12 +152,14 @@ func TestExtUring(t *testing.T) {
 }
 
 func TestExtXSK(t *testing.T) {
-	link, srv, _ := xskPair(t, 1)
-	registerExtMethods(srv)
-	exerciseExt(t, srv, kernelClientIn(t, link.B.Host, srv.Addr()))
-	if st := srv.Stats(); st.Total.Served["xsk"] == 0 {
-		t.Fatalf("nothing served over AF_XDP: %v", st.Total.Served)
-	}
+	forEachPeer(t, func(t *testing.T, offload bool) {
+		link, srv, _ := xskPair(t, offload, 1)
+		registerExtMethods(srv)
+		exerciseExt(t, srv, kernelClientIn(t, link.B.Host, srv.Addr()))
+		if st := srv.Stats(); st.Total.Served["xsk"] == 0 {
+			t.Fatalf("nothing served over AF_XDP: %v", st.Total.Served)
+		}
+	})
 }
 
 // A blocking request whose deadline passes while it waits for a worker

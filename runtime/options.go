@@ -106,11 +106,15 @@ func WithInterface(name string) Option {
 }
 
 // WithQueues restricts the RX queues the XSK backend serves (default:
-// every RX queue of the interface, as the kernel reports it). Datagrams
-// for the port arriving on other queues are not lost: the steering
-// program passes them to the kernel, where the server's kernel sockets
-// answer them (counted as PathUDP). With the uring backend each entry is
-// one SO_REUSEPORT socket and loop (default: one).
+// every RX queue of the interface, as the kernel reports it, that no other
+// zerohop server holds: AF_XDP allows one process per queue, so servers of
+// one interface divide its queues). A listed queue the interface lacks is
+// an error; one another server holds makes XSK unavailable (BackendAuto
+// falls back, with a WARN). Datagrams for the port arriving on other
+// queues are not lost: the steering program passes them to the kernel,
+// where the server's kernel sockets answer them (counted as Served["udp"]).
+// With the uring backend each entry is one SO_REUSEPORT socket and loop
+// (default: one).
 func WithQueues(queues ...int) Option {
 	return func(c *config) error {
 		if len(queues) == 0 {
@@ -227,9 +231,13 @@ func WithTCP() Option {
 }
 
 // WithReusePort lets this server share its address with other zerohop
-// servers that opt in too (the kernel spreads datagrams among them). By
-// default a second server on an address fails with an "address in use"
-// error instead of silently taking part of the traffic.
+// servers that opt in too (the kernel spreads datagrams among their kernel
+// sockets). By default a second server on an address fails with an error
+// wrapping ErrAddrInUse instead of silently taking part of the traffic.
+// The XDP program steers a port to one server's AF_XDP sockets only: on
+// the XSK backend the first server keeps the steered traffic and the
+// others share the address on the kernel path (BackendAuto falls back to
+// io_uring sockets for them, with a WARN).
 func WithReusePort() Option {
 	return func(c *config) error {
 		c.reusePort = true

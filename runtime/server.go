@@ -9,15 +9,23 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/internal/sysinfo"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime/internal/engine"
 	"github.com/zerohop/zerohop/runtime/internal/sockpath"
+	"github.com/zerohop/zerohop/runtime/internal/xskpath"
 )
 
 // ErrServerClosed is returned by Start on a server that was shut down,
 // and by Serve when the server was shut down by a call to Shutdown rather
 // than by Serve's own context.
 var ErrServerClosed = errors.New("runtime: server closed")
+
+// ErrAddrInUse is what Listen's error wraps when another server holds the
+// address (a zerohop server that did not opt in to sharing it with
+// WithReusePort, or any other socket); the error names the holder.
+var ErrAddrInUse = sockpath.ErrAddrInUse
 
 // Server serves GWIR requests on one address. Create it with Listen,
 // register handlers, then Serve (or Start and later Shutdown).
@@ -32,6 +40,8 @@ type Server struct {
 	tcps    []*sockpath.TCPServer
 	xsk     xskAttachment // nil on the uring backend
 	guard   *sockpath.Guard
+	// queueMap is the interface's queue → IRQ → CPU map (XSK backend).
+	queueMap *sysinfo.QueueMap
 
 	mu           sync.Mutex // guards registration and the lifecycle
 	started      bool
@@ -81,6 +91,9 @@ func Listen(network, addr string, opts ...Option) (_ *Server, err error) {
 			s.release()
 		}
 	}()
+	if err := s.claimAddr(); err != nil {
+		return nil, err
+	}
 	if err := s.chooseBackend(); err != nil {
 		return nil, err
 	}
@@ -166,7 +179,11 @@ func (s *Server) Start() error {
 		}
 	}
 	if first == nil && s.xsk != nil {
-		first = s.xsk.Steer()
+		// Listen checked the port; another server can only have taken it
+		// since.
+		if first = s.xsk.Steer(); errors.Is(first, bpf.ErrAddrInUse) {
+			first = fmt.Errorf("runtime: %s: %w: %w", s.addr, ErrAddrInUse, first)
+		}
 	}
 	if first == nil && s.cfg.registry != nil {
 		s.registration, first = s.cfg.registry.Register(context.Background(), s.cfg.service, Endpoint{Addr: s.addr})
@@ -182,7 +199,7 @@ func (s *Server) Start() error {
 	}
 	s.started = true
 	s.cfg.logger.Info("zerohop serving", "addr", s.addr.String(), "backend", s.backend.String(),
-		"reason", s.reason, "tcp", s.cfg.tcp, "loops", s.describeLoops(), "detail", s.describe())
+		"reason", s.reason, "tcp", s.cfg.tcp, "loops", s.describeLoops(), "cores_from", s.coresFrom(), "detail", s.describe())
 	return nil
 }
 
@@ -328,11 +345,14 @@ func (s *Server) Stats() Stats {
 	if s.core == nil {
 		return st
 	}
-	var fill []uint64
+	var socks []xskpath.SocketStats
 	if s.xsk != nil {
-		fill = s.xsk.FillRingEmpty()
+		socks = s.xsk.Stats()
 	}
-	sock := 0
+	fill := map[int]uint64{}
+	for _, ss := range socks {
+		fill[ss.Queue] = ss.FillRingEmpty
+	}
 	for i, l := range s.loops {
 		p := s.plan[i]
 		q := i
@@ -342,20 +362,33 @@ func (s *Server) Stats() Stats {
 		ls := newLoopStats(q, append([]int(nil), p.queues...), p.core)
 		snap := l.Counters.Snapshot()
 		ls.addSnapshot(&snap)
-		for range p.queues {
-			if sock < len(fill) {
-				ls.FillRingEmpty += fill[sock]
-			}
-			sock++
+		for _, q := range p.queues {
+			ls.FillRingEmpty += fill[q]
+			st.Queues = append(st.Queues, s.queueStats(q, p.core, socks))
 		}
 		st.Total.addSnapshot(&snap)
 		st.Total.FillRingEmpty += ls.FillRingEmpty
 		st.Loops = append(st.Loops, ls)
 	}
+	sort.Slice(st.Queues, func(i, j int) bool { return st.Queues[i].Queue < st.Queues[j].Queue })
 	for _, m := range s.core.Methods.All() {
 		st.Methods = append(st.Methods, methodStats(m))
 	}
 	sort.Slice(st.Methods, func(i, j int) bool { return st.Methods[i].Method < st.Methods[j].Method })
 	st.Abandoned = s.core.Pool.Abandoned()
 	return st
+}
+
+// queueStats is one AF_XDP queue's counters.
+func (s *Server) queueStats(q, core int, socks []xskpath.SocketStats) QueueStats {
+	qs := QueueStats{Queue: q, Core: core, IRQ: -1}
+	if s.queueMap != nil && q < len(s.queueMap.Queues) {
+		qs.IRQ = s.queueMap.Queues[q].IRQ
+	}
+	for _, ss := range socks {
+		if ss.Queue == q {
+			qs.RX, qs.TX, qs.FillRingEmpty = ss.RX, ss.TX, ss.FillRingEmpty
+		}
+	}
+	return qs
 }

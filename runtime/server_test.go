@@ -42,6 +42,14 @@ func testServer(t *testing.T, addr string, opts ...runtime.Option) (*runtime.Ser
 // namespace with topo.Host.Do).
 func testServerIn(t *testing.T, do func(func() error) error, addr string, opts ...runtime.Option) (*runtime.Server, *blockGate) {
 	t.Helper()
+	return startTestServer(t, do, addr, true, opts...)
+}
+
+// startTestServer is testServerIn; checkLeft says whether its cleanup
+// checks that no loop or worker goroutine is left, which a test running
+// several servers checks once, after the last (expectNoLoopsLeft).
+func startTestServer(t *testing.T, do func(func() error) error, addr string, checkLeft bool, opts ...runtime.Option) (*runtime.Server, *blockGate) {
+	t.Helper()
 	opts = append([]runtime.Option{runtime.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)
 	var srv *runtime.Server
 	err := do(func() (err error) {
@@ -76,15 +84,29 @@ func testServerIn(t *testing.T, do func(func() error) error, addr string, opts .
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
-		// Loops and workers end with Shutdown.
-		for i := 0; i < 200 && leak.Goroutines(loopGoroutine, "engine.(*Pool).work") > 0; i++ {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if n := leak.Goroutines(loopGoroutine, "engine.(*Pool).work"); n > 0 {
-			t.Errorf("%d loop or worker goroutines left after Shutdown", n)
+		if checkLeft {
+			noLoopsLeft(t)
 		}
 	})
 	return srv, gate
+}
+
+// noLoopsLeft fails t if loop or worker goroutines outlive Shutdown.
+func noLoopsLeft(t *testing.T) {
+	t.Helper()
+	for i := 0; i < 200 && leak.Goroutines(loopGoroutine, "engine.(*Pool).work") > 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := leak.Goroutines(loopGoroutine, "engine.(*Pool).work"); n > 0 {
+		t.Errorf("%d loop or worker goroutines left after Shutdown", n)
+	}
+}
+
+// expectNoLoopsLeft registers the goroutine check of a test that runs
+// several servers: call it before starting them, so that it runs after
+// their cleanups have shut them all down.
+func expectNoLoopsLeft(t *testing.T) {
+	t.Cleanup(func() { noLoopsLeft(t) })
 }
 
 // blockGate is a blocking handler that echoes once the gate opens. Its

@@ -63,10 +63,26 @@ type MethodStats struct {
 	Latency Histogram
 }
 
+// QueueStats are the counters of one RX queue served through an AF_XDP
+// socket (a loop may own several queues' sockets).
+type QueueStats struct {
+	// Queue is the RX queue, Core the CPU its loop is pinned to, IRQ the
+	// queue's own interrupt (-1: none, as on veth).
+	Queue, Core, IRQ int
+	// RX counts frames taken from the socket's RX ring, TX replies posted
+	// to its TX ring, FillRingEmpty the times the kernel found its fill
+	// ring dry (and dropped a packet).
+	RX, TX, FillRingEmpty uint64
+}
+
 // Stats is a snapshot of a server's counters.
 type Stats struct {
 	Backend Backend
 	Loops   []LoopStats
+	// Queues holds the AF_XDP queues' own counters, by queue (empty on
+	// the uring backend). What arrives on other queues is served by the
+	// kernel sockets, counted in LoopStats.Served["udp"].
+	Queues []QueueStats
 	// Total sums the loops (Queue and Core are -1).
 	Total LoopStats
 	// Methods holds each registered method's counters, sorted by name.

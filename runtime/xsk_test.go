@@ -17,17 +17,33 @@ import (
 	"github.com/zerohop/zerohop/internal/leak"
 	"github.com/zerohop/zerohop/internal/topo"
 	zr "github.com/zerohop/zerohop/runtime"
-	"golang.org/x/sys/unix"
 )
 
 const xskPort = 7000
 
+// peerModes are the two kinds of kernel peer every test of the XSK
+// backend meets: TX checksum offload on (veth's default, and what a pod on
+// the same node sends: only the pseudo-header sum in the UDP checksum,
+// CHECKSUM_PARTIAL) and off (full checksums, as a NIC delivers them).
+var peerModes = []struct {
+	name    string
+	offload bool
+}{{"offload-on", true}, {"offload-off", false}}
+
+// forEachPeer runs fn as a subtest per peer mode.
+func forEachPeer(t *testing.T, fn func(t *testing.T, offload bool)) {
+	for _, m := range peerModes {
+		t.Run(m.name, func(t *testing.T) { fn(t, m.offload) })
+	}
+}
+
 // xskPair builds a namespace pair and serves on the XSK backend in the
-// first; the client side's kernel fills real UDP checksums (offload off) so
-// the server's checksum validation sees what a NIC would deliver.
-func xskPair(t *testing.T, queues int, opts ...zr.Option) (*topo.Link, *zr.Server, *blockGate) {
+// first. offload leaves TX checksum offload on on both veths (the kernel
+// client then sends partial checksums); without it the client's kernel
+// fills full UDP checksums, as a NIC would deliver them.
+func xskPair(t *testing.T, offload bool, queues int, opts ...zr.Option) (*topo.Link, *zr.Server, *blockGate) {
 	t.Helper()
-	link := topo.Pair(t, topo.Config{Queues: queues, TxChecksumOff: true, XPS: queues > 1})
+	link := topo.Pair(t, topo.Config{Queues: queues, TxChecksumOff: !offload, XPS: queues > 1})
 	addr := netip.AddrPortFrom(link.A.Addr4, xskPort).String()
 	opts = append([]zr.Option{zr.WithInterface(link.A.Iface), zr.WithBackend(zr.BackendXSK)}, opts...)
 	srv, gate := testServerIn(t, link.A.Host.Do, addr, opts...)
@@ -52,8 +68,10 @@ func xdpAttached(t *testing.T, h *topo.Host, iface string) bool {
 	return strings.Contains(string(out), "prog/xdp")
 }
 
-func TestXSKBackendServesKernelClient(t *testing.T) {
-	link, srv, gate := xskPair(t, 1)
+func TestXSKBackendServesKernelClient(t *testing.T) { forEachPeer(t, testXSKServesKernelClient) }
+
+func testXSKServesKernelClient(t *testing.T, offload bool) {
+	link, srv, gate := xskPair(t, offload, 1)
 	if srv.Backend() != zr.BackendXSK {
 		t.Fatalf("backend %v: %s", srv.Backend(), srv.BackendReason())
 	}
@@ -65,6 +83,12 @@ func TestXSKBackendServesKernelClient(t *testing.T) {
 	st := srv.Stats()
 	if st.Total.RX == 0 || st.Total.TX == 0 || st.Total.Kicks == 0 {
 		t.Fatalf("stats: rx %d tx %d kicks %d", st.Total.RX, st.Total.TX, st.Total.Kicks)
+	}
+	// A peer with offload on sends partial checksums, which a veth never
+	// completes: they are accepted and counted; one with offload off
+	// sends none. Either way nothing is dropped for its checksum.
+	if partial := st.Total.PartialChecksum; (partial > 0) != offload || st.Total.Dropped["checksum"] != 0 {
+		t.Errorf("offload %v: partial checksums %d, checksum drops %d", offload, partial, st.Total.Dropped["checksum"])
 	}
 	// Replies carry checksums the kernel accepts. InErrors also counts
 	// replies to the garbage barrage that overflowed the client's socket
@@ -80,8 +104,10 @@ func TestXSKBackendServesKernelClient(t *testing.T) {
 	}
 }
 
-func TestXSKBackendAutoPicksXSKAndCleansUp(t *testing.T) {
-	link := topo.Pair(t, topo.Config{TxChecksumOff: true})
+func TestXSKBackendAutoPicksXSKAndCleansUp(t *testing.T) { forEachPeer(t, testXSKAutoCleansUp) }
+
+func testXSKAutoCleansUp(t *testing.T, offload bool) {
+	link := topo.Pair(t, topo.Config{TxChecksumOff: !offload})
 	addr := netip.AddrPortFrom(link.A.Addr4, xskPort).String()
 	var srv *zr.Server
 	if err := link.A.Host.Do(func() (err error) {
@@ -125,16 +151,20 @@ func TestXSKBackendTwoQueues(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		t.Skip("needs 2 CPUs to steer two queues with XPS")
 	}
-	link, srv, _ := xskPair(t, 2, zr.WithQueues(0, 1), zr.WithCores(0, 1))
+	forEachPeer(t, testXSKTwoQueues)
+}
+
+func testXSKTwoQueues(t *testing.T, offload bool) {
+	link, srv, _ := xskPair(t, offload, 2, zr.WithQueues(0, 1), zr.WithCores(0, 1))
 	// One sender pinned to each CPU: XPS puts CPU i's traffic on TX queue
 	// i, which arrives on the server's RX queue i.
 	for cpu := 0; cpu < 2; cpu++ {
 		errc := link.B.Host.Go(func() error {
-			var set unix.CPUSet
-			set.Set(cpu)
-			if err := unix.SchedSetaffinity(0, &set); err != nil {
+			restore, err := pinThread(cpu)
+			if err != nil {
 				return err
 			}
+			defer restore()
 			c := dialKernel(t, srv.Addr())
 			for i := 0; i < 50; i++ {
 				id := uint64(cpu*1000 + i)
@@ -159,8 +189,10 @@ func TestXSKBackendTwoQueues(t *testing.T) {
 	}
 }
 
-func TestXSKBackendSurvivesInjectedLoss(t *testing.T) {
-	link, srv, _ := xskPair(t, 1, zr.WithPinnedMaps())
+func TestXSKBackendSurvivesInjectedLoss(t *testing.T) { forEachPeer(t, testXSKInjectedLoss) }
+
+func testXSKInjectedLoss(t *testing.T, offload bool) {
+	link, srv, _ := xskPair(t, offload, 1, zr.WithPinnedMaps())
 	maps := lossyMaps(t, link.A.Iface)
 	c := kernelClientIn(t, link.B.Host, srv.Addr())
 	c.rto = 50 * time.Millisecond
@@ -186,8 +218,10 @@ func exists(path string) bool {
 
 // The XSK backend serves IPv6 too: the steering program and netstack
 // handle the IPv6 header, neighbour discovery stays with the kernel.
-func TestXSKBackendIPv6(t *testing.T) {
-	link := topo.Pair(t, topo.Config{TxChecksumOff: true})
+func TestXSKBackendIPv6(t *testing.T) { forEachPeer(t, testXSKIPv6) }
+
+func testXSKIPv6(t *testing.T, offload bool) {
+	link := topo.Pair(t, topo.Config{TxChecksumOff: !offload})
 	addr := netip.AddrPortFrom(link.A.Addr6, xskPort).String()
 	srv, _ := testServerIn(t, link.A.Host.Do, addr, zr.WithInterface(link.A.Iface), zr.WithBackend(zr.BackendXSK))
 	c := kernelClientIn(t, link.B.Host, srv.Addr())

@@ -31,11 +31,10 @@ func init() {
 func TestBenchQuickHarness(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "bench.json")
-	plotPath := filepath.Join(dir, "bench.png")
 	var stdout, stderr bytes.Buffer
 	code := benchMain(context.Background(), &stdout, &stderr, os.Args[0], []string{benchChildEnv + "=1"}, []string{
 		"--quick", "--variants", "zerohop-uring,nethttp", "--n", "4", "--warmup", "100ms", "--duration", "300ms",
-		"--json", jsonPath, "--plot", plotPath})
+		"--json", jsonPath})
 	if code != 0 {
 		t.Fatalf("bench exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -70,9 +69,6 @@ func TestBenchQuickHarness(t *testing.T) {
 		if _, err := os.Stat("/var/run/netns/" + ns); err == nil {
 			t.Errorf("namespace %s still exists after the run", ns)
 		}
-	}
-	if st, err := os.Stat(plotPath); err != nil || st.Size() == 0 {
-		t.Errorf("plot: %v", err)
 	}
 	if !strings.Contains(stdout.String(), "zerohop-uring") {
 		t.Errorf("table lacks the variant:\n%s", stdout.String())

@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"syscall"
 	"time"
 
 	"github.com/zerohop/zerohop/bench"
@@ -17,23 +14,24 @@ import (
 // and its load generator. Not meant to be run by hand.
 
 func init() {
-	register(command{name: "bench-server", summary: "(internal to bench) run a peer server: nethttp, netudp, raw-xsk, zerohop", run: runBenchServer})
-	register(command{name: "bench-client", summary: "(internal to bench) run one load point", run: runBenchClient})
+	register(command{name: "bench-server", summary: "(internal to bench) run a peer server: nethttp, netudp, raw-xsk, zerohop", hidden: true, run: runBenchServer})
+	register(command{name: "bench-client", summary: "(internal to bench) run one load point", hidden: true, run: runBenchClient})
 }
 
 func runBenchServer(args []string) int {
-	fs := flag.NewFlagSet("bench-server", flag.ContinueOnError)
+	fs := newFlags("bench-server", "usage: zerohop bench-server --kind KIND --addr IP:PORT [-- serve ARGS…]\n\nInternal to `zerohop bench`: runs one of the servers it compares.")
 	kind := fs.String("kind", "", "nethttp, netudp, raw-xsk or zerohop (then `-- serve ARGS…`)")
 	addr := fs.String("addr", "", "IP:PORT to serve on")
 	iface := fs.String("iface", "", "interface (raw-xsk)")
 	queue := fs.Int("queue", 0, "queue (raw-xsk)")
 	core := fs.Int("core", -1, "core to pin the loop to (raw-xsk)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server to this file (zerohop)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := fs.parse(args, os.Stdout, os.Stderr); done {
+		return code
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sig := signalContext(context.Background())
+	defer sig.stop()
+	ctx, stop := context.Context(sig), sig.stop
 	var err error
 	switch *kind {
 	case "nethttp":
@@ -45,20 +43,17 @@ func runBenchServer(args []string) int {
 	case "zerohop":
 		rest := fs.Args()
 		if len(rest) == 0 || rest[0] != "serve" {
-			fmt.Fprintln(os.Stderr, "zerohop bench-server --kind zerohop: want `-- serve ARGS…`")
-			return 2
+			return fs.usageError(os.Stderr, "--kind zerohop: want `-- serve ARGS…` after the flags")
 		}
 		stop() // serve handles the signals itself
 		return serveProfiled(*cpuProfile, rest[1:])
 	default:
-		fmt.Fprintf(os.Stderr, "zerohop bench-server: unknown --kind %q\n", *kind)
-		return 2
+		return fs.usageError(os.Stderr, "unknown --kind %q: want nethttp, netudp, raw-xsk or zerohop", *kind)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "zerohop bench-server:", err)
-		return 1
+		return fail(os.Stderr, "bench-server", err, nil)
 	}
-	return 0
+	return exitOK
 }
 
 // serveProfiled runs `zerohop serve` with a CPU profile around it.
@@ -80,7 +75,7 @@ func serveProfiled(path string, args []string) int {
 }
 
 func runBenchClient(args []string) int {
-	fs := flag.NewFlagSet("bench-client", flag.ContinueOnError)
+	fs := newFlags("bench-client", "usage: zerohop bench-client --kind gwir|http --addr IP:PORT [--n N] …\n\nInternal to `zerohop bench`: drives one load point and prints its result.")
 	var cfg bench.ClientConfig
 	fs.StringVar(&cfg.Kind, "kind", bench.LoadGWIR, "gwir or http")
 	fs.StringVar(&cfg.Addr, "addr", "", "IP:PORT of the server")
@@ -89,14 +84,16 @@ func runBenchClient(args []string) int {
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured window")
 	fs.IntVar(&cfg.PayloadBytes, "payload", 64, "payload bytes per request")
 	fs.DurationVar(&cfg.Timeout, "timeout", 500*time.Millisecond, "a request unanswered this long is an error")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := fs.parse(args, os.Stdout, os.Stderr); done {
+		return code
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := bench.RunClient(ctx, cfg, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "zerohop bench-client:", err)
-		return 1
+	if cfg.Outstanding < 1 || cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.PayloadBytes < 0 || cfg.Timeout <= 0 {
+		return fs.usageError(os.Stderr, "--n must be ≥ 1, --duration and --timeout positive, --warmup and --payload ≥ 0")
 	}
-	return 0
+	sig := signalContext(context.Background())
+	defer sig.stop()
+	if err := bench.RunClient(sig, cfg, os.Stdout); err != nil {
+		return fail(os.Stderr, "bench-client", err, nil)
+	}
+	return exitOK
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -24,20 +23,28 @@ func init() {
 	register(command{name: "call", summary: "call a method on a zerohop server and print the reply", run: runCall})
 }
 
-func runCall(args []string) int { return callCommand(os.Stdout, os.Stderr, args) }
+func runCall(args []string) int { return callCommand(context.Background(), os.Stdout, os.Stderr, args) }
 
-const callUsage = `usage: zerohop call --addr IP:PORT METHOD [--hex PAYLOAD | --field N=VALUE ...] [--timeout D]
+const callUsage = `usage: zerohop call --addr IP:PORT METHOD [--hex PAYLOAD | --field N[:TYPE]=VALUE ...] [--timeout D]
 
-Sends one GWIR request for METHOD ("pkg.Service/Method") and prints the
-reply's status and payload fields (number, wire type, value).
+Sends one GWIR request for METHOD ("pkg.Service/Method"), retransmitting
+until a reply or --timeout, and prints the reply's status and payload
+fields (number, wire type, value).
 
-A --field VALUE is an integer (sent as a varint; negative ones as int64),
-or str:TEXT, hex:BYTES, fixed32:N, fixed64:N; anything else is sent as
-text. Fields are sent in the order given.
+A --field is N=INTEGER (a varint; a negative one as int64), or
+N:TYPE=VALUE with a protobuf scalar type, which says how VALUE is read
+and encoded:
+  int32 int64 uint32 uint64 sint32 sint64 bool enum   varint (sint: zigzag)
+  fixed32 sfixed32 float                               4 bytes
+  fixed64 sfixed64 double                              8 bytes
+  string                                               UTF-8 text
+  bytes                                                hex digits (00ff…)
+e.g. --field 1=42 --field 2:string=hello --field 6:double=3.14. A value
+that does not parse as its type is refused. Fields are sent in the order
+given.
 
 Exit status: 0 for an OK reply, 1 for another status or no reply, 2 for
-bad flags.
-`
+bad flags, 128+N when interrupted by signal N.`
 
 // fieldFlags collects repeated --field flags.
 type fieldFlags []string
@@ -45,26 +52,18 @@ type fieldFlags []string
 func (f *fieldFlags) String() string     { return strings.Join(*f, ",") }
 func (f *fieldFlags) Set(v string) error { *f = append(*f, v); return nil }
 
-func callCommand(out, errOut io.Writer, args []string) int {
-	fs := flag.NewFlagSet("call", flag.ContinueOnError)
-	fs.SetOutput(errOut)
+func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int {
+	fs := newFlags("call", callUsage)
 	addr := fs.String("addr", "", "server address IP:PORT (required)")
 	hexPayload := fs.String("hex", "", "raw payload in hex (protobuf wire format)")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	var fields fieldFlags
-	fs.Var(&fields, "field", "payload field N=VALUE (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprint(errOut, callUsage)
-		fs.PrintDefaults()
-	}
+	fs.Var(&fields, "field", "payload field N=INTEGER or N:TYPE=VALUE (repeatable)")
 	// Flags may come before and after METHOD.
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
+		if code, done := fs.parse(args, out, errOut); done {
+			return code
 		}
 		if fs.NArg() == 0 {
 			break
@@ -72,51 +71,49 @@ func callCommand(out, errOut io.Writer, args []string) int {
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	bad := func(format string, a ...any) int {
-		fmt.Fprintf(errOut, "zerohop call: "+format+"\n", a...)
-		fs.Usage()
-		return 2
-	}
 	switch {
 	case *addr == "":
-		return bad("--addr is required")
+		return fs.usageError(errOut, "--addr is required: give the server's IP:PORT")
 	case len(positional) != 1:
-		return bad("want exactly one METHOD, got %d arguments", len(positional))
+		return fs.usageError(errOut, "want exactly one METHOD (\"pkg.Service/Method\"), got %d arguments", len(positional))
 	case *hexPayload != "" && len(fields) > 0:
-		return bad("--hex and --field exclude each other")
+		return fs.usageError(errOut, "--hex and --field exclude each other: give the payload one way")
 	case *timeout <= 0:
-		return bad("--timeout must be positive")
+		return fs.usageError(errOut, "--timeout %v: must be positive, e.g. --timeout 2s", *timeout)
 	}
 	method := positional[0]
 	var payload []byte
 	if *hexPayload != "" {
 		p, err := hex.DecodeString(*hexPayload)
 		if err != nil {
-			return bad("--hex: %v", err)
+			return fs.usageError(errOut, "--hex: %v: give hex digits, two per byte", err)
 		}
 		payload = p
 	}
 	for _, f := range fields {
 		p, err := appendFieldFlag(payload, f)
 		if err != nil {
-			return bad("--field %s: %v", f, err)
+			return fs.usageError(errOut, "--field %s: %v", f, err)
 		}
 		payload = p
 	}
 
+	sig := signalContext(ctx)
+	defer sig.stop()
 	client, err := runtime.Dial("udp", *addr)
 	if err != nil {
-		fmt.Fprintln(errOut, "zerohop call:", err)
-		return 1
+		return fail(errOut, "call", err, nil)
 	}
 	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	callCtx, cancel := context.WithTimeout(sig, *timeout)
 	defer cancel()
-	reply, err := client.Call(ctx, method, payload, nil)
+	reply, err := client.Call(callCtx, method, payload, nil)
+	if sig.received() != nil {
+		return sig.interrupted(errOut, "call", "")
+	}
 	var se *runtime.StatusError
 	if err != nil && !errors.As(err, &se) {
-		fmt.Fprintln(errOut, "zerohop call:", err)
-		return 1
+		return fail(errOut, "call", err, nil)
 	}
 	if se != nil && se.Message != "" {
 		fmt.Fprintf(out, "status %v: %s\n", reply.Status, se.Message)
@@ -125,54 +122,141 @@ func callCommand(out, errOut io.Writer, args []string) int {
 	}
 	printFields(out, reply.Payload)
 	if reply.Status != proto.StatusOK {
-		return 1
+		return exitFailure
 	}
-	return 0
+	return exitOK
 }
 
-// appendFieldFlag appends the field described by "N=VALUE" to payload.
+// appendFieldFlag appends the field described by "N=INTEGER" or
+// "N:TYPE=VALUE" to payload.
 func appendFieldFlag(payload []byte, spec string) ([]byte, error) {
-	numStr, value, ok := strings.Cut(spec, "=")
+	key, value, ok := strings.Cut(spec, "=")
 	if !ok {
-		return nil, errors.New("want N=VALUE")
+		return nil, errors.New("want N=INTEGER or N:TYPE=VALUE, e.g. 1=42 or 2:string=hello")
 	}
+	numStr, typ, typed := strings.Cut(key, ":")
 	n, err := strconv.ParseUint(numStr, 10, 32)
 	if err != nil || n < 1 || n > uint64(protowire.MaxValidNumber) {
 		return nil, fmt.Errorf("field number %q not in 1..%d", numStr, protowire.MaxValidNumber)
 	}
 	num := protowire.Number(n)
 	if num >= protowire.FirstReservedNumber && num <= protowire.LastReservedNumber {
-		return nil, fmt.Errorf("field number %d is reserved by protobuf", num)
+		return nil, fmt.Errorf("field number %d is reserved by protobuf (%d..%d)", num, protowire.FirstReservedNumber, protowire.LastReservedNumber)
 	}
-	kind, rest, hasKind := strings.Cut(value, ":")
-	if hasKind {
-		switch kind {
-		case "str":
-			return protowire.AppendString(protowire.AppendTag(payload, num, protowire.BytesType), rest), nil
-		case "hex":
-			b, err := hex.DecodeString(rest)
-			if err != nil {
-				return nil, err
-			}
-			return protowire.AppendBytes(protowire.AppendTag(payload, num, protowire.BytesType), b), nil
-		case "fixed32":
-			v, err := parseInt(rest, 32)
-			if err != nil {
-				return nil, err
-			}
-			return protowire.AppendFixed32(protowire.AppendTag(payload, num, protowire.Fixed32Type), uint32(v)), nil
-		case "fixed64":
-			v, err := parseInt(rest, 64)
-			if err != nil {
-				return nil, err
-			}
-			return protowire.AppendFixed64(protowire.AppendTag(payload, num, protowire.Fixed64Type), v), nil
+	if !typed {
+		v, err := parseInt(value, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an integer; give its type, e.g. %d:double=%s, %d:float=%s or %d:string=%s", value, num, value, num, value, num, value)
 		}
-	}
-	if v, err := parseInt(value, 64); err == nil {
 		return protowire.AppendVarint(protowire.AppendTag(payload, num, protowire.VarintType), v), nil
 	}
-	return protowire.AppendString(protowire.AppendTag(payload, num, protowire.BytesType), value), nil
+	enc, ok := scalarTypes[typ]
+	if !ok {
+		return nil, fmt.Errorf("unknown type %q: want one of %s", typ, strings.Join(scalarTypeNames, ", "))
+	}
+	b, err := enc.append(protowire.AppendTag(payload, num, enc.wire), value)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a valid %s: %w", value, typ, err)
+	}
+	return b, nil
+}
+
+// scalarType encodes a command-line value as one protobuf scalar type.
+type scalarType struct {
+	wire   protowire.Type
+	append func(b []byte, v string) ([]byte, error)
+}
+
+var scalarTypeNames = []string{"int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool", "enum",
+	"fixed32", "sfixed32", "float", "fixed64", "sfixed64", "double", "string", "bytes"}
+
+var scalarTypes = map[string]scalarType{
+	// int32 and enum are sign-extended to 64 bits on the wire, as protobuf does.
+	"int32":  {protowire.VarintType, varintOf(func(v string) (uint64, error) { i, err := strconv.ParseInt(v, 0, 32); return uint64(i), err })},
+	"enum":   {protowire.VarintType, varintOf(func(v string) (uint64, error) { i, err := strconv.ParseInt(v, 0, 32); return uint64(i), err })},
+	"int64":  {protowire.VarintType, varintOf(func(v string) (uint64, error) { i, err := strconv.ParseInt(v, 0, 64); return uint64(i), err })},
+	"uint32": {protowire.VarintType, varintOf(func(v string) (uint64, error) { return strconv.ParseUint(v, 0, 32) })},
+	"uint64": {protowire.VarintType, varintOf(func(v string) (uint64, error) { return strconv.ParseUint(v, 0, 64) })},
+	"sint32": {protowire.VarintType, varintOf(func(v string) (uint64, error) {
+		i, err := strconv.ParseInt(v, 0, 32)
+		return protowire.EncodeZigZag(i), err
+	})},
+	"sint64": {protowire.VarintType, varintOf(func(v string) (uint64, error) {
+		i, err := strconv.ParseInt(v, 0, 64)
+		return protowire.EncodeZigZag(i), err
+	})},
+	"bool": {protowire.VarintType, varintOf(func(v string) (uint64, error) {
+		b, err := strconv.ParseBool(v)
+		if b {
+			return 1, err
+		}
+		return 0, err
+	})},
+	"fixed32":  {protowire.Fixed32Type, fixed32Of(func(v string) (uint32, error) { u, err := strconv.ParseUint(v, 0, 32); return uint32(u), err })},
+	"sfixed32": {protowire.Fixed32Type, fixed32Of(func(v string) (uint32, error) { i, err := strconv.ParseInt(v, 0, 32); return uint32(i), err })},
+	"float": {protowire.Fixed32Type, fixed32Of(func(v string) (uint32, error) {
+		f, err := strconv.ParseFloat(v, 32)
+		return math.Float32bits(float32(f)), err
+	})},
+	"fixed64":  {protowire.Fixed64Type, fixed64Of(func(v string) (uint64, error) { return strconv.ParseUint(v, 0, 64) })},
+	"sfixed64": {protowire.Fixed64Type, fixed64Of(func(v string) (uint64, error) { i, err := strconv.ParseInt(v, 0, 64); return uint64(i), err })},
+	"double": {protowire.Fixed64Type, fixed64Of(func(v string) (uint64, error) {
+		f, err := strconv.ParseFloat(v, 64)
+		return math.Float64bits(f), err
+	})},
+	"string": {protowire.BytesType, func(b []byte, v string) ([]byte, error) {
+		if !utf8.ValidString(v) {
+			return nil, errors.New("not UTF-8 (protobuf strings must be); give bytes as hex with N:bytes=…")
+		}
+		return protowire.AppendString(b, v), nil
+	}},
+	"bytes": {protowire.BytesType, func(b []byte, v string) ([]byte, error) {
+		raw, err := hex.DecodeString(v)
+		if err != nil {
+			return nil, fmt.Errorf("bytes are given in hex: %w", err)
+		}
+		return protowire.AppendBytes(b, raw), nil
+	}},
+}
+
+func varintOf(parse func(string) (uint64, error)) func([]byte, string) ([]byte, error) {
+	return func(b []byte, v string) ([]byte, error) {
+		u, err := parse(v)
+		if err != nil {
+			return nil, numErr(err)
+		}
+		return protowire.AppendVarint(b, u), nil
+	}
+}
+
+func fixed32Of(parse func(string) (uint32, error)) func([]byte, string) ([]byte, error) {
+	return func(b []byte, v string) ([]byte, error) {
+		u, err := parse(v)
+		if err != nil {
+			return nil, numErr(err)
+		}
+		return protowire.AppendFixed32(b, u), nil
+	}
+}
+
+func fixed64Of(parse func(string) (uint64, error)) func([]byte, string) ([]byte, error) {
+	return func(b []byte, v string) ([]byte, error) {
+		u, err := parse(v)
+		if err != nil {
+			return nil, numErr(err)
+		}
+		return protowire.AppendFixed64(b, u), nil
+	}
+}
+
+// numErr keeps strconv's reason (out of range, invalid syntax) without
+// repeating the value the caller already quotes.
+func numErr(err error) error {
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		return ne.Err
+	}
+	return err
 }
 
 // parseInt reads a signed or unsigned integer of the given bit size, as

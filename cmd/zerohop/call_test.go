@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -51,7 +52,7 @@ func startCallServer(t *testing.T) string {
 
 func runCallCmd(args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
-	code := callCommand(&out, &errOut, args)
+	code := callCommand(context.Background(), &out, &errOut, args)
 	return code, out.String(), errOut.String()
 }
 
@@ -59,8 +60,10 @@ func TestCallCommand(t *testing.T) {
 	addr := startCallServer(t)
 
 	code, out, errOut := runCallCmd("--addr", addr, "t.S/Echo",
-		"--field", "1=42", "--field", "2=hello", "--field", "3=hex:00ff",
-		"--field", "4=-1", "--field", "5=fixed32:7", "--field", "6=fixed64:-2", "--field", "7=str:12")
+		"--field", "1=42", "--field", "2:string=hello", "--field", "3:bytes=00ff",
+		"--field", "4=-1", "--field", "5:fixed32=7", "--field", "6:sfixed64=-2", "--field", "7:string=12",
+		"--field", "8:double=3.14", "--field", "9:float=-0.5", "--field", "10:sint32=-3", "--field", "11:bool=true",
+		"--field", "12:int32=-1", "--field", "13:uint64=0x10", "--field", "14:enum=2")
 	if code != 0 {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
@@ -72,6 +75,13 @@ field 4 varint 18446744073709551615 (int64 -1)
 field 5 fixed32 7 (float 1e-44)
 field 6 fixed64 18446744073709551614 (double NaN)
 field 7 bytes "12"
+field 8 fixed64 4614253070214989087 (double 3.14)
+field 9 fixed32 3204448256 (float -0.5)
+field 10 varint 5
+field 11 varint 1
+field 12 varint 18446744073709551615 (int64 -1)
+field 13 varint 16
+field 14 varint 2
 `
 	if out != want {
 		t.Errorf("output:\n%s\nwant:\n%s", out, want)
@@ -107,7 +117,16 @@ func TestCallCommandBadFlags(t *testing.T) {
 		{"--addr", "127.0.0.1:9", "--field", "0=1", "a"},
 		{"--addr", "127.0.0.1:9", "--field", "19000=1", "a"},
 		{"--addr", "127.0.0.1:9", "--field", "x", "a"},
-		{"--addr", "127.0.0.1:9", "--field", "1=fixed32:99999999999", "a"},
+		{"--addr", "127.0.0.1:9", "--field", "1:fixed32=99999999999", "a"},
+		{"--addr", "127.0.0.1:9", "--field", "6=3.14", "a"},     // untyped non-integer: refused
+		{"--addr", "127.0.0.1:9", "--field", "6=hello", "a"},    // untyped text: refused
+		{"--addr", "127.0.0.1:9", "--field", "6:double=x", "a"}, // not a double
+		{"--addr", "127.0.0.1:9", "--field", "6:int32=3000000000", "a"},
+		{"--addr", "127.0.0.1:9", "--field", "6:uint32=-1", "a"},
+		{"--addr", "127.0.0.1:9", "--field", "6:bool=maybe", "a"},
+		{"--addr", "127.0.0.1:9", "--field", "6:bytes=xyz", "a"},
+		{"--addr", "127.0.0.1:9", "--field", "6:decimal=1", "a"}, // no such type
+		{"--addr", "127.0.0.1:9", "--field", "6:string=\xff", "a"},
 		{"--addr", "127.0.0.1:9", "--timeout", "0s", "a"},
 	} {
 		if code, _, _ := runCallCmd(args...); code != 2 {

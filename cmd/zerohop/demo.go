@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
@@ -26,48 +25,70 @@ func init() {
 }
 
 func runDemo(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	exe, err := os.Executable()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "zerohop demo: finding my own binary:", err)
-		return 1
+		return fail(os.Stderr, "demo", fmt.Errorf("finding my own binary: %w", err), nil)
 	}
-	return demoMain(ctx, os.Stdout, os.Stderr, exe, args)
+	return demoMain(context.Background(), os.Stdout, os.Stderr, exe, nil, args)
 }
+
+const demoUsage = `usage: zerohop demo
+
+As root: builds a client and a server network namespace joined by veth,
+serves the Echo service with zerohop on AF_XDP, makes a burst of calls and
+runs ` + "`zerohop bench --quick`" + `. Without root: the same on loopback with the
+io_uring backend. Takes under two minutes and cleans up after itself, also
+when interrupted by SIGINT, SIGTERM, SIGHUP or SIGPIPE.`
 
 const demoCalls = 2000
 
 // demoMain serves the demo service, calls it, and runs the quick benchmark.
 // As root it does so between two network namespaces with zerohop on AF_XDP;
 // without root on loopback with io_uring sockets.
-func demoMain(ctx context.Context, out, errOut io.Writer, exe string, args []string) int {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(errOut, "usage: zerohop demo\n\nAs root: builds a client and a server network namespace joined by veth,\nserves the Echo service with zerohop on AF_XDP, makes a burst of calls and\nruns `zerohop bench --quick`. Without root: the same on loopback with the\nio_uring backend. Cleans up after itself; takes under two minutes.")
-		return 0
+// demoMain runs the demo with exe (and env added to its environment) as
+// the binary of its subprocesses; tests pass the test binary.
+func demoMain(ctx context.Context, out, errOut io.Writer, exe string, env []string, args []string) int {
+	fs := newFlags("demo", demoUsage)
+	if code, done := fs.parse(args, out, errOut); done {
+		return code
 	}
+	if fs.NArg() > 0 {
+		return fs.usageError(errOut, "unexpected argument %q: demo takes no arguments", fs.Arg(0))
+	}
+	sig := signalContext(ctx)
+	defer sig.stop()
 	start := time.Now()
 	tp, err := topo.Build(topo.Config{TxChecksumOff: true})
 	switch {
 	case errors.Is(err, topo.ErrNotPermitted):
 		fmt.Fprintf(out, "== not root (%v): serving on loopback with the io_uring backend\n", err)
-		if code := demoLoopback(ctx, out); code != 0 {
+		if code := demoLoopback(sig, out); code != 0 {
+			if sig.received() != nil {
+				return sig.interrupted(errOut, "demo", "")
+			}
 			return code
 		}
 	case err != nil:
-		fmt.Fprintln(errOut, "zerohop demo: building the namespaces:", err)
-		return 1
+		return fail(errOut, "demo", fmt.Errorf("building the namespaces: %w", err), nil)
 	default:
-		code := demoNamespaces(ctx, out, errOut, exe, nil, tp)
-		if cerr := tp.Close(); cerr != nil {
+		code := demoNamespaces(sig, out, errOut, exe, env, tp)
+		cerr := tp.Close()
+		if cerr != nil {
 			fmt.Fprintln(errOut, "zerohop demo: removing the namespaces:", cerr)
+		}
+		if sig.received() != nil {
+			cleaned := "its namespaces are gone"
+			if cerr != nil {
+				cleaned = "removing its namespaces failed"
+			}
+			return sig.interrupted(errOut, "demo", cleaned)
 		}
 		if code != 0 {
 			return code
 		}
 	}
 	fmt.Fprintln(out, "\n== zerohop bench --quick (ratios are against bare net/http in the same run)")
-	if code := benchMain(ctx, out, errOut, exe, nil, []string{"--quick"}); code != 0 {
+	if code := benchMain(sig, out, errOut, exe, env, []string{"--quick"}); code != 0 {
 		return code
 	}
 	fmt.Fprintf(out, "\ndemo done in %.0f s. Next: `zerohop probe`, `zerohop serve --addr IP:PORT`, docs/benchmarks.md\n", time.Since(start).Seconds())
@@ -130,13 +151,25 @@ func demoNamespaces(ctx context.Context, out, errOut io.Writer, exe string, env 
 			fmt.Fprintln(errOut, "zerohop demo: the server did not start within 20 s")
 			stopServer()
 			return 1
+		case <-ctx.Done():
+			stopServer()
+			return 1
 		}
 	}
-	var client *runtime.Client
+	// The engine's sockets live in the namespace it is made in: the
+	// client's.
+	var eng *runtime.Engine
 	if err := link.B.Host.Do(func() (err error) {
-		client, err = runtime.Dial("udp", addr.String())
+		eng, err = runtime.NewEngine()
 		return err
 	}); err != nil {
+		fmt.Fprintln(errOut, "zerohop demo: starting the client engine:", err)
+		stopServer()
+		return 1
+	}
+	defer eng.Close()
+	client, err := runtime.Dial("udp", addr.String(), runtime.WithEngine(eng))
+	if err != nil {
 		fmt.Fprintln(errOut, "zerohop demo: dialing:", err)
 		stopServer()
 		return 1

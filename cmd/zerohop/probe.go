@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,42 +87,57 @@ func runProbe(args []string) int {
 	return probe(os.Stdout, os.Stderr, args)
 }
 
-// probe writes the report to out; it returns 0 whenever it could probe,
-// whatever it found, and 2 for bad flags.
+const probeUsage = `usage: zerohop probe [--json] [--iface IFACE [--queue N]] [--addr IP:PORT]
+
+Reports the kernel, io_uring opcodes, features and setup flags,
+BTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;
+with --iface also that interface's queue map (queue -> IRQ -> CPU), the
+XDP program attached to it, and how XDP attaches and AF_XDP binds there;
+and the backend runtime.Listen picks for --addr, and why.
+
+Exit status: 0 when it could probe (whatever it found), 1 when --iface
+names no interface of this network namespace, 2 for bad flags.`
+
+// probeFlags maps the runtime's option names in its errors to probe's flags.
+var probeFlags = map[string]string{"WithInterface": "--iface", "WithQueues": "--queue"}
+
+// probe writes the report to out (see probeUsage for the exit status).
 func probe(out, errOut io.Writer, args []string) int {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	fs.SetOutput(errOut)
+	fs := newFlags("probe", probeUsage)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var target probeTarget
 	fs.StringVar(&target.iface, "iface", "", "also show this interface's queue map (queue, IRQ, CPU) and XDP program, and probe XDP attach\nmodes and AF_XDP binds on it (briefly attaches a program and binds a socket when it is free)")
 	fs.IntVar(&target.queue, "queue", 0, "queue of --iface to bind the AF_XDP probe socket to")
 	fs.StringVar(&target.addr, "addr", "", "address whose backend choice to report (default: --iface's first IPv4 address, or 127.0.0.1, port 7000)")
-	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop probe [--json] [--iface IFACE [--queue N]] [--addr IP:PORT]\n\nReports the kernel, io_uring opcodes, features and setup flags,\nBTF, capabilities, RLIMIT_MEMLOCK and AF_XDP, as this process sees them;\nwith --iface also that interface's queue map (queue -> IRQ -> CPU), the\nXDP program attached to it, and how XDP attaches and AF_XDP binds there;\nand the backend runtime.Listen picks for --addr, and why.")
-		fs.PrintDefaults()
+	if code, done := fs.parse(args, out, errOut); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if fs.NArg() > 0 {
+		return fs.usageError(errOut, "unexpected argument %q: probe takes only flags", fs.Arg(0))
 	}
-	if fs.NArg() > 0 || target.queue < 0 {
-		fs.Usage()
-		return 2
+	if target.queue < 0 {
+		return fs.usageError(errOut, "--queue %d: want a queue number ≥ 0", target.queue)
 	}
 	report := collectProbe(target)
+	for i := range report.Rows {
+		report.Rows[i].Detail = withFlagNames(report.Rows[i].Detail, probeFlags)
+		report.Rows[i].Value = withFlagNames(report.Rows[i].Value, probeFlags)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(report); err != nil {
-			fmt.Fprintln(errOut, "zerohop probe:", err)
-			return 1
+			return fail(errOut, "probe", err, nil)
 		}
-		return 0
+	} else {
+		printProbe(out, report)
 	}
-	printProbe(out, report)
-	return 0
+	if target.iface != "" {
+		if _, err := net.InterfaceByName(target.iface); err != nil {
+			return fail(errOut, "probe", fmt.Errorf("--iface %s: no such interface in this network namespace (see `ip link`): %w", target.iface, err), nil)
+		}
+	}
+	return exitOK
 }
 
 func collectProbe(target probeTarget) probeReport {

@@ -138,9 +138,21 @@ func TestProbeBackendLoopback(t *testing.T) {
 	}
 }
 
-// A missing interface is one clear error row, and the probe still exits 0.
+// A missing interface is one clear error row in a full report, and the
+// probe exits 1 saying which flag named it.
 func TestProbeAFXDPMissingInterface(t *testing.T) {
-	rows := probeJSON(t, "--iface", "zh-no-such-if")
+	var out, errOut bytes.Buffer
+	if code := probe(&out, &errOut, []string{"--json", "--iface", "zh-no-such-if"}); code != 1 || !strings.Contains(errOut.String(), "--iface zh-no-such-if") {
+		t.Fatalf("probe --iface zh-no-such-if: exit %d, stderr %q; want 1 naming --iface", code, errOut.String())
+	}
+	var report probeReport
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, out.String())
+	}
+	rows := map[string]probeRow{}
+	for _, r := range report.Rows {
+		rows[r.Section+"/"+r.Name] = r
+	}
 	r, ok := rows["af_xdp/interface"]
 	if !ok || r.OK == nil || *r.OK || r.Value != "not found" || !strings.Contains(r.Detail, "zh-no-such-if") {
 		t.Errorf("interface row %+v, want ok false, not found, naming the interface", r)
@@ -150,7 +162,6 @@ func TestProbeAFXDPMissingInterface(t *testing.T) {
 			t.Errorf("row %s = %+v for a missing interface", name, r)
 		}
 	}
-	var out, errOut bytes.Buffer
 	if code := probe(&out, &errOut, []string{"--iface", "x", "--queue", "-1"}); code != 2 {
 		t.Errorf("--queue -1: exit %d, want 2", code)
 	}

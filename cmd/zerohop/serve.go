@@ -2,15 +2,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/zerohop/zerohop/examples/echo"
@@ -21,51 +19,91 @@ func init() {
 	register(command{name: "serve", summary: "serve the demo Echo service (zerohop.Echo/Echo, /Sum)", run: runServe})
 }
 
-func runServe(args []string) int { return serve(context.Background(), os.Stderr, args, nil) }
+func runServe(args []string) int {
+	return serve(context.Background(), os.Stdout, os.Stderr, args, nil)
+}
 
-// serve runs the demo service until SIGINT/SIGTERM or ctx ends. started,
-// when not nil, receives the server once it serves (for tests).
-func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- *runtime.Server) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(logOut)
+const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
+                     [--admin HOST:PORT|unix:PATH] [--otlp URL [--trace-ratio F]]
+
+Serves the demo Echo service (zerohop.Echo/Echo, zerohop.Echo/Sum) until
+SIGINT, SIGTERM, SIGHUP or SIGPIPE, then drains and releases every socket,
+ring and XDP attachment. Logs go to stderr. Its admin endpoint (/metrics,
+/stat, /healthz, /debug/pprof) always listens on an abstract socket that
+zerohop stat and zerohop top find; --admin adds a listener.`
+
+// serveFlags maps the runtime's option names in its errors to serve's flags.
+var serveFlags = map[string]string{
+	"WithInterface": "--iface", "WithQueues": "--queues", "WithCores": "--cores",
+	"WithBackend": "--backend", "WithBusyPoll": "--busy-poll", "WithPinnedMaps": "--pin-maps",
+	"WithTCP": "--tcp", "WithReusePort": "--reuse-port",
+}
+
+// serve runs the demo service until a signal or ctx ends. started, when
+// not nil, receives the server once it serves (for tests).
+func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started chan<- *runtime.Server) int {
+	fs := newFlags("serve", serveUsage)
 	addr := fs.String("addr", "", "IP:PORT to serve on (required)")
-	iface := fs.String("iface", "", "interface for the XSK backend (default: the one holding --addr)")
-	queues := fs.String("queues", "0", "comma-separated RX queues, one event loop each")
-	cores := fs.String("cores", "", "comma-separated cores for the queues' loops (default: queue mod NumCPU)")
+	iface := fs.String("iface", "", "interface for the XSK backend (default: the one holding --addr); one that does not exist is an error")
+	// The node data path's flags: queues, TCP, sharing an address.
+	queues := fs.String("queues", "", "comma-separated RX queues to serve through AF_XDP (default: every queue no other zerohop server holds;\nthe kernel path answers what arrives on the others); on --backend uring, one socket and loop per entry")
+	tcp := fs.Bool("tcp", false, "also serve the TCP stream transport on the same address (both backends)")
+	reusePort := fs.Bool("reuse-port", false, "share the address with other zerohop servers given --reuse-port too (default: \"address in use\")")
+	cores := fs.String("cores", "", "comma-separated cores for the --queues' loops (default: the CPU the queue's IRQ is affine to, else queue mod NumCPU)")
 	backend := fs.String("backend", "auto", "auto, xsk or uring")
-	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping")
+	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping (0: always sleep)")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
-	tel := addTelemetryFlags(fs) // --admin, --otlp, --trace-ratio (telemetry.go)
-	fs.Usage = func() {
-		fmt.Fprintln(logOut, "usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring]")
-		fs.PrintDefaults()
+	tel := addTelemetryFlags(fs.FlagSet) // --admin, --otlp, --trace-ratio (telemetry.go)
+	if code, done := fs.parse(args, stdout, logOut); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if fs.NArg() > 0 {
+		return fs.usageError(logOut, "unexpected argument %q: serve takes only flags", fs.Arg(0))
 	}
 	if *addr == "" {
-		fmt.Fprintln(logOut, "zerohop serve: --addr is required")
-		fs.Usage()
-		return 2
+		return fs.usageError(logOut, "--addr is required: give the IP:PORT to serve on, e.g. --addr 127.0.0.1:7000")
 	}
 	b, err := runtime.ParseBackend(*backend)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 2
+		return fs.usageError(logOut, "--backend %q: want auto, xsk or uring", *backend)
 	}
-	qs, err := parseInts(*queues)
-	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve: --queues:", err)
-		return 2
+	// The node data path's flags.
+	var qs []int
+	if *queues != "" {
+		if qs, err = parseInts(*queues); err != nil || anyNegative(qs) {
+			return fs.usageError(logOut, "--queues %q: want comma-separated queue numbers ≥ 0, e.g. --queues 0,1", *queues)
+		}
+	}
+	if *iface != "" {
+		if _, err := net.InterfaceByName(*iface); err != nil {
+			return fs.usageError(logOut, "--iface %s: no such interface in this network namespace (%v): run inside the interface's namespace (ip netns exec) or name another", *iface, err)
+		}
+	}
+	if *busyPoll < 0 {
+		return fs.usageError(logOut, "--busy-poll %v is negative: give 0 to always sleep, or a window such as 1ms", *busyPoll)
+	}
+	if *statsEvery < 0 {
+		return fs.usageError(logOut, "--stats %v is negative: give 0 to log counters only at exit, or an interval such as 10s", *statsEvery)
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
-	opts := []runtime.Option{runtime.WithQueues(qs...), runtime.WithBackend(b), runtime.WithBusyPoll(*busyPoll), runtime.WithLogger(log)}
+	opts := []runtime.Option{runtime.WithBackend(b), runtime.WithBusyPoll(*busyPoll), runtime.WithLogger(log)}
+	if len(qs) > 0 {
+		opts = append(opts, runtime.WithQueues(qs...))
+	}
+	if *tcp {
+		opts = append(opts, runtime.WithTCP())
+	}
+	if *reusePort {
+		opts = append(opts, runtime.WithReusePort())
+	}
 	if *cores != "" {
 		cs, err := parseInts(*cores)
-		if err != nil {
-			fmt.Fprintln(logOut, "zerohop serve: --cores:", err)
-			return 2
+		if err != nil || anyNegative(cs) {
+			return fs.usageError(logOut, "--cores %q: want comma-separated CPU numbers ≥ 0, one per queue", *cores)
+		}
+		if len(cs) != len(qs) {
+			return fs.usageError(logOut, "--cores lists %d cores for %d queues: give one core per --queues entry", len(cs), len(qs))
 		}
 		opts = append(opts, runtime.WithCores(cs...))
 	}
@@ -75,27 +113,32 @@ func serve(ctx context.Context, logOut io.Writer, args []string, started chan<- 
 	if *pin {
 		opts = append(opts, runtime.WithPinnedMaps())
 	}
+	if err := tel.check(); err != nil {
+		return fs.usageError(logOut, "%v", err)
+	}
+	// Signals first: from here on, a signal ends the command cleanly.
+	sig := signalContext(ctx)
+	defer sig.stop()
 	if opts, err = tel.serverOptions(opts); err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 2
+		return fail(logOut, "serve", err, serveFlags)
 	}
 	srv, err := runtime.Listen("udp", *addr, opts...)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 1
+		tel.closeTracer()
+		return fail(logOut, "serve", err, serveFlags)
 	}
 	echo.Register(srv)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := srv.Start(); err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
-		return 1
+		code := fail(logOut, "serve", err, serveFlags)
+		srv.Shutdown(context.Background())
+		tel.closeTracer()
+		return code
 	}
 	stopTelemetry, err := tel.start(srv, *iface, log)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve:", err)
+		code := fail(logOut, "serve", err, serveFlags)
 		srv.Shutdown(context.Background())
-		return 1
+		return code
 	}
 	defer stopTelemetry() // after Shutdown: /healthz says draining meanwhile
 	if started != nil {
@@ -112,27 +155,31 @@ wait:
 		select {
 		case <-tick:
 			logStats(log, srv)
-		case <-ctx.Done():
+		case <-sig.Done():
 			break wait
 		}
 	}
-	log.Info("shutting down")
+	log.Info("shutting down", "signal", signalName(sig.received()))
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	logStats(log, srv)
 	if err != nil {
-		fmt.Fprintln(logOut, "zerohop serve: shutdown:", err)
-		return 1
+		return fail(logOut, "serve", fmt.Errorf("shutdown: %w", err), serveFlags)
 	}
-	return 0
+	return exitOK // a signal is how a server is meant to stop
 }
 
 func logStats(log *slog.Logger, srv *runtime.Server) {
 	st := srv.Stats()
 	for _, l := range st.Loops {
 		log.Info("loop", "queue", l.Queue, "core", l.Core, "rx", l.RX, "tx", l.TX, "requests", l.Requests,
-			"dropped", l.DroppedTotal(), "bad_frame", l.BadFrame, "p50", l.Latency.Quantile(0.5), "p99", l.Latency.Quantile(0.99))
+			"served_xsk", l.Served["xsk"], "served_udp", l.Served["udp"], "served_tcp", l.Served["tcp"],
+			"dropped", l.DroppedTotal(), "bad_frame", l.BadFrame, "partial_checksum", l.PartialChecksum,
+			"p50", l.Latency.Quantile(0.5), "p99", l.Latency.Quantile(0.99))
+	}
+	for _, q := range st.Queues {
+		log.Info("xsk queue", "queue", q.Queue, "irq", q.IRQ, "core", q.Core, "rx", q.RX, "tx", q.TX, "fill_ring_empty", q.FillRingEmpty)
 	}
 }
 
@@ -146,4 +193,13 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+func anyNegative(xs []int) bool {
+	for _, x := range xs {
+		if x < 0 {
+			return true
+		}
+	}
+	return false
 }

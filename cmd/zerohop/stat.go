@@ -3,11 +3,11 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -23,44 +23,54 @@ func init() {
 
 func runStat(args []string) int { return stat(os.Stdout, os.Stderr, args) }
 
+const statUsage = `usage: zerohop stat [--admin ADDR] [--iface IFACE | --dir PINDIR] [--json]
+
+Shows what a running server's admin endpoint reports: loops, methods, drops,
+and the XDP counters, services and ACL rules of its interface. Without
+--admin it finds the server's abstract socket in this network namespace (any
+mount namespace will do); with --iface and no endpoint to reach it reads the
+interface's XDP maps by id; --dir reads the maps a server started with
+--pin-maps pinned there. It changes nothing.`
+
 // stat reads a running server's admin endpoint (/stat) and prints it; with
 // no endpoint to reach, it reads the interface's XDP maps by id. It
 // changes nothing.
 func stat(out, errOut io.Writer, args []string) int {
-	fs := flag.NewFlagSet("stat", flag.ContinueOnError)
-	fs.SetOutput(errOut)
+	fs := newFlags("stat", statUsage)
 	admin := fs.String("admin", "", "the server's admin endpoint: HOST:PORT or unix:PATH|@NAME (default: the only "+telemetry.SocketPrefix+"* socket in this network namespace)")
 	iface := fs.String("iface", "", "interface of the server: its XDP maps are read by id when the admin endpoint cannot be reached")
-	dir := fs.String("dir", "", "read the XDP maps pinned in this directory instead (a server with --pin-maps)")
+	dir := fs.String("dir", "", "read the XDP maps pinned in this directory instead (a server with --pin-maps), not the admin endpoint")
 	asJSON := fs.Bool("json", false, "print JSON (telemetry.StatReport)")
-	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop stat [--admin ADDR] [--iface IFACE] [--json]\n\n"+
-			"Shows what a running server's admin endpoint reports: loops, methods, drops, and the\n"+
-			"XDP counters, services and ACL rules of its interface. Without --admin it finds the\n"+
-			"server's abstract socket in this network namespace (any mount namespace will do);\n"+
-			"with --iface and no endpoint to reach it reads the interface's XDP maps by id.")
-		fs.PrintDefaults()
+	if code, done := fs.parse(args, out, errOut); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	switch {
+	case fs.NArg() > 0:
+		return fs.usageError(errOut, "unexpected argument %q: stat takes only flags", fs.Arg(0))
+	case *dir != "" && *iface != "":
+		return fs.usageError(errOut, "give exactly one of --iface IFACE and --dir PINDIR (the pinned maps of IFACE are in %s)", bpf.PinDir(*iface))
+	case *dir != "" && *admin != "":
+		return fs.usageError(errOut, "give exactly one of --admin ADDR and --dir PINDIR: --dir reads pinned maps, not the admin endpoint")
 	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(errOut, "zerohop stat: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if *admin != "" {
+		if _, err := telemetry.ParseEndpoint(*admin); err != nil {
+			return fs.usageError(errOut, "--admin %q: %v", *admin, err)
+		}
 	}
 	rep, err := readStat(errOut, *admin, *iface, *dir)
 	if err != nil {
-		fmt.Fprintln(errOut, "zerohop stat:", err)
-		return 1
+		return fail(errOut, "stat", err, nil)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		enc.Encode(rep)
-		return 0
+		if err := enc.Encode(rep); err != nil {
+			return fail(errOut, "stat", err, nil)
+		}
+		return exitOK
 	}
 	printStat(out, &rep)
-	return 0
+	return exitOK
 }
 
 // adminEndpoint is the --admin value, or the only admin socket here.
@@ -99,7 +109,7 @@ func readStat(errOut io.Writer, admin, iface, dir string) (telemetry.StatReport,
 			return telemetry.StatReport{}, fmt.Errorf("%w (is a server running with --pin-maps?)", err)
 		}
 		defer maps.Close()
-		return telemetry.Snapshot(telemetry.Sources{XDP: maps, Iface: iface}), nil
+		return telemetry.Snapshot(telemetry.Sources{XDP: maps, Iface: pinnedIface(dir)}), nil
 	}
 	ep, epErr := adminEndpoint(admin)
 	if epErr == nil {
@@ -124,6 +134,15 @@ func readStat(errOut io.Writer, admin, iface, dir string) (telemetry.StatReport,
 	defer maps.Close()
 	fmt.Fprintf(errOut, "zerohop stat: %v; showing the XDP maps of %s only\n", epErr, iface)
 	return telemetry.Snapshot(telemetry.Sources{XDP: maps, Iface: iface}), nil
+}
+
+// pinnedIface names the interface whose maps dir holds: IFACE for
+// bpf.PinDir(IFACE), else the directory itself.
+func pinnedIface(dir string) string {
+	if name := filepath.Base(dir); bpf.PinDir(name) == filepath.Clean(dir) {
+		return name
+	}
+	return dir
 }
 
 func ns(v int64) string {

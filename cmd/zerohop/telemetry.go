@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
+	"net/url"
 	"time"
 
 	"github.com/zerohop/zerohop/mesh/telemetry"
@@ -31,23 +33,37 @@ func addTelemetryFlags(fs *flag.FlagSet) *telemetryFlags {
 	}
 }
 
-// serverOptions adds the tracing middleware (first, so its spans cover
-// every other middleware) when --otlp is set.
-func (f *telemetryFlags) serverOptions(opts []runtime.Option) ([]runtime.Option, error) {
+// check validates the flags; its errors are usage errors naming the flag.
+func (f *telemetryFlags) check() error {
 	if *f.admin != "" {
 		if _, err := telemetry.ParseEndpoint(*f.admin); err != nil {
-			return nil, fmt.Errorf("--admin: %w", err)
+			return fmt.Errorf("--admin %q: %w", *f.admin, err)
 		}
+	}
+	if r := *f.traceRatio; math.IsNaN(r) || r < 0 || r > 1 {
+		return fmt.Errorf("--trace-ratio %v: want a fraction from 0 to 1, e.g. --trace-ratio 0.01", r)
 	}
 	if *f.otlp == "" {
 		if *f.traceRatio != 0 {
-			return nil, errors.New("--trace-ratio needs --otlp URL (where the spans go)")
+			return errors.New("--trace-ratio needs --otlp URL (where the spans go)")
 		}
+		return nil
+	}
+	if u, err := url.Parse(*f.otlp); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--otlp %q: want an OTLP/HTTP URL, e.g. --otlp http://127.0.0.1:4318/v1/traces", *f.otlp)
+	}
+	return nil
+}
+
+// serverOptions adds the tracing middleware (first, so its spans cover
+// every other middleware) when --otlp is set. Call check first.
+func (f *telemetryFlags) serverOptions(opts []runtime.Option) ([]runtime.Option, error) {
+	if *f.otlp == "" {
 		return opts, nil
 	}
 	tr, err := telemetry.NewTracer(telemetry.TraceConfig{Endpoint: *f.otlp, Ratio: *f.traceRatio, Service: "zerohop-serve"})
 	if err != nil {
-		return nil, fmt.Errorf("--otlp/--trace-ratio: %w", err)
+		return nil, fmt.Errorf("--otlp %s: %w", *f.otlp, err)
 	}
 	f.tracer = tr
 	return append([]runtime.Option{tr.Option()}, opts...), nil

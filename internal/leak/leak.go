@@ -54,6 +54,24 @@ func Untrack(fd int) {
 	mu.Unlock()
 }
 
+var (
+	exitMu sync.Mutex
+	atExit []func()
+)
+
+// AtExit registers fn to run after the tests and before the check: for
+// process-wide objects (a default engine) that live until the process
+// ends and are closed here so they do not count as leaks. A no-op
+// outside a test binary using Main.
+func AtExit(fn func()) {
+	if !enabled.Load() {
+		return
+	}
+	exitMu.Lock()
+	atExit = append(atExit, fn)
+	exitMu.Unlock()
+}
+
 // Runner is what Main needs of a test binary: *testing.M. Taking it as an
 // interface keeps package testing out of the production binaries that
 // link this package for Track and Untrack.
@@ -69,6 +87,13 @@ func Main(m Runner) {
 	enabled.Store(true)
 	before := openFDs()
 	code := m.Run()
+	exitMu.Lock()
+	fns := atExit
+	atExit = nil
+	exitMu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 	if code == 0 {
 		if report := check(before); report != "" {
 			fmt.Fprint(os.Stderr, report)

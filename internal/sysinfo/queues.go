@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -133,7 +134,7 @@ func (s System) QueueMap(iface string) (QueueMap, error) {
 	m.CPUs = cpus
 	netDir := filepath.Join(s.SysRoot, "class", "net", iface)
 	_, statErr := os.Stat(netDir)
-	inSysfs := statErr == nil
+	inSysfs := statErr == nil && sameInterface(netDir, iface)
 
 	var ethErr error
 	if s.Ethtool != nil {
@@ -196,6 +197,25 @@ func (s System) QueueMap(iface string) (QueueMap, error) {
 		m.Queues = append(m.Queues, qi)
 	}
 	return m, nil
+}
+
+// sameInterface reports whether the sysfs entry netDir is the interface
+// the calling thread's network namespace calls iface, not a namesake in
+// the namespace that mounted /sys ("eth0" exists in most): its ifindex
+// and MAC must match. An interface this namespace does not have, or a
+// sysfs entry without those files (a fake tree), is taken as it is.
+func sameInterface(netDir, iface string) bool {
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return true
+	}
+	index, err1 := os.ReadFile(filepath.Join(netDir, "ifindex"))
+	mac, err2 := os.ReadFile(filepath.Join(netDir, "address"))
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return strings.TrimSpace(string(index)) == strconv.Itoa(ifc.Index) &&
+		strings.EqualFold(strings.TrimSpace(string(mac)), ifc.HardwareAddr.String())
 }
 
 func countRXQueues(netDir string) (int, error) {

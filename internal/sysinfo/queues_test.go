@@ -330,3 +330,34 @@ func queueMapHelper(iface string) int {
 	json.NewEncoder(os.Stdout).Encode(m)
 	return 0
 }
+
+// A namesake in /sys (the namespace that mounted it has an interface of
+// the same name, as most have an "eth0") is not taken for the caller's
+// interface: its ifindex and MAC differ, so the map comes from ethtool.
+// Here the namesake is a fake tree claiming a physical 1-queue NIC under
+// the name of a real 4-queue veth in the caller's namespace.
+func TestQueueMapIgnoresSysfsNamesake(t *testing.T) {
+	link := topo.Pair(t, topo.Config{Queues: 4})
+	f := newFakeTree(t)
+	f.nic(link.A.Iface, 1, "devices/pci0000:00/0000:00:03.0")
+	f.write("sys/class/net/"+link.A.Iface+"/ifindex", "999999\n")
+	f.write("sys/class/net/"+link.A.Iface+"/address", "02:00:00:00:00:99\n")
+	s := f.system(0)
+	s.Ethtool = kernelEthtool{}
+	var m QueueMap
+	if err := link.A.Host.Do(func() (err error) { m, err = s.QueueMap(link.A.Iface); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Virtual || !strings.HasPrefix(m.VirtualFrom, "ethtool") || m.RXQueues != 4 {
+		t.Fatalf("virtual %v (%s), %d queues: the namesake in /sys was taken for the veth", m.Virtual, m.VirtualFrom, m.RXQueues)
+	}
+	// The same tree with the veth's real ifindex and MAC is believed.
+	f.write("sys/class/net/"+link.A.Iface+"/ifindex", fmt.Sprintf("%d\n", link.A.Ifindex))
+	f.write("sys/class/net/"+link.A.Iface+"/address", link.A.MAC.String()+"\n")
+	if err := link.A.Host.Do(func() (err error) { m, err = s.QueueMap(link.A.Iface); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if m.Virtual || !strings.HasPrefix(m.VirtualFrom, "sysfs") {
+		t.Fatalf("virtual %v (%s): a matching sysfs entry was not used", m.Virtual, m.VirtualFrom)
+	}
+}

@@ -3,6 +3,7 @@ package xskpath
 import (
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerohop/zerohop/netstack"
@@ -31,19 +32,24 @@ const (
 // request's frame goes back to the kernel at once and its reply is built
 // in a fresh frame.
 type Socket struct {
-	sock *xsk.Socket
-	port uint16
-	mtu  int
+	sock   *xsk.Socket
+	parser netstack.Parser
+	mtu    int
+	queue  int
 
-	loop  *engine.Loop
-	tag   engine.Tag
-	disp  *engine.Dispatcher
-	c     *engine.LoopCounters
-	warn  *engine.Warnings
-	queue int
+	// rxCount and txCount are this queue's share of the loop's RX and TX
+	// counters (a loop may own several queues' sockets).
+	rxCount, txCount atomic.Uint64
+
+	loop *engine.Loop
+	tag  engine.Tag
+	disp *engine.Dispatcher
+	c    *engine.LoopCounters
+	warn *engine.Warnings
 
 	rx        []xsk.Desc
-	tx        []xsk.Desc // replies not yet taken by the TX ring
+	tx        []xsk.Desc    // replies not yet taken by the TX ring
+	waiting   []*engine.Job // blocking replies waiting for a free frame
 	pkt       netstack.Packet
 	scratch   []byte
 	kickMsg   unix.Msghdr
@@ -51,17 +57,29 @@ type Socket struct {
 	route     engine.Route
 }
 
+// socketParser is how a socket parses: the port served and whether the
+// interface is one where the partial-checksum pattern can occur.
+type socketParser struct {
+	port          uint16
+	acceptPartial bool
+}
+
+func newSocket(sock *xsk.Socket, p socketParser, mtu int) *Socket {
+	return &Socket{sock: sock, mtu: mtu, queue: sock.Queue(),
+		parser: netstack.Parser{Port: p.port, AcceptPartialChecksum: p.acceptPartial}}
+}
+
 // Queue is the RX queue the socket is bound to.
-func (s *Socket) Queue() int { return s.sock.Queue() }
+func (s *Socket) Queue() int { return s.queue }
 
 // Setup implements engine.Source: the fill ring gets every free frame,
 // so the socket can receive before the port is steered to it.
 func (s *Socket) Setup(l *engine.Loop, tag engine.Tag) error {
 	s.loop, s.tag = l, tag
 	s.disp, s.c, s.warn = &l.Dispatcher, &l.Counters, l.Config().Warn
-	s.queue = s.sock.Queue()
 	s.rx = make([]xsk.Desc, batch)
 	s.tx = make([]xsk.Desc, 0, 4*batch)
+	s.waiting = make([]*engine.Job, 0, 4*batch)
 	s.scratch = make([]byte, frameSize)
 	s.sock.Refill(s.sock.Free())
 	if s.sock.FillNeedsWakeup() {
@@ -77,12 +95,17 @@ func (s *Socket) Poll() bool {
 	for i := 0; i < got; i++ {
 		s.onFrame(s.rx[i])
 	}
+	waited := len(s.waiting) > 0
 	s.flushTX()
 	s.sock.ReapCompletions()
+	if waited {
+		s.sendWaiting()
+		s.flushTX()
+	}
 	if s.sock.Refill(s.sock.Free()) > 0 && s.sock.FillNeedsWakeup() {
 		_ = s.sock.WakeFill()
 	}
-	return got > 0
+	return got > 0 || waited
 }
 
 // Idle implements engine.Source: a level-triggered POLL_ADD wakes the
@@ -95,7 +118,7 @@ func (s *Socket) Idle() (bool, time.Duration, error) {
 		}
 		s.pollArmed = true
 	}
-	return s.sock.RXReady() || len(s.tx) > 0, 0, nil
+	return s.sock.RXReady() || len(s.tx) > 0 || len(s.waiting) > 0, 0, nil
 }
 
 // Complete implements engine.Source.
@@ -128,6 +151,7 @@ func (s *Socket) flushTX() {
 	if len(s.tx) > 0 {
 		k := s.sock.Transmit(s.tx)
 		s.c.TX.Add(uint64(k))
+		s.txCount.Add(uint64(k))
 		s.tx = s.tx[:copy(s.tx, s.tx[k:])]
 	}
 	if s.sock.TXPending() > 0 && s.sock.TXNeedsWakeup() {
@@ -142,16 +166,20 @@ func (s *Socket) flushTX() {
 
 func (s *Socket) onFrame(d xsk.Desc) {
 	s.c.RX.Add(1)
+	s.rxCount.Add(1)
 	frame := s.sock.Frame(d.Addr)
 	if int(d.Len) > len(frame) {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(d.Addr)
 		return
 	}
-	if err := netstack.Parse(frame[:d.Len], s.port, &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
+	if err := s.parser.Parse(frame[:d.Len], &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropForPacket(err), s.queue)
 		s.sock.Release(d.Addr)
 		return
+	}
+	if s.pkt.PartialChecksum {
+		s.c.PartialChecksum.Add(1)
 	}
 	peer := s.peer()
 	payload := s.pkt.Payload
@@ -236,26 +264,66 @@ func (s *Socket) Submit(m *engine.Method, req *engine.Request) bool {
 }
 
 // JobDone implements engine.Source: the reply of a blocking request goes
-// out in a fresh frame.
+// out in a fresh frame. When none is free (a burst of replies as a
+// blocked pool drains), the job waits for one instead of losing its
+// reply: frames come back with the next TX completions. It stays counted
+// in the pool meanwhile, so the pool answers OVERLOADED rather than let
+// replies pile up without bound, and Shutdown's drain waits for it.
 func (s *Socket) JobDone(j *engine.Job) {
-	defer s.loop.Pool().Release(j)
 	if j.Reply == nil {
+		s.loop.Pool().Release(j)
 		return
 	}
+	if len(s.waiting) > 0 || !s.sendJob(j) {
+		s.waiting = append(s.waiting, j)
+	}
+}
+
+// sendJob builds j's reply in a free frame and queues it; false when no
+// frame is free.
+func (s *Socket) sendJob(j *engine.Job) bool {
 	addr, ok := s.sock.Alloc()
 	if !ok {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
-		return
+		return false
 	}
+	defer s.loop.Pool().Release(j)
 	pkt, err := netstack.BuildUDP(s.sock.Frame(addr), &j.Route.Reply, j.Reply)
 	if err != nil {
 		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(addr)
-		return
+		return true
 	}
 	s.tx = append(s.tx, xsk.Desc{Addr: addr, Len: uint32(len(pkt))})
+	return true
 }
 
-// Cleanup implements engine.Source: frames still held go with the UMEM,
-// which the attachment closes after the loops have stopped.
-func (s *Socket) Cleanup() {}
+// sendWaiting sends the replies that waited for a frame, in order, before
+// the fill ring takes the free frames back.
+func (s *Socket) sendWaiting() {
+	n := 0
+	for n < len(s.waiting) && s.sendJob(s.waiting[n]) {
+		s.waiting[n] = nil
+		n++
+	}
+	if n > 0 {
+		s.waiting = s.waiting[:copy(s.waiting, s.waiting[n:])]
+	}
+}
+
+// Cleanup implements engine.Source: replies not yet in the TX ring or
+// still waiting for a frame are lost (the loop stops after Shutdown's
+// drain, which waits for the latter, gave up) and counted; frames still held go with the UMEM, which the
+// attachment closes after the loops have stopped.
+func (s *Socket) Cleanup() {
+	// Replies the TX ring never took are lost with the stop; they count
+	// as tx_full (no transmit slot was had in time).
+	for range s.tx {
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropTxFull, s.queue)
+	}
+	s.tx = s.tx[:0]
+	for _, j := range s.waiting {
+		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
+		s.loop.Pool().Release(j)
+	}
+	s.waiting = nil
+}

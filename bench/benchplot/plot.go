@@ -1,19 +1,20 @@
-package bench
+package benchplot
 
 import (
 	"fmt"
 	"image/color"
 
+	"github.com/zerohop/zerohop/bench"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 )
 
-// WritePlot draws p99 latency against throughput, one line per measured
+// Write draws p99 latency against throughput, one line per measured
 // variant (points in order of outstanding requests), to a PNG (or SVG/PDF
 // by the file's extension) at path.
-func (r *Report) WritePlot(path string) error {
+func Write(r *bench.Report, path string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("zerohop bench %s — p99 latency vs throughput", r.Date[:min(10, len(r.Date))])
 	p.X.Label.Text = "requests/s (log)"
@@ -38,7 +39,7 @@ func (r *Report) WritePlot(path string) error {
 		}
 		line, points, err := plotter.NewLinePoints(xys)
 		if err != nil {
-			return fmt.Errorf("bench: plotting %s: %w", v.Name, err)
+			return fmt.Errorf("benchplot: plotting %s: %w", v.Name, err)
 		}
 		c := plotutil.Color(i)
 		line.Color, points.Color = c, c
@@ -59,12 +60,12 @@ func (r *Report) WritePlot(path string) error {
 	// Headroom above the highest point keeps the legend off the lines.
 	p.Y.Max *= 10
 	if err := p.Save(9*vg.Inch, 6*vg.Inch, path); err != nil {
-		return fmt.Errorf("bench: saving plot %s: %w", path, err)
+		return fmt.Errorf("benchplot: saving plot %s: %w", path, err)
 	}
 	return nil
 }
 
-func outstandingLabels(pts []Point) []string {
+func outstandingLabels(pts []bench.Point) []string {
 	var out []string
 	for _, pt := range pts {
 		if pt.Error == "" && pt.RPS > 0 && pt.P99Us > 0 {

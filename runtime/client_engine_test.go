@@ -1,0 +1,407 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zerohop/zerohop/proto"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// threads is this process's OS thread count.
+func threads(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no Threads line in /proc/self/status")
+	return 0
+}
+
+// heapInUse is the live heap after two collections (sync.Pools emptied).
+func heapInUse() uint64 {
+	goruntime.GC()
+	goruntime.GC()
+	var m goruntime.MemStats
+	goruntime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// tcpGWIRServer echoes GWIR requests on a TCP listener, one goroutine per
+// connection: the kernel's TCP stack and proto.Stream, nothing of the
+// client's.
+func tcpGWIRServer(t testing.TB) (addr string, conns *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	conns = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				hdr := make([]byte, proto.HeaderLen)
+				out := make([]byte, proto.MaxFrameLen)
+				for {
+					if _, err := io.ReadFull(r, hdr); err != nil {
+						return
+					}
+					frame := make([]byte, proto.HeaderLen+int(proto.Frame(hdr).PayloadLen()))
+					copy(frame, hdr)
+					if _, err := io.ReadFull(r, frame[proto.HeaderLen:]); err != nil {
+						return
+					}
+					f, err := proto.Parse(frame)
+					if err != nil {
+						return
+					}
+					reply, err := proto.EncodeResponse(out, f.RequestID(), f.MethodID(), proto.StatusOK, f.Payload())
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(reply); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), conns
+}
+
+// TestEngineThousandEndpoints: 1,000 servers called round-robin from one
+// engine, over UDP and over TCP, cost no thread beyond the engine's loop
+// (+2 of the Go runtime's own), and an idle endpoint costs under 2 KiB.
+func TestEngineThousandEndpoints(t *testing.T) {
+	const n = 1000
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			addrs := make([]string, n)
+			for i := range addrs {
+				if transport == "udp" {
+					addrs[i] = startGWIRServer(t, serverConfig{untracked: true}).addr.String()
+				} else {
+					addrs[i], _ = tcpGWIRServer(t)
+				}
+			}
+			time.Sleep(50 * time.Millisecond) // let the servers' goroutines park
+			before := threads(t)
+			heapBefore := heapInUse()
+			e := testEngine(t)
+			clients := make([]*Client, n)
+			for i, a := range addrs {
+				c, err := Dial(transport, a, WithEngine(e))
+				if err != nil {
+					t.Fatal(err)
+				}
+				clients[i] = c
+			}
+			ctx := testContext(t)
+			buf := make([]byte, 0, 64)
+			for round := 0; round < 3; round++ {
+				for i, c := range clients {
+					p := payloadFor(round*n + i)
+					r, err := c.Call(ctx, methodEcho, p, buf)
+					if err != nil || !bytes.Equal(r.Payload, p) {
+						t.Fatalf("round %d endpoint %d (%s): %x, %v", round, i, addrs[i], r.Payload, err)
+					}
+				}
+			}
+			if got, limit := threads(t), before+1+2; got > limit {
+				t.Errorf("%d threads with %d endpoints on one engine, want at most %d (before: %d)", got, n, limit, before)
+			}
+			if st := e.Stats(); st.Endpoints != n {
+				t.Errorf("engine holds %d endpoints, want %d", st.Endpoints, n)
+			}
+			if transport == "udp" {
+				perEndpoint := (int64(heapInUse()) - int64(heapBefore)) / n
+				t.Logf("%d bytes of heap per idle UDP endpoint (with its Client)", perEndpoint)
+				if perEndpoint > 2048 {
+					t.Errorf("%d bytes per idle endpoint, want ≤ 2 KiB", perEndpoint)
+				}
+			}
+			for _, c := range clients {
+				c.Close()
+			}
+		})
+	}
+}
+
+// TestUndrainedDoneDoesNotStall: a caller that never receives from its
+// Done channel delays only its own completions; other calls on the same
+// Client complete, and Close returns.
+func TestUndrainedDoneDoesNotStall(t *testing.T) {
+	srv := startGWIRServer(t, serverConfig{})
+	e := testEngine(t)
+	c := dialOn(t, e, srv.addr.String())
+	ctx := testContext(t)
+	stuck := make(chan *Call, 1)
+	const parked = 20
+	for i := range parked {
+		c.Go(ctx, methodEcho, payloadFor(i), nil, stuck)
+	}
+	for i := 0; i < 2000 && e.Stats().Delayed < parked-1; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if d := e.Stats().Delayed; d < parked-1 {
+		t.Fatalf("%d completions delayed, want %d", d, parked-1)
+	}
+	for i := range 200 {
+		if _, err := c.Call(ctx, methodEcho, payloadFor(i), nil); err != nil {
+			t.Fatalf("call %d behind an undrained Done channel: %v", i, err)
+		}
+	}
+	// The parked completions arrive once the caller receives.
+	for i := range parked {
+		select {
+		case call := <-stuck:
+			if call.Err != nil {
+				t.Fatal(call.Err)
+			}
+			call.Release()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("parked completion %d never delivered", i)
+		}
+	}
+	// A second client leaves completions undelivered and closes: Close
+	// returns and the engine counts what nobody received.
+	c2 := dialOn(t, e, srv.addr.String())
+	stuck2 := make(chan *Call, 1)
+	for i := range parked {
+		c2.Go(ctx, methodEcho, payloadFor(i), nil, stuck2)
+	}
+	for i := 0; i < 2000 && e.Stats().Delayed < 2*parked-2; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c2.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return with completions undelivered")
+	}
+	if u := e.Stats().Undelivered; u != parked-1 {
+		t.Errorf("%d completions counted undelivered, want %d", u, parked-1)
+	}
+}
+
+// TestDeadlinePropagation: the server sees the caller's budget in the
+// DEADLINE tag; a call whose deadline has passed is never sent; a call to a
+// server that never answers ends at its deadline, not after the full
+// retransmission schedule.
+func TestDeadlinePropagation(t *testing.T) {
+	srv, err := Listen("udp", "127.0.0.1:0", WithBackend(BackendUring), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var budgets atomic.Int64
+	var calls atomic.Int64
+	srv.Handle("test.D/Budget", func(req *Request, resp *Response) {
+		calls.Add(1)
+		if d, ok := req.Deadline(); ok {
+			budgets.Store(int64(d.Sub(req.Arrival())))
+		}
+		resp.AppendVarint(1, uint64(req.Attempt()))
+	})
+	srv.Handle("test.D/Never", func(req *Request, resp *Response) { calls.Add(1); resp.SetStatus(0) })
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	c := dialOn(t, testEngine(t), srv.Addr().String(), WithCaller("svc-test"))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := c.Call(ctx, "test.D/Budget", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b := time.Duration(budgets.Load()); b <= 0 || b > 500*time.Millisecond {
+		t.Fatalf("server saw a budget of %v, want (0, 500ms]", b)
+	}
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	before := calls.Load()
+	if _, err := c.Call(expired, "test.D/Budget", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("expired call: %v", err)
+	}
+	if calls.Load() != before {
+		t.Fatal("a call whose deadline had passed reached the server")
+	}
+
+	// A server that drops every request: the call ends at its deadline.
+	silent := startGWIRServer(t, serverConfig{})
+	cs := dialOn(t, testEngine(t), silent.addr.String(), WithRetransmission(10*time.Millisecond, time.Second, 0))
+	short, cancel3 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel3()
+	_, err = cs.Call(short, methodSilent, nil, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call to a silent server: %v", err)
+	}
+	if st := cs.Stats(); st.Requests+st.Retransmits > 6 {
+		t.Errorf("%d copies sent within a 100 ms deadline at a 10 ms RTO doubling", st.Requests+st.Retransmits)
+	}
+}
+
+// TestOneway: a oneway call reaches its handler, gets no reply and is
+// never retransmitted.
+func TestOneway(t *testing.T) {
+	srv, err := Listen("udp", "127.0.0.1:0", WithBackend(BackendUring), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	srv.Handle("test.O/Note", func(req *Request, resp *Response) {
+		if req.Oneway() {
+			got.Add(1)
+		}
+		resp.AppendVarint(1, 1) // discarded: the caller wants no reply
+	})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	c := dialOn(t, testEngine(t), srv.Addr().String())
+	ctx := testContext(t)
+	for i := range 10 {
+		if err := c.Oneway(ctx, "test.O/Note", payloadFor(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2000 && got.Load() < 10; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if got.Load() != 10 {
+		t.Fatalf("%d oneway calls reached the handler, want 10", got.Load())
+	}
+	time.Sleep(50 * time.Millisecond) // any reply or retransmission would show by now
+	st := c.Stats()
+	if st.Replies != 0 || st.Retransmits != 0 || st.Duplicates != 0 {
+		t.Errorf("oneway stats %+v: want no reply and no retransmission", st)
+	}
+	if s := srv.Stats().Total; s.Oneway != 10 || s.TX != 0 {
+		t.Errorf("server: %d oneway, %d replies sent", s.Oneway, s.TX)
+	}
+}
+
+// TestExtFallback: a server built before the extension block answers
+// BAD_FRAME to it; the client resends the call without the block, it
+// succeeds, and later calls to that server go without the block at once.
+func TestExtFallback(t *testing.T) {
+	old := startGWIRServer(t, serverConfig{v1: true})
+	c := dialTest(t, old.addr.String(), WithCaller("svc"))
+	ctx := testContext(t)
+	p := payloadFor(3)
+	if r, err := c.Call(ctx, methodEcho, p, nil); err != nil || !bytes.Equal(r.Payload, p) {
+		t.Fatalf("first call to a v1 server: %x, %v", r.Payload, err)
+	}
+	if n := old.extSeen.Load(); n != 1 {
+		t.Fatalf("the v1 server saw %d requests with EXT, want the one that was refused", n)
+	}
+	for i := range 5 {
+		if _, err := c.Call(ctx, methodEcho, payloadFor(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := old.extSeen.Load(); n != 1 {
+		t.Fatalf("later calls still carried EXT (%d seen)", n)
+	}
+	// A server that speaks EXT keeps getting it.
+	cur := startGWIRServer(t, serverConfig{})
+	c2 := dialTest(t, cur.addr.String())
+	for range 3 {
+		if _, err := c2.Call(ctx, methodEcho, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cur.extSeen.Load(); n != 3 {
+		t.Fatalf("a current server saw %d requests with EXT, want 3", n)
+	}
+}
+
+// TestEngineTCP: the stream transport on the engine against a zerohop
+// server's TCP listener, sync and pipelined, with replies matched by id.
+func TestEngineTCP(t *testing.T) {
+	srv, err := Listen("udp", "127.0.0.1:0", WithBackend(BackendUring), WithTCP(), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Handle(methodEcho, func(req *Request, resp *Response) { resp.Write(req.Payload()) })
+	srv.HandleBlocking("test.T/Slow", func(req *Request, resp *Response) {
+		time.Sleep(time.Millisecond)
+		resp.Write(req.Payload())
+	})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	e := testEngine(t)
+	c, err := Dial("tcp", srv.Addr().String(), WithEngine(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testContext(t)
+	p := payloadFor(9)
+	if r, err := c.Call(ctx, methodEcho, p, nil); err != nil || !bytes.Equal(r.Payload, p) {
+		t.Fatalf("TCP call: %x, %v", r.Payload, err)
+	}
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatalf("TCP ping: %v", err)
+	}
+	const n = 2000
+	done := make(chan *Call, n)
+	want := map[*Call]int{}
+	for i := range n {
+		method := methodEcho
+		if i%50 == 0 {
+			method = "test.T/Slow"
+		}
+		want[c.Go(ctx, method, payloadFor(i), nil, done)] = i
+	}
+	for range n {
+		call := <-done
+		if call.Err != nil {
+			t.Fatal(call.Err)
+		}
+		if v, _ := protowire.ConsumeVarint(call.Reply.Payload[1:]); int(v) != want[call] {
+			t.Fatalf("reply %x matched to call %d", call.Reply.Payload, want[call])
+		}
+		delete(want, call)
+		call.Release()
+	}
+	if st := srv.Stats().Total; st.Served["tcp"] < n {
+		t.Errorf("server served %d requests over TCP, want ≥ %d", st.Served["tcp"], n)
+	}
+}

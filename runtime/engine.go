@@ -1,0 +1,324 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	goruntime "runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zerohop/zerohop/internal/leak"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
+)
+
+// Engine is a process's client side: a few pinned event loops (one by
+// default), each owning an io_uring and unconnected UDP sockets (IPv4 and
+// IPv6), multiplexing every endpoint the process calls. An endpoint — a
+// server address — is an entry in a table (in-flight calls, RTT estimate,
+// counters), not a thread or a socket, so a process calling a thousand
+// servers has as many OS threads as it has loops.
+//
+// Dial uses the default engine of its caller's network namespace, made on
+// first use (with DefaultEngineOptions); NewEngine makes another, for a
+// process that wants its own settings (WithEngine on Dial picks it).
+type Engine struct {
+	cfg   engineConfig
+	loops []*clientLoop
+	pool  *engine.Pool // unused by client loops; engine.Loop wants one
+	next  atomic.Uint32
+	ids   atomic.Uint64
+
+	mu        sync.Mutex
+	endpoints map[endpointKey]*endpoint
+	closed    bool
+}
+
+// EngineOption configures NewEngine.
+type EngineOption func(*engineConfig) error
+
+type engineConfig struct {
+	loops       int
+	cores       []int
+	busyPoll    time.Duration
+	callerSpin  time.Duration
+	idleTimeout time.Duration
+	recvBuffers int
+	maxReply    int
+	logger      *slog.Logger
+}
+
+// Engine defaults: one loop that sleeps in its ring when it has nothing to
+// do (spinning pays only with a core to spare: on a 2-core machine beside
+// a busy-polling server a spinning client loop left the caller no core and
+// multiplied the round trip), 1,024 receive buffers of one datagram each.
+const (
+	defaultClientBusyPoll = 0
+	defaultRecvBuffers    = 1024
+	defaultMaxReply       = 8192
+)
+
+func defaultEngineConfig() engineConfig {
+	return engineConfig{loops: 1, busyPoll: defaultClientBusyPoll, idleTimeout: 100 * time.Millisecond,
+		recvBuffers: defaultRecvBuffers, maxReply: defaultMaxReply, logger: slog.Default()}
+}
+
+// WithClientLoops sets how many loops the engine runs (default 1); each
+// endpoint belongs to one of them. n 0 means one per CPU.
+func WithClientLoops(n int) EngineOption {
+	return func(c *engineConfig) error {
+		if n < 0 {
+			return fmt.Errorf("runtime: WithClientLoops(%d): want ≥ 0", n)
+		}
+		if n == 0 {
+			n = goruntime.NumCPU()
+		}
+		c.loops = n
+		return nil
+	}
+}
+
+// WithClientCores pins loop i to cores[i] (default: loop i on core
+// (NumCPU−1−i) mod NumCPU, away from the cores servers pick first).
+func WithClientCores(cores ...int) EngineOption {
+	return func(c *engineConfig) error {
+		for _, core := range cores {
+			if core < 0 {
+				return fmt.Errorf("runtime: WithClientCores: core %d negative", core)
+			}
+		}
+		c.cores = append([]int(nil), cores...)
+		return nil
+	}
+}
+
+// WithClientBusyPoll sets how long a client loop spins on its ring after
+// its last completion while calls are outstanding, instead of sleeping in
+// io_uring_enter (default 0: never). Spinning costs a core while calls are
+// in flight and saves a kernel wakeup per reply; 0 always sleeps.
+func WithClientBusyPoll(window time.Duration) EngineOption {
+	return func(c *engineConfig) error {
+		if window < 0 {
+			return fmt.Errorf("runtime: WithClientBusyPoll: negative window")
+		}
+		c.busyPoll = window
+		return nil
+	}
+}
+
+// WithCallerSpin makes a synchronous Call poll for its completion for up
+// to window before it blocks (default 0: block at once). A goroutine the
+// loop wakes through a channel must wait for the Go scheduler to give it a
+// processor, which on an idle core of a VM means waking that core
+// (measured here at tens of µs, more than a round trip); a caller still
+// running sees its reply at once, at the cost of spinning a core — worth
+// it only where a core is free for it.
+func WithCallerSpin(window time.Duration) EngineOption {
+	return func(c *engineConfig) error {
+		if window < 0 {
+			return fmt.Errorf("runtime: WithCallerSpin: negative window")
+		}
+		c.callerSpin = window
+		return nil
+	}
+}
+
+// WithReceiveBuffers sizes each loop's provided-buffer rings: count
+// buffers (a power of two, 1..32768) of maxReply bytes, the largest reply
+// a UDP call can get (a larger one fails its call with ErrReplyTooLarge).
+// Replies are copied out at once, so count bounds bursts, not outstanding
+// calls.
+func WithReceiveBuffers(count, maxReply int) EngineOption {
+	return func(c *engineConfig) error {
+		if count < 1 || count > 32768 || count&(count-1) != 0 {
+			return fmt.Errorf("runtime: WithReceiveBuffers: count %d is not a power of two in 1..32768", count)
+		}
+		if maxReply < 64 || maxReply > 65535+64 {
+			return fmt.Errorf("runtime: WithReceiveBuffers: maxReply %d outside 64..65599", maxReply)
+		}
+		c.recvBuffers, c.maxReply = count, maxReply
+		return nil
+	}
+}
+
+// WithEngineLogger sets where the engine logs (default slog.Default()).
+func WithEngineLogger(l *slog.Logger) EngineOption {
+	return func(c *engineConfig) error {
+		if l == nil {
+			return errors.New("runtime: WithEngineLogger: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+var (
+	defaultMu      sync.Mutex
+	defaultEngines = map[string]*Engine{} // by network namespace
+	// DefaultEngineOptions configure the default engines; set them before
+	// the first Dial.
+	DefaultEngineOptions []EngineOption
+)
+
+// DefaultEngine returns the default engine of the calling thread's
+// network namespace, starting it on first use there. An engine's sockets
+// live in the namespace it was made in, so a process whose goroutines
+// call from several namespaces (a test, a node agent) gets one engine per
+// namespace, and Dial calls from where its caller is, as a plain socket
+// would.
+func DefaultEngine() (*Engine, error) {
+	ns, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		ns = "" // no procfs: one engine for the process
+	}
+	defaultMu.Lock()
+	defer defaultMu.Unlock()
+	if e := defaultEngines[ns]; e != nil {
+		return e, nil
+	}
+	e, err := NewEngine(DefaultEngineOptions...)
+	if err != nil {
+		return nil, err
+	}
+	if len(defaultEngines) == 0 {
+		leak.AtExit(closeDefaultEngines)
+	}
+	defaultEngines[ns] = e
+	return e, nil
+}
+
+// closeDefaultEngines closes every default engine (for leak checks).
+func closeDefaultEngines() {
+	defaultMu.Lock()
+	engines := defaultEngines
+	defaultEngines = map[string]*Engine{}
+	defaultMu.Unlock()
+	for _, e := range engines {
+		e.Close()
+	}
+}
+
+// NewEngine starts an engine's loops. It fails with the setup error when
+// io_uring (with DeferTaskrun, multishot RECVMSG and provided-buffer
+// rings) is not available: there is no fallback.
+func NewEngine(opts ...EngineOption) (*Engine, error) {
+	cfg := defaultEngineConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if len(cfg.cores) != 0 && len(cfg.cores) != cfg.loops {
+		return nil, fmt.Errorf("runtime: WithClientCores gives %d cores for %d loops", len(cfg.cores), cfg.loops)
+	}
+	e := &Engine{cfg: cfg, endpoints: map[endpointKey]*endpoint{}}
+	e.pool = engine.NewPool(nil, 0, 1)
+	warn := engine.NewWarnings(cfg.logger)
+	for i := 0; i < cfg.loops; i++ {
+		core := (goruntime.NumCPU() - 1 - i%goruntime.NumCPU() + goruntime.NumCPU()) % goruntime.NumCPU()
+		if len(cfg.cores) > 0 {
+			core = cfg.cores[i]
+		}
+		cl, err := newClientLoop(e, i, core, warn)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.loops = append(e.loops, cl)
+		if err := cl.loop.Start(); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("runtime: client engine: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// Close stops the engine's loops: every call still in flight fails with
+// ErrClientClosed (completions nobody received are counted in
+// EngineStats.Undelivered), and every socket and ring is released. It
+// waits for the loops to exit.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClientClosed
+	}
+	e.closed = true
+	e.mu.Unlock()
+	for _, cl := range e.loops {
+		cl.close()
+	}
+	for _, cl := range e.loops {
+		if cl.loop.Started() {
+			<-cl.loop.Exited()
+		} else {
+			cl.loop.Discard()
+		}
+	}
+	return nil
+}
+
+// EngineStats are an engine's counters since NewEngine.
+type EngineStats struct {
+	// Endpoints is how many endpoints the engine holds.
+	Endpoints int
+	// Delayed counts completions whose Done channel was full when the
+	// call ended: the loop kept them and delivered them later, without
+	// waiting. Undelivered counts those still undelivered when the engine
+	// (or the Client) closed: they were dropped, never blocking the loop.
+	Delayed, Undelivered uint64
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() EngineStats {
+	e.mu.Lock()
+	st := EngineStats{Endpoints: len(e.endpoints)}
+	e.mu.Unlock()
+	for _, cl := range e.loops {
+		st.Delayed += cl.delayed.Load()
+		st.Undelivered += cl.undelivered.Load()
+	}
+	return st
+}
+
+// endpointKey names an endpoint: a transport and an address.
+type endpointKey struct {
+	tcp  bool
+	addr netip.AddrPort
+}
+
+// acquire returns the endpoint for key, making it on first use, and
+// counts one more user of it.
+func (e *Engine) acquire(key endpointKey) (*endpoint, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClientClosed
+	}
+	ep := e.endpoints[key]
+	if ep == nil {
+		cl := e.loops[int(e.next.Add(1)-1)%len(e.loops)]
+		ep = newEndpoint(key, cl)
+		e.endpoints[key] = ep
+	}
+	ep.refs++
+	return ep, nil
+}
+
+// release drops one user of ep; the last one removes it from the table
+// (the loop forgets it once its calls are done).
+func (e *Engine) release(ep *endpoint) {
+	e.mu.Lock()
+	ep.refs--
+	last := ep.refs == 0
+	if last {
+		delete(e.endpoints, ep.key)
+	}
+	e.mu.Unlock()
+	if last {
+		ep.loop.push(loopOp{kind: opForget, ep: ep})
+	}
+}
