@@ -42,7 +42,7 @@ func TestStatReadsMapsWithoutAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown(context.Background())
-	callEcho(t, link.B.Host, addr, 50)
+	callEchoIn(t, link.B.Host, addr, 50)
 	maps, err := bpf.OpenPinned(bpf.PinDir(link.A.Iface))
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestStatReadsMapsWithoutAdmin(t *testing.T) {
 	}
 }
 
-func callEcho(t *testing.T, h *topo.Host, addr netip.AddrPort, n int) {
+func callEchoIn(t *testing.T, h *topo.Host, addr netip.AddrPort, n int) {
 	t.Helper()
 	var c *runtime.Client
 	if err := h.Do(func() (err error) {
@@ -196,7 +196,7 @@ func TestStatOverAdminAcrossMountNamespaces(t *testing.T) {
 		t.Fatalf("stat never reached the server: %s", stderr)
 	}
 	const calls = 40
-	callEcho(t, link.B.Host, addr, calls)
+	callEchoIn(t, link.B.Host, addr, calls)
 	out, stderr, code := zerohopIn(t, link.A.Host, "stat", "--json")
 	if code != 0 {
 		t.Fatalf("stat exited %d: %s", code, stderr)
