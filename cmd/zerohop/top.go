@@ -1,14 +1,13 @@
 package main
 
 import (
-	"flag"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,53 +21,71 @@ func init() {
 
 func runTop(args []string) int { return top(os.Stdin, os.Stdout, os.Stderr, args) }
 
+const topUsage = `usage: zerohop top [--admin ADDR] [--interval 1s] [--once]
+
+A live view of a running server over its admin endpoint: per-loop and
+per-method rates and latency quantiles over the last interval, drops, the
+XDP counters of its interface and its client endpoints. Without --admin it
+finds the server's abstract socket in this network namespace. q, Ctrl-C,
+SIGINT, SIGTERM, SIGHUP or SIGPIPE quit (exit 0) with the terminal restored;
+--once prints one view without touching the terminal.`
+
 // top redraws a server's /stat once per interval until q or Ctrl-C. The
 // terminal is put in raw mode (no echo, keys one by one, Ctrl-C as a key)
-// on the alternate screen, and restored on every way out.
+// on the alternate screen, and restored on every way out. Like serve, a
+// signal is its normal end (exit 0), except under --once, where one
+// before the view is printed exits 128+signal.
 func top(in *os.File, out *os.File, errOut io.Writer, args []string) int {
-	fs := flag.NewFlagSet("top", flag.ContinueOnError)
-	fs.SetOutput(errOut)
+	fs := newFlags("top", topUsage)
 	admin := fs.String("admin", "", "the server's admin endpoint: HOST:PORT or unix:PATH|@NAME (default: the only "+telemetry.SocketPrefix+"* socket in this network namespace)")
 	interval := fs.Duration("interval", time.Second, "refresh interval")
 	once := fs.Bool("once", false, "print one view (rates over one interval) and exit, without touching the terminal")
-	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: zerohop top [--admin ADDR] [--interval 1s] [--once]\n\nq or Ctrl-C quits.")
-		fs.PrintDefaults()
+	if code, done := fs.parse(args, out, errOut); done {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	switch {
+	case fs.NArg() > 0:
+		return fs.usageError(errOut, "unexpected argument %q: top takes only flags", fs.Arg(0))
+	case *interval <= 0:
+		return fs.usageError(errOut, "--interval %v: must be positive, e.g. --interval 1s", *interval)
 	}
-	if *interval <= 0 {
-		fmt.Fprintln(errOut, "zerohop top: --interval must be positive")
-		return 2
+	if *admin != "" {
+		if _, err := telemetry.ParseEndpoint(*admin); err != nil {
+			return fs.usageError(errOut, "--admin %q: %v", *admin, err)
+		}
 	}
+	sig := signalContext(context.Background())
+	defer sig.stop()
 	ep, err := adminEndpoint(*admin)
 	if err != nil {
-		fmt.Fprintln(errOut, "zerohop top:", err)
-		return 1
+		if errors.Is(err, telemetry.ErrNoAdmin) {
+			err = fmt.Errorf("%w: give --admin ADDR, or run in the server's network namespace (ip netns exec NS zerohop top)", err)
+		}
+		return fail(errOut, "top", err, nil)
 	}
 	c := ep.HTTPClient(*interval + 2*time.Second)
 	defer c.CloseIdleConnections()
 	prev, err := fetchStat(c, ep)
 	if err != nil {
-		fmt.Fprintln(errOut, "zerohop top:", err)
-		return 1
+		return fail(errOut, "top", err, nil)
 	}
 	if *once {
-		time.Sleep(*interval)
+		select {
+		case <-time.After(*interval):
+		case <-sig.Done():
+			return sig.interrupted(errOut, "top", "")
+		}
 		cur, err := fetchStat(c, ep)
 		if err != nil {
-			fmt.Fprintln(errOut, "zerohop top:", err)
-			return 1
+			return fail(errOut, "top", err, nil)
 		}
 		fmt.Fprint(out, strings.Join(renderTop(&prev, &cur, 0, ""), "\n")+"\n")
-		return 0
+		return exitOK
 	}
 
 	restore, err := rawTerminal(in)
 	if err != nil {
-		fmt.Fprintf(errOut, "zerohop top: %v (use --once without a terminal)\n", err)
-		return 1
+		return fail(errOut, "top", fmt.Errorf("%w (use --once without a terminal)", err), nil)
 	}
 	fmt.Fprint(out, "\x1b[?1049h\x1b[?25l") // alternate screen, cursor hidden
 	defer func() {
@@ -88,9 +105,6 @@ func top(in *os.File, out *os.File, errOut io.Writer, args []string) int {
 			}
 		}
 	}()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	tick := time.NewTicker(*interval)
 	defer tick.Stop()
 
@@ -115,10 +129,10 @@ func top(in *os.File, out *os.File, errOut io.Writer, args []string) int {
 		select {
 		case k, ok := <-keys:
 			if !ok || k == 'q' || k == 'Q' || k == 3 { // 3: Ctrl-C in raw mode
-				return 0
+				return exitOK
 			}
-		case <-sig:
-			return 0
+		case <-sig.Done():
+			return exitOK
 		case <-tick.C:
 			next, err := fetchStat(c, ep)
 			if err != nil {
