@@ -131,9 +131,10 @@ func TestTopUnderTmux(t *testing.T) {
 		x.run("send-keys", "-t", quit.session, quit.key)
 		var status string
 		for i := 0; i < 100; i++ { // ≤ 10 s
-			status = strings.TrimSpace(x.run("display-message", "-p", "-t", quit.session, "#{pane_dead} #{pane_dead_status}"))
-			// pane_dead turns 1 when the pty closes, the status once tmux
-			// has reaped the child: wait for both.
+			status = strings.TrimSpace(x.run("display-message", "-p", "-t", quit.session, "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"))
+			// pane_dead turns 1 when the pty closes, the status (or the
+			// signal that killed it) once tmux has reaped the child: wait
+			// for both.
 			if f := strings.Fields(status); len(f) == 2 && f[0] == "1" {
 				break
 			}
