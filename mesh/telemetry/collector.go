@@ -49,6 +49,16 @@ func (c *Collector) defs() []*metricDef {
 	}
 	if c.src.Client != nil {
 		out = append(out, clientMetrics...)
+		cov := c.src.Client.ClientCoverage()
+		for _, g := range []struct {
+			on   bool
+			defs []*metricDef
+		}{{cov.Methods, clientMethodMetrics}, {cov.State, clientStateMetrics}, {cov.Breaker, clientBreakerMetrics},
+			{cov.Transport, clientTransportMetrics}} {
+			if g.on {
+				out = append(out, g.defs...)
+			}
+		}
 	}
 	if c.src.Tracer != nil {
 		out = append(out, traceMetrics...)
@@ -72,7 +82,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		collectXDP(ch, c.src.XDP, c.src.Iface)
 	}
 	if c.src.Client != nil {
-		collectClient(ch, c.src.Client.ClientStats())
+		collectClient(ch, c.src.Client.ClientStats(), c.src.Client.ClientCoverage())
 	}
 	if t := c.src.Tracer; t != nil {
 		st := t.Stats()
@@ -215,18 +225,20 @@ func aclPort(p uint16) string {
 	return strconv.Itoa(int(p))
 }
 
-func collectClient(ch chan<- prometheus.Metric, st ClientStats) {
-	for i := range st.Methods {
-		m := &st.Methods[i]
-		for status, n := range m.Statuses {
-			counter(ch, mClientRequests, n, m.Service, m.Method, status.String())
-		}
-		for reason, n := range m.Failures {
-			counter(ch, mClientRequests, n, m.Service, m.Method, reason)
-		}
-		counter(ch, mClientAttempts, m.Attempts, m.Service, m.Method)
-		if m.Latency != nil {
-			histogram(ch, mClientDuration, m.Latency, m.Service, m.Method)
+func collectClient(ch chan<- prometheus.Metric, st ClientStats, cov ClientCoverage) {
+	if cov.Methods {
+		for i := range st.Methods {
+			m := &st.Methods[i]
+			for status, n := range m.Statuses {
+				counter(ch, mClientRequests, n, m.Service, m.Method, status.String())
+			}
+			for reason, n := range m.Failures {
+				counter(ch, mClientRequests, n, m.Service, m.Method, reason)
+			}
+			counter(ch, mClientAttempts, m.Attempts, m.Service, m.Method)
+			if m.Latency != nil {
+				histogram(ch, mClientDuration, m.Latency, m.Service, m.Method)
+			}
 		}
 	}
 	type svcState struct {
@@ -234,17 +246,39 @@ func collectClient(ch chan<- prometheus.Metric, st ClientStats) {
 		state EndpointState
 	}
 	counts := map[svcState]int{}
-	services := map[string]bool{}
-	for _, e := range st.Endpoints {
+	var services []string
+	for i := range st.Endpoints {
+		e := &st.Endpoints[i]
+		if _, seen := counts[svcState{e.Service, ""}]; !seen {
+			counts[svcState{e.Service, ""}] = 0
+			services = append(services, e.Service)
+		}
 		counts[svcState{e.Service, e.State}]++
-		services[e.Service] = true
 		ep := e.Addr.String()
-		gauge(ch, mBreakerState, e.BreakerDrop, e.Service, ep)
 		gauge(ch, mEndpointFlight, float64(e.InFlight), e.Service, ep)
+		if cov.Breaker {
+			gauge(ch, mBreakerState, e.BreakerDrop, e.Service, ep)
+		}
+		if cov.Transport {
+			tr := &e.Transport
+			counter(ch, mEndpointRequests, tr.Requests, e.Service, ep)
+			counter(ch, mEndpointRetransmits, tr.Retransmits, e.Service, ep)
+			counter(ch, mEndpointReplies, tr.Replies, e.Service, ep)
+			counter(ch, mEndpointTimeouts, tr.Timeouts, e.Service, ep)
+			counter(ch, mEndpointSocketErrs, tr.SocketErrs, e.Service, ep)
+			counter(ch, mEndpointBadReplies, tr.Duplicates, e.Service, ep, "duplicate")
+			counter(ch, mEndpointBadReplies, tr.Malformed, e.Service, ep, "malformed")
+			counter(ch, mEndpointBadReplies, tr.TooLarge, e.Service, ep, "too_large")
+			if tr.SRTT > 0 {
+				gauge(ch, mEndpointSRTT, tr.SRTT.Seconds(), e.Service, ep)
+			}
+		}
 	}
-	for svc := range services {
-		for _, state := range []EndpointState{EndpointServing, EndpointDraining, EndpointEjected, EndpointUnhealthy} {
-			gauge(ch, mEndpoints, float64(counts[svcState{svc, state}]), svc, string(state))
+	if cov.State {
+		for _, svc := range services {
+			for _, state := range []EndpointState{EndpointServing, EndpointDraining, EndpointEjected, EndpointUnhealthy} {
+				gauge(ch, mEndpoints, float64(counts[svcState{svc, state}]), svc, string(state))
+			}
 		}
 	}
 }

@@ -11,6 +11,11 @@
 //     is counted once, by the runtime; scraping takes no lock an event loop
 //     takes. docs/metrics.md lists every metric; a test keeps that list and
 //     what the collectors export identical.
+//   - A metric nobody feeds is not registered: a ClientSource says which
+//     parts of ClientStats it covers (ClientCoverage). Clients, the source
+//     over runtime.Clients, covers their endpoints' transport counters
+//     only; per-method call counters, endpoint states and breakers wait
+//     for a source that keeps them.
 //   - Tracer.Middleware samples each request once, parent-based (a
 //     caller's TRACE decides; Ratio for requests without one), and costs an
 //     unsampled request no allocation. A sampled loop request is recorded

@@ -9,6 +9,7 @@ import (
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime"
 )
 
 // fakeXDP stands for an interface's maps in tests that have no XDP
@@ -52,8 +53,13 @@ func (f fixedDist) CountBelow(d time.Duration) uint64 {
 }
 func (f fixedDist) Quantile(float64) time.Duration { return f.d }
 
-// fakeClient is the shape of what the client engine is to report.
+// fakeClient is a client source covering everything ClientStats can
+// hold: what the mesh's client layers are to report over the engine's.
 type fakeClient struct{}
+
+func (fakeClient) ClientCoverage() ClientCoverage {
+	return ClientCoverage{Methods: true, State: true, Breaker: true, Transport: true}
+}
 
 func (fakeClient) ClientStats() ClientStats {
 	return ClientStats{
@@ -61,7 +67,9 @@ func (fakeClient) ClientStats() ClientStats {
 			Statuses: map[proto.Status]uint64{proto.StatusOK: 90, proto.StatusOverloaded: 3},
 			Failures: map[string]uint64{FailureNoReply: 2}, Attempts: 99, Latency: fixedDist{95, 300 * time.Microsecond}}},
 		Endpoints: []EndpointStats{
-			{Service: "pkg.Users", Addr: netip.MustParseAddrPort("10.0.0.1:9000"), State: EndpointServing, InFlight: 3},
+			{Service: "pkg.Users", Addr: netip.MustParseAddrPort("10.0.0.1:9000"), State: EndpointServing, InFlight: 3,
+				Transport: runtime.ClientStats{Requests: 97, Retransmits: 2, Replies: 95, Timeouts: 2, Duplicates: 1, InFlight: 3,
+					SRTT: 250 * time.Microsecond}},
 			{Service: "pkg.Users", Addr: netip.MustParseAddrPort("10.0.0.2:9000"), State: EndpointEjected, BreakerDrop: 0.25},
 		},
 	}

@@ -56,7 +56,8 @@ var (
 	mXDPSvc     = def("zerohop_xdp_services", prometheus.GaugeValue, "Services registered in the interface's steering program, by live or stale.", "iface", "state")
 )
 
-// The client side's metrics, registered only when a ClientSource is given.
+// The client side's metrics, registered only when a ClientSource is given,
+// and then by the parts of ClientStats it covers (ClientCoverage).
 var (
 	mClientRequests = def("zerohop_client_requests_total", prometheus.CounterValue, "Calls that ended, by service, method and status: the answer's status, or NO_REPLY, CANCELLED, NO_ENDPOINTS, REFUSED, SOCKET_ERROR for calls that got no answer.", "service", "method", "status")
 	mClientAttempts = def("zerohop_client_attempts_total", prometheus.CounterValue, "Transmissions of calls: first attempts, retransmissions and failovers.", "service", "method")
@@ -64,6 +65,14 @@ var (
 	mEndpoints      = def("zerohop_endpoints", prometheus.GaugeValue, "Endpoints the client knows, by service and state (serving, draining, ejected, unhealthy).", "service", "state")
 	mBreakerState   = def("zerohop_breaker_state", prometheus.GaugeValue, "The circuit breaker's drop probability for an endpoint (largest over its methods): 0 passes every call, 1 refuses every call locally.", "service", "endpoint")
 	mEndpointFlight = def("zerohop_endpoint_inflight", prometheus.GaugeValue, "Calls outstanding to an endpoint.", "service", "endpoint")
+
+	mEndpointRequests    = def("zerohop_endpoint_requests_total", prometheus.CounterValue, "Calls and PINGs sent to an endpoint (first copies).", "service", "endpoint")
+	mEndpointRetransmits = def("zerohop_endpoint_retransmits_total", prometheus.CounterValue, "Further copies of calls sent to an endpoint after their reply was late.", "service", "endpoint")
+	mEndpointReplies     = def("zerohop_endpoint_replies_total", prometheus.CounterValue, "Replies from an endpoint that completed a call.", "service", "endpoint")
+	mEndpointTimeouts    = def("zerohop_endpoint_timeouts_total", prometheus.CounterValue, "Calls to an endpoint that got no reply after their last copy.", "service", "endpoint")
+	mEndpointSocketErrs  = def("zerohop_endpoint_socket_errors_total", prometheus.CounterValue, "Errors the socket reported for an endpoint (ICMP port unreachable, …).", "service", "endpoint")
+	mEndpointBadReplies  = def("zerohop_endpoint_bad_replies_total", prometheus.CounterValue, "Datagrams from an endpoint that completed no call, by reason: duplicate (no call waited for its id: a late or repeated reply), malformed (not a valid reply), too_large (larger than the receive buffers).", "service", "endpoint", "reason")
+	mEndpointSRTT        = def("zerohop_endpoint_srtt_seconds", prometheus.GaugeValue, "Smoothed round-trip time to an endpoint (RFC 6298 SRTT, what its retransmission timeout is made of); absent before the first reply.", "service", "endpoint")
 )
 
 // The tracer's own metrics, registered only when a Tracer is given.
@@ -76,15 +85,22 @@ var (
 	serverMetrics = []*metricDef{mServerInfo, mServerDraining, mServerRequests, mServerDuration, mRateLimited, mServerAbandoned,
 		mLoopInfo, mLoopRX, mLoopTX, mLoopRequests, mLoopPings, mLoopOneway, mLoopBlocking, mLoopErrors, mLoopKicks,
 		mLoopRearms, mLoopFillEmpty, mLoopPartialSum, mLoopOpErrors, mLoopDuration, mDrops}
-	xdpMetrics    = []*metricDef{mXDPUp, mXDPPackets, mXDPPassed, mACLHits, mXDPServers, mXDPSvc}
-	clientMetrics = []*metricDef{mClientRequests, mClientAttempts, mClientDuration, mEndpoints, mBreakerState, mEndpointFlight}
-	traceMetrics  = []*metricDef{mTraceSampled, mTraceDropped}
+	xdpMetrics = []*metricDef{mXDPUp, mXDPPackets, mXDPPassed, mACLHits, mXDPServers, mXDPSvc}
+	// clientMetrics are those of every ClientSource; the others by coverage.
+	clientMetrics          = []*metricDef{mEndpointFlight}
+	clientMethodMetrics    = []*metricDef{mClientRequests, mClientAttempts, mClientDuration}
+	clientStateMetrics     = []*metricDef{mEndpoints}
+	clientBreakerMetrics   = []*metricDef{mBreakerState}
+	clientTransportMetrics = []*metricDef{mEndpointRequests, mEndpointRetransmits, mEndpointReplies, mEndpointTimeouts,
+		mEndpointSocketErrs, mEndpointBadReplies, mEndpointSRTT}
+	traceMetrics = []*metricDef{mTraceSampled, mTraceDropped}
 )
 
 // allMetrics lists every metric zerohop can export.
 func allMetrics() []*metricDef {
 	var all []*metricDef
-	for _, g := range [][]*metricDef{serverMetrics, xdpMetrics, clientMetrics, traceMetrics} {
+	for _, g := range [][]*metricDef{serverMetrics, xdpMetrics, clientMetrics, clientMethodMetrics, clientStateMetrics,
+		clientBreakerMetrics, clientTransportMetrics, traceMetrics} {
 		all = append(all, g...)
 	}
 	return all

@@ -38,12 +38,34 @@ type Distribution interface {
 	Quantile(q float64) time.Duration
 }
 
-// ClientSource is the interface telemetry expects of the client engine
-// (proposed: the engine, or a small adapter over its Stats, implements it).
-// ClientStats is called on every scrape and, like runtime.Server.Stats,
-// must only read counters the calling loops update atomically.
+// ClientSource is what telemetry reads of a process's client side.
+// Clients implements it over runtime.Client's per-endpoint counters; a
+// source with per-method counters, endpoint health or breakers (the mesh's
+// client layers) fills in more. ClientStats is called on every scrape and,
+// like runtime.Server.Stats, must only read counters the calling loops
+// update atomically. ClientCoverage says which parts of ClientStats the
+// source fills in; it must not change over the source's life.
 type ClientSource interface {
 	ClientStats() ClientStats
+	ClientCoverage() ClientCoverage
+}
+
+// ClientCoverage names the parts of ClientStats a ClientSource fills in.
+// The metrics of a part left out are not registered: they are absent from
+// /metrics (and their fields from /stat mean nothing), rather than
+// exported as zeros that would look like data. Endpoints with their
+// InFlight are always part of ClientStats.
+type ClientCoverage struct {
+	// Methods: ClientStats.Methods (zerohop_client_requests_total,
+	// zerohop_client_attempts_total, zerohop_client_request_duration_seconds).
+	Methods bool `json:"methods"`
+	// State: EndpointStats.State (zerohop_endpoints).
+	State bool `json:"state"`
+	// Breaker: EndpointStats.BreakerDrop (zerohop_breaker_state).
+	Breaker bool `json:"breaker"`
+	// Transport: EndpointStats.Transport (zerohop_endpoint_*_total and
+	// zerohop_endpoint_srtt_seconds).
+	Transport bool `json:"transport"`
 }
 
 // ClientStats is one snapshot of a process's client side.
@@ -101,4 +123,8 @@ type EndpointStats struct {
 	BreakerDrop float64
 	// InFlight counts calls outstanding to the endpoint.
 	InFlight int
+	// Transport holds the client engine's counters of the endpoint:
+	// copies sent, replies, timeouts, socket errors, bad replies and the
+	// smoothed round-trip time (ClientCoverage.Transport).
+	Transport runtime.ClientStats
 }

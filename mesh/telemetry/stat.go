@@ -112,7 +112,10 @@ type ACLReport struct {
 }
 
 // ClientReport is the client side (ClientStats), statuses by name.
+// Coverage says which fields the source filled in: the others are zero
+// and mean nothing.
 type ClientReport struct {
+	Coverage  ClientCoverage       `json:"coverage"`
 	Methods   []ClientMethodReport `json:"methods"`
 	Endpoints []EndpointReport     `json:"endpoints"`
 }
@@ -134,6 +137,13 @@ type EndpointReport struct {
 	State       string  `json:"state"`
 	BreakerDrop float64 `json:"breaker_drop"`
 	InFlight    int     `json:"inflight"`
+	// The engine's counters of the endpoint (Coverage.Transport).
+	Requests    uint64 `json:"requests"`
+	Retransmits uint64 `json:"retransmits"`
+	Replies     uint64 `json:"replies"`
+	Timeouts    uint64 `json:"timeouts"`
+	SocketErrs  uint64 `json:"socket_errors"`
+	SRTTNs      int64  `json:"srtt_ns"`
 }
 
 // Snapshot reads every source of src once.
@@ -146,7 +156,7 @@ func Snapshot(src Sources) StatReport {
 		rep.XDP = xdpReport(src.XDP, src.Iface)
 	}
 	if src.Client != nil {
-		rep.Client = clientReport(src.Client.ClientStats())
+		rep.Client = clientReport(src.Client.ClientStats(), src.Client.ClientCoverage())
 	}
 	if src.Tracer != nil {
 		st := src.Tracer.Stats()
@@ -297,8 +307,8 @@ func xdpReport(x XDPSource, iface string) *XDPReport {
 	return r
 }
 
-func clientReport(st ClientStats) *ClientReport {
-	r := &ClientReport{Methods: []ClientMethodReport{}, Endpoints: []EndpointReport{}}
+func clientReport(st ClientStats, cov ClientCoverage) *ClientReport {
+	r := &ClientReport{Coverage: cov, Methods: []ClientMethodReport{}, Endpoints: []EndpointReport{}}
 	for _, m := range st.Methods {
 		mr := ClientMethodReport{Service: m.Service, Method: m.Method, Statuses: map[string]uint64{},
 			Failures: map[string]uint64{}, Attempts: m.Attempts}
@@ -315,8 +325,10 @@ func clientReport(st ClientStats) *ClientReport {
 		r.Methods = append(r.Methods, mr)
 	}
 	for _, e := range st.Endpoints {
+		tr := &e.Transport
 		r.Endpoints = append(r.Endpoints, EndpointReport{Service: e.Service, Addr: e.Addr.String(), State: string(e.State),
-			BreakerDrop: e.BreakerDrop, InFlight: e.InFlight})
+			BreakerDrop: e.BreakerDrop, InFlight: e.InFlight, Requests: tr.Requests, Retransmits: tr.Retransmits,
+			Replies: tr.Replies, Timeouts: tr.Timeouts, SocketErrs: tr.SocketErrs, SRTTNs: int64(tr.SRTT)})
 	}
 	return r
 }
