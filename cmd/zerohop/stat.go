@@ -232,7 +232,9 @@ func printStat(out io.Writer, rep *telemetry.StatReport) {
 		}
 	}
 	if cl := rep.Client; cl != nil {
-		fmt.Fprintln(w, "\nclient\tmethod\tcalls\tattempts\tp99")
+		if cl.Coverage.Methods {
+			fmt.Fprintln(w, "\nclient\tmethod\tcalls\tattempts\tp99")
+		}
 		for _, m := range cl.Methods {
 			p99 := "-"
 			if m.Latency != nil {
@@ -240,11 +242,29 @@ func printStat(out io.Writer, rep *telemetry.StatReport) {
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", m.Service, m.Method, statusList(m.Statuses, m.Failures), m.Attempts, p99)
 		}
-		fmt.Fprintln(w, "\nendpoints\tservice\taddr\tstate\tbreaker\tin flight")
+		fmt.Fprintln(w, "\nendpoints\tservice\taddr\tstate\tbreaker\tin flight\trequests\tretransmits\ttimeouts\tsrtt")
 		for _, e := range cl.Endpoints {
-			fmt.Fprintf(w, "\t%s\t%s\t%s\t%.2f\t%d\n", e.Service, e.Addr, e.State, e.BreakerDrop, e.InFlight)
+			state, breaker, requests, retx, timeouts, srtt := "-", "-", "-", "-", "-", "-"
+			if cl.Coverage.State {
+				state = e.State
+			}
+			if cl.Coverage.Breaker {
+				breaker = fmt.Sprintf("%.2f", e.BreakerDrop)
+			}
+			if cl.Coverage.Transport {
+				requests, retx, timeouts, srtt = fmt.Sprint(e.Requests), fmt.Sprint(e.Retransmits), fmt.Sprint(e.Timeouts), ns(e.SRTTNs)
+			}
+			fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", orDash(e.Service), e.Addr, state, breaker, e.InFlight,
+				requests, retx, timeouts, srtt)
 		}
 	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func statusList(ms ...map[string]uint64) string {

@@ -288,7 +288,9 @@ func renderTop(prev, cur *telemetry.StatReport, width int, status string) []stri
 	}
 	if cl, pcl := cur.Client, prev.Client; cl != nil && pcl != nil {
 		add("")
-		add("%-20s %-30s %9s %9s", "CLIENT SERVICE", "METHOD", "CALLS/s", "p99")
+		if cl.Coverage.Methods {
+			add("%-20s %-30s %9s %9s", "CLIENT SERVICE", "METHOD", "CALLS/s", "p99")
+		}
 		prevC := map[string]telemetry.ClientMethodReport{}
 		for _, m := range pcl.Methods {
 			prevC[m.Service+"\x00"+m.Method] = m
@@ -310,9 +312,25 @@ func renderTop(prev, cur *telemetry.StatReport, width int, status string) []stri
 			}
 			return eps[i].Addr < eps[j].Addr
 		})
-		add("%-20s %-24s %-10s %8s %9s", "ENDPOINT SERVICE", "ADDR", "STATE", "BREAKER", "IN FLIGHT")
+		prevE := map[string]telemetry.EndpointReport{}
+		for _, e := range pcl.Endpoints {
+			prevE[e.Service+"\x00"+e.Addr] = e
+		}
+		add("%-20s %-24s %-10s %8s %9s %9s %9s %9s", "ENDPOINT SERVICE", "ADDR", "STATE", "BREAKER", "IN FLIGHT", "REQ/s", "RETX/s", "SRTT")
 		for _, e := range eps {
-			add("%-20s %-24s %-10s %8.2f %9d", e.Service, e.Addr, e.State, e.BreakerDrop, e.InFlight)
+			state, breaker, reqs, retx, srtt := "-", "-", "-", "-", "-"
+			if cl.Coverage.State {
+				state = e.State
+			}
+			if cl.Coverage.Breaker {
+				breaker = fmt.Sprintf("%.2f", e.BreakerDrop)
+			}
+			if cl.Coverage.Transport {
+				pe := prevE[e.Service+"\x00"+e.Addr]
+				reqs, retx = fmtRate(rate(pe.Requests, e.Requests, dt)), fmtRate(rate(pe.Retransmits, e.Retransmits, dt))
+				srtt = fmtDur(time.Duration(e.SRTTNs))
+			}
+			add("%-20s %-24s %-10s %8s %9d %9s %9s %9s", orDash(e.Service), e.Addr, state, breaker, e.InFlight, reqs, retx, srtt)
 		}
 	}
 	if tr := cur.Tracing; tr != nil {

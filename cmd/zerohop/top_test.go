@@ -221,3 +221,43 @@ func callLoopback(t *testing.T, addr netip.AddrPort, n int, gap time.Duration) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestTopAndStatShowClientEndpoints: the client's endpoints show their
+// transport counters as rates (top) and totals (stat); what the source
+// does not cover (state, breaker, per-method calls) shows as "-", not
+// as a zero that would look measured.
+func TestTopAndStatShowClientEndpoints(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	endpoint := func(requests, retx uint64) telemetry.EndpointReport {
+		return telemetry.EndpointReport{Service: "pkg.Users", Addr: "10.0.0.1:9000", InFlight: 2, Requests: requests,
+			Retransmits: retx, Replies: requests, SRTTNs: int64(250 * time.Microsecond)}
+	}
+	cov := telemetry.ClientCoverage{Transport: true}
+	prev := telemetry.StatReport{Time: at, Client: &telemetry.ClientReport{Coverage: cov, Endpoints: []telemetry.EndpointReport{endpoint(100, 1)}}}
+	cur := telemetry.StatReport{Time: at.Add(2 * time.Second), Client: &telemetry.ClientReport{Coverage: cov, Endpoints: []telemetry.EndpointReport{endpoint(160, 5)}}}
+	var row string
+	for _, l := range renderTop(&prev, &cur, 0, "") {
+		if strings.Contains(l, "METHOD") && strings.Contains(l, "CLIENT") {
+			t.Errorf("top shows a client method header without method data: %q", l)
+		}
+		if strings.HasPrefix(l, "pkg.Users") {
+			row = l
+		}
+	}
+	// 60 requests and 4 retransmits over 2 s.
+	if f := strings.Fields(row); len(f) != 8 || f[1] != "10.0.0.1:9000" || f[2] != "-" || f[3] != "-" || f[4] != "2" ||
+		f[5] != "30" || f[6] != "2" || f[7] != "250.0µs" {
+		t.Errorf("top endpoint row %q, want state and breaker -, 2 in flight, 30 req/s, 2 retx/s, srtt 250.0µs", row)
+	}
+	var out strings.Builder
+	printStat(&out, &cur)
+	var statRow string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "10.0.0.1:9000") {
+			statRow = l
+		}
+	}
+	if f := strings.Fields(statRow); len(f) != 9 || f[2] != "-" || f[3] != "-" || f[4] != "2" || f[5] != "160" || f[6] != "5" || f[8] != "250µs" {
+		t.Errorf("stat endpoint row %q, want state and breaker -, 2 in flight, 160 requests, 5 retransmits, srtt 250µs", statRow)
+	}
+}
