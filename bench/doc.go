@@ -8,7 +8,9 @@
 // the same run.
 //
 // Variants: zerohop on AF_XDP ("zerohop-xsk"), the same with the mesh
-// policies on ("zerohop-xsk+policies": BenchPolicy and the shedder), zerohop on io_uring sockets
+// policies on ("zerohop-xsk+policies": BenchPolicy and the shedder), the
+// same with its admin endpoint scraped (GET /metrics) once a second during
+// the run ("zerohop-xsk-telemetry", the cost of telemetry), zerohop on io_uring sockets
 // ("zerohop-uring"), a plain Go net.UDPConn server speaking GWIR
 // ("netudp", the baseline for the same protocol without zerohop), a
 // keep-alive net/http server ("nethttp"), the same

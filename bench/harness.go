@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -291,6 +293,11 @@ func (h *harness) runVariant(ctx context.Context, name string) VariantResult {
 	for i, p := range procs {
 		pids[i] = p.cmd.Process.Pid
 	}
+	scraped := func() string { return "" }
+	if name == VariantXSKTelemetry {
+		scraped = scrapeAdmin(h.adminSocket(name), time.Second)
+		defer scraped()
+	}
 	for _, n := range h.cfg.Outstanding {
 		if ctx.Err() != nil {
 			break
@@ -311,7 +318,71 @@ func (h *harness) runVariant(ctx context.Context, name string) VariantResult {
 		v.PeakRSSBytes = treeUsage(pids...).hwmB
 		v.Detail = backendLine(procs[0].stderr.String())
 	}
+	if note := scraped(); note != "" {
+		v.Detail += "; " + note
+	}
 	return v
+}
+
+// adminSocket is where a variant's server serves its admin endpoint: a
+// socket file in the run's temp dir, which the harness (in its own
+// network namespace) reaches where an abstract name would not.
+func (h *harness) adminSocket(variant string) string {
+	return filepath.Join(h.tmp, variant+"-admin.sock")
+}
+
+// scrapeAdmin GETs /metrics from the admin socket every interval, as
+// Prometheus would, until the returned stop is called; stop (safe to call
+// again) says how many scrapes there were.
+func scrapeAdmin(socket string, interval time.Duration) (stop func() string) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}}}
+	done, finished := make(chan struct{}), make(chan struct{})
+	var ok, failed int
+	var bytes int64
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			resp, err := client.Get("http://zerohop/metrics")
+			if err != nil {
+				failed++
+				continue
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				failed++
+				continue
+			}
+			ok++
+			bytes += n
+		}
+	}()
+	var once sync.Once
+	var note string
+	return func() string {
+		once.Do(func() {
+			close(done)
+			<-finished
+			client.CloseIdleConnections()
+			avg := int64(0)
+			if ok > 0 {
+				avg = bytes / int64(ok)
+			}
+			note = fmt.Sprintf("admin /metrics scraped every %v: %d scrapes of ~%d bytes, %d failed", interval, ok, avg, failed)
+		})
+		return note
+	}
 }
 
 // backendLine picks the start-up line in which zerohop serve says which
@@ -331,7 +402,7 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	cfg := h.cfg
 	gwirAddr := netip.AddrPortFrom(h.serverIP, gwirPort).String()
 	httpAddr := netip.AddrPortFrom(h.serverIP, httpPort).String()
-	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantRawXSK
+	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantXSKTelemetry || name == VariantRawXSK
 	if needNIC && h.topology == nil {
 		if !h.root {
 			return nil, "", "", "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF) for the veth topology and AF_XDP"
@@ -356,7 +427,7 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		return true
 	}
 	switch name {
-	case VariantXSK, VariantXSKPolicies, VariantUring:
+	case VariantXSK, VariantXSKPolicies, VariantXSKTelemetry, VariantUring:
 		backend := "xsk"
 		if name == VariantUring {
 			backend = "uring"
@@ -369,6 +440,9 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 				return nil, "", "", err.Error()
 			}
 			args = append(args, "--policy", path, "--shed")
+		}
+		if name == VariantXSKTelemetry {
+			args = append(args, "--admin", "unix:"+h.adminSocket(name))
 		}
 		if h.serverIface != "" && backend == "xsk" {
 			args = append(args, "--iface", h.serverIface)

@@ -17,16 +17,19 @@ const (
 	// authorization policy that allows the load, a rate limit it never
 	// reaches, the load shedder (BenchPolicy).
 	VariantXSKPolicies = "zerohop-xsk+policies"
-	VariantUring       = "zerohop-uring"
-	VariantNetUDP      = "netudp"
-	VariantNetHTTP     = "nethttp"
-	VariantSidecar     = "nethttp-sidecar"
-	VariantRawXSK      = "raw-xsk"
-	baselineVariant    = VariantNetHTTP
+	// VariantXSKTelemetry is zerohop-xsk with its admin endpoint scraped
+	// (GET /metrics) once a second during the run: the cost of telemetry.
+	VariantXSKTelemetry = "zerohop-xsk-telemetry"
+	VariantUring        = "zerohop-uring"
+	VariantNetUDP       = "netudp"
+	VariantNetHTTP      = "nethttp"
+	VariantSidecar      = "nethttp-sidecar"
+	VariantRawXSK       = "raw-xsk"
+	baselineVariant     = VariantNetHTTP
 )
 
 // AllVariants lists the variants in the order the harness runs them.
-var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantXSKTelemetry, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
 
 // Report is one run of the harness; it marshals to the JSON of --json.
 type Report struct {

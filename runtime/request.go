@@ -95,6 +95,14 @@ func (r *Request) Ext(tag proto.ExtTag) (value []byte, ok bool) { return r.e().E
 // Deadline instead.
 func (r *Request) Context() context.Context { return r.e().Context() }
 
+// SetContext makes ctx what Context returns for the rest of a blocking
+// request, so a middleware can hand its handler a context with more in it
+// (a tracing span). ctx should derive from Context: the request's deadline
+// and the server's shutdown still end it. On a loop handler it does
+// nothing (a loop request's Context is the server's lifetime context,
+// shared by every request of the loop, and must stay allocation-free).
+func (r *Request) SetContext(ctx context.Context) { r.e().SetContext(ctx) }
+
 // Path names the data path that received a request.
 type Path uint8
 

@@ -330,6 +330,11 @@ func (s *Server) owesReplies() bool {
 	return false
 }
 
+// Draining reports whether Shutdown has begun: PINGs are answered
+// draining and new requests OVERLOADED from then on. One atomic load, for
+// health endpoints.
+func (s *Server) Draining() bool { return s.core != nil && s.core.Draining.Load() }
+
 // Stats snapshots the server's counters.
 func (s *Server) Stats() Stats {
 	st := Stats{Backend: s.backend, Total: newLoopStats(-1, nil, -1)}

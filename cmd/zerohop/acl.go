@@ -226,13 +226,6 @@ func aclListAdmin(out io.Writer, f aclFlags) error {
 	return nil
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 func printXDP(out io.Writer, entries []policy.XDPEntry) {
 	if len(entries) == 0 {
 		return

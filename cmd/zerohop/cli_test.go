@@ -55,11 +55,17 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:0", "--busy-poll", "-1ms"}, want: "--busy-poll"},
 			{args: []string{"--addr", "127.0.0.1:0", "--queues", "x"}, want: "--queues"},
 			{args: []string{"--addr", "127.0.0.1:0", "--bogus"}, want: "-bogus"},
+			{args: []string{"--addr", "127.0.0.1:0", "--admin", "nonsense"}, want: "--admin"},
+			{args: []string{"--addr", "127.0.0.1:0", "--trace-ratio", "0.5"}, want: "--trace-ratio needs --otlp"},
+			{args: []string{"--addr", "127.0.0.1:0", "--otlp", "http://127.0.0.1:9/v1/traces", "--trace-ratio", "2"}, want: "--trace-ratio 2"},
+			{args: []string{"--addr", "127.0.0.1:0", "--otlp", "127.0.0.1:4318"}, want: "--otlp"},
 		},
 		fail: []cliCase{
 			// TEST-NET-1: not an address of this machine, so bind fails.
 			{args: []string{"--addr", "192.0.2.1:7000", "--backend", "uring"}, want: "cannot assign requested address"},
 			{args: []string{"--addr", "0.0.0.0:7000", "--backend", "xsk"}, want: "--iface", notWant: "WithInterface"},
+			// The server starts; its --admin listener cannot bind, so it stops.
+			{args: []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--admin", "192.0.2.1:9"}, want: "192.0.2.1:9"},
 		}},
 	{cmd: "call",
 		usage: []cliCase{
@@ -90,13 +96,32 @@ var cliRows = []cliRow{
 		fail: []cliCase{
 			{args: []string{"--iface", "zh-no-such0"}, want: "--iface zh-no-such0: no such interface"},
 		}},
+	// stat and top without --admin look for the only admin socket of this
+	// network namespace, which other tests' servers may hold: the cases
+	// name an endpoint.
 	{cmd: "stat",
 		usage: []cliCase{
-			{args: nil, want: "--iface"},
+			{args: []string{"extra"}, want: `"extra"`},
 			{args: []string{"--iface", "a", "--dir", "b"}, want: "exactly one"},
+			{args: []string{"--admin", "127.0.0.1:9", "--dir", "b"}, want: "exactly one"},
+			{args: []string{"--admin", "nonsense"}, want: "--admin"},
 		},
 		fail: []cliCase{
 			{args: []string{"--dir", "/nonexistent/zerohop"}, want: "--pin-maps"},
+			{args: []string{"--admin", "127.0.0.1:9"}, want: "admin endpoint 127.0.0.1:9"},
+			{args: []string{"--admin", "unix:@zerohop-cli-test/nobody"}, want: "admin endpoint unix:@zerohop-cli-test/nobody"},
+		}},
+	{cmd: "top",
+		usage: []cliCase{
+			{args: []string{"extra"}, want: `"extra"`},
+			{args: []string{"--interval", "0s"}, want: "--interval"},
+			{args: []string{"--interval", "-1s"}, want: "--interval"},
+			{args: []string{"--admin", "nonsense"}, want: "--admin"},
+			{args: []string{"--bogus"}, want: "-bogus"},
+		},
+		fail: []cliCase{
+			{args: []string{"--admin", "127.0.0.1:9", "--once"}, want: "admin endpoint 127.0.0.1:9"},
+			{args: []string{"--admin", "unix:@zerohop-cli-test/nobody"}, want: "admin endpoint unix:@zerohop-cli-test/nobody"},
 		}},
 	{cmd: "bench",
 		usage: []cliCase{

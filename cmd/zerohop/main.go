@@ -5,13 +5,14 @@
 //	zerohop serve     serve the demo Echo service
 //	zerohop call      call a method once and print the reply
 //	zerohop ping      PING a server: serving or draining, and the round trip
-//	zerohop stat      show a running server's XDP counters and ACL rules
+//	zerohop stat      show a running server's loops, methods, drops, XDP counters and ACL rules
 //	zerohop acl       list, add, delete or load a server's authorization rules and XDP ACL
+//	zerohop top       a live view of a running server (over its admin endpoint)
 //	zerohop bench     compare zerohop with net/http, a sidecar and raw AF_XDP
 //	zerohop version   the module version and VCS revision of this binary
 //
 // Adding a subcommand: a file of its own whose init calls register, a run
-// function that follows the convention of cli.go (newFlags/parseFlags for
+// function that follows the convention of cli.go (newFlags/fs.parse for
 // -h and flag errors, usageError for exit 2, fail for exit 1,
 // signalContext for anything that runs until interrupted), and a row in
 // cliRows (cli_test.go), which checks the convention for every command.

@@ -24,10 +24,13 @@ func runServe(args []string) int {
 }
 
 const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
+                     [--admin HOST:PORT|unix:PATH] [--otlp URL [--trace-ratio F]]
 
 Serves the demo Echo service (zerohop.Echo/Echo, zerohop.Echo/Sum) until
 SIGINT, SIGTERM, SIGHUP or SIGPIPE, then drains and releases every socket,
-ring and XDP attachment. Logs go to stderr.`
+ring and XDP attachment. Logs go to stderr. Its admin endpoint (/metrics,
+/stat, /healthz, /debug/pprof) always listens on an abstract socket that
+zerohop stat and zerohop top find; --admin adds a listener.`
 
 // serveFlags maps the runtime's option names in its errors to serve's flags.
 var serveFlags = map[string]string{
@@ -51,7 +54,8 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	busyPoll := fs.Duration("busy-poll", runtime.DefaultBusyPoll, "how long a loop spins after its last packet before sleeping (0: always sleep)")
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
-	pf := addPolicyFlags(fs.FlagSet) // --policy, --policy-watch, --shed, --policy-admin (servepolicy.go)
+	pf := addPolicyFlags(fs.FlagSet)     // --policy, --policy-watch, --shed, --policy-admin (servepolicy.go)
+	tel := addTelemetryFlags(fs.FlagSet) // --admin, --otlp, --trace-ratio (telemetry.go)
 	if code, done := fs.parse(args, stdout, logOut); done {
 		return code
 	}
@@ -110,6 +114,9 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	if *pin {
 		opts = append(opts, runtime.WithPinnedMaps())
 	}
+	if err := tel.check(); err != nil {
+		return fs.usageError(logOut, "%v", err)
+	}
 	// Signals first: from here on, a signal ends the command cleanly.
 	sig := signalContext(ctx)
 	defer sig.stop()
@@ -118,8 +125,12 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 		return fs.usageError(logOut, "%v", err)
 	}
 	opts = append(opts, polOpts...)
+	if opts, err = tel.serverOptions(opts); err != nil {
+		return fail(logOut, "serve", err, serveFlags)
+	}
 	srv, err := runtime.Listen("udp", *addr, opts...)
 	if err != nil {
+		tel.closeTracer()
 		return fail(logOut, "serve", err, serveFlags)
 	}
 	echo.Register(srv)
@@ -130,14 +141,23 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	if err := srv.Start(); err != nil {
 		code := fail(logOut, "serve", err, serveFlags)
 		srv.Shutdown(context.Background())
+		tel.closeTracer()
 		return code
 	}
 	if err := pol.start(srv, *iface); err != nil {
 		code := fail(logOut, "serve", err, serveFlags)
 		srv.Shutdown(context.Background())
+		tel.closeTracer()
 		return code
 	}
 	defer pol.stop()
+	stopTelemetry, err := tel.start(srv, *iface, log)
+	if err != nil {
+		code := fail(logOut, "serve", err, serveFlags)
+		srv.Shutdown(context.Background())
+		return code
+	}
+	defer stopTelemetry() // after Shutdown: /healthz says draining meanwhile
 	if started != nil {
 		started <- srv
 	}

@@ -118,6 +118,20 @@ func (r *Request) Context() context.Context {
 	return r.ctx
 }
 
+// SetContext replaces what Context returns for the rest of a blocking
+// request (ctx should derive from Context, whose cancellation still ends
+// it). On the loop it does nothing: a loop request's context is the
+// server's, shared by every request of the loop.
+func (r *Request) SetContext(ctx context.Context) {
+	if r.method == nil || !r.method.Blocking || ctx == nil {
+		return
+	}
+	if r.ctx == nil {
+		r.Context()
+	}
+	r.ctx = ctx
+}
+
 // done ends the request's context, if one was made.
 func (r *Request) done() {
 	if r.cancel != nil {

@@ -1,0 +1,94 @@
+package telemetry
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/zerohop/zerohop/proto"
+)
+
+// CallTracer is the hook the client engine is to call once per call (not
+// per attempt), proposed for the runtime's client options
+// (runtime.WithCallTracer(t), say); *Tracer implements it.
+//
+// StartCall runs on the caller's goroutine before the first attempt. It
+// returns the context the call carries on with (holding the client span
+// when one was started) and the TRACE and TRACESTATE values every attempt
+// of the call sends; send is false when the call should carry none.
+// EndCall runs exactly once when the call ended (answered with status, or
+// err without an answer), with the context StartCall returned and the
+// number of attempts made. Neither allocates for a call that is not
+// sampled; state is valid until EndCall.
+type CallTracer interface {
+	StartCall(ctx context.Context, service, method string) (_ context.Context, tc proto.TraceContext, state []byte, send bool)
+	EndCall(ctx context.Context, status proto.Status, err error, attempts int)
+}
+
+var _ CallTracer = (*Tracer)(nil)
+
+// clientSpanKey marks a context holding a client span this tracer started,
+// so EndCall never ends a span of the caller's.
+type clientSpanKey struct{}
+
+type clientSpan struct {
+	span  trace.Span
+	state []byte
+}
+
+// StartCall implements CallTracer. The decision follows the server side's
+// rule: a caller's context with a sampled span gets a child client span;
+// with an unsampled one the call propagates it unchanged (flags 0, so the
+// server does not sample either); with none, a new trace starts with
+// probability Ratio and otherwise no TRACE is sent.
+func (t *Tracer) StartCall(ctx context.Context, service, method string) (context.Context, proto.TraceContext, []byte, bool) {
+	parent := trace.SpanContextFromContext(ctx)
+	switch {
+	case parent.IsValid() && !parent.IsSampled():
+		tc := proto.TraceContext{TraceID: parent.TraceID(), SpanID: parent.SpanID(), Flags: byte(parent.TraceFlags())}
+		var state []byte
+		if parent.TraceState().Len() > 0 {
+			state = []byte(parent.TraceState().String())
+		}
+		return ctx, tc, state, true
+	case !parent.IsValid() && (t.bound == 0 || rand63() >= t.bound):
+		return ctx, proto.TraceContext{}, nil, false
+	}
+	attrs := []attribute.KeyValue{attribute.String(attrRPCSystem, "gwir"), attribute.String(attrRPCMethod, method)}
+	if service != "" {
+		attrs = append(attrs, attribute.String(attrService, service))
+	}
+	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	sc := span.SpanContext()
+	cs := &clientSpan{span: span}
+	if sc.TraceState().Len() > 0 {
+		cs.state = []byte(sc.TraceState().String())
+	}
+	ctx = context.WithValue(ctx, clientSpanKey{}, cs)
+	return ctx, proto.TraceContext{TraceID: sc.TraceID(), SpanID: sc.SpanID(), Flags: byte(sc.TraceFlags())}, cs.state, true
+}
+
+// EndCall implements CallTracer.
+func (t *Tracer) EndCall(ctx context.Context, status proto.Status, err error, attempts int) {
+	cs, _ := ctx.Value(clientSpanKey{}).(*clientSpan)
+	if cs == nil {
+		return
+	}
+	cs.span.SetAttributes(attribute.Int(attrAttempts, attempts))
+	switch {
+	case err != nil && status == proto.StatusOK:
+		// No answer at all.
+		cs.span.SetAttributes(attribute.String(attrError, err.Error()))
+		cs.span.SetStatus(codes.Error, err.Error())
+	default:
+		cs.span.SetAttributes(attribute.Int(attrStatusCode, int(status)), attribute.String(attrStatus, status.String()))
+		if status != proto.StatusOK {
+			cs.span.SetStatus(codes.Error, status.String())
+		}
+	}
+	cs.span.End()
+}
+
+func rand63() uint64 { return randUint64() >> 1 }
