@@ -87,7 +87,7 @@ func (s *Server) openXSK() error {
 		return errors.New(`the AF_XDP backend is not linked into this program: import _ "github.com/zerohop/zerohop/runtime/xdp"`)
 	}
 	path, err := xskhook.Open(xskhook.Request{Iface: iface, Addr: s.addr, Queues: s.cfg.queues, Cores: s.cfg.cores,
-		Frames: s.cfg.frames, PinMaps: s.cfg.pinMaps, ReusePort: s.cfg.reusePort, Logger: s.cfg.logger})
+		Frames: s.cfg.frames, PinMaps: s.cfg.pinMaps, ReusePort: s.cfg.reusePort, KeepMapped: s.cfg.poison, Logger: s.cfg.logger})
 	if err != nil {
 		return err
 	}
@@ -181,7 +181,8 @@ func (s *Server) openSockets() (err error) {
 		}
 		l, err := engine.NewLoop(engine.LoopConfig{Index: i, Queue: queue, Core: p.core,
 			SQEntries: loopSQEntries, CQEntries: loopCQEntries, BusyPoll: s.cfg.busyPoll,
-			IdleTimeout: s.cfg.idleTimeout, EnterEvery: enterEvery, Warn: s.core.Warn, OnFail: s.core.Fail}, s.core.Pool)
+			IdleTimeout: s.cfg.idleTimeout, EnterEvery: enterEvery, Warn: s.core.Warn, OnFail: s.core.Fail,
+			KeepBuffers: s.cfg.poison}, s.core.Pool)
 		if err != nil {
 			sockpath.CloseFd(&fd)
 			return err

@@ -358,17 +358,25 @@ func TestPoisonedBuffers(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Shutdown(context.Background())
 	c := dialKernel(t, srv.Addr())
 	c.call(1, "test.T/Keep", []byte("\x0a\x04keep"))
-	mu.Lock()
-	defer mu.Unlock()
-	if len(kept) != 6 {
-		t.Fatalf("kept %d bytes", len(kept))
-	}
-	for _, b := range kept {
-		if b != 0xDB {
-			t.Fatalf("kept payload % x, want poison", kept)
+	poisoned := func(when string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(kept) != 6 {
+			t.Fatalf("kept %d bytes", len(kept))
+		}
+		for _, b := range kept {
+			if b != 0xDB {
+				t.Fatalf("%s: kept payload % x, want poison", when, kept)
+			}
 		}
 	}
+	poisoned("after the handler")
+	// Without the option the buffer's memory is unmapped at Shutdown, and
+	// this read would fault.
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	poisoned("after Shutdown")
 }

@@ -261,7 +261,11 @@ func WithShutdownGrace(d time.Duration) Option {
 // with 0xDB bytes as soon as its handler returns, so a handler that keeps
 // Payload (or any slice from a Request) past its return sees garbage at
 // once and deterministically, not only when the buffer happens to be
-// reused. It costs a memset per request.
+// reused; and at Shutdown the receive memory (provided-buffer rings, the
+// UMEM) is poisoned and left mapped until the process exits, so such a
+// slice read after the server is gone still reads garbage instead of
+// faulting. It costs a memset per request and leaks that memory at
+// Shutdown: never in production.
 func WithPoisonedBuffers() Option {
 	return func(c *config) error {
 		c.poison = true

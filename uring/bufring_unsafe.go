@@ -80,7 +80,13 @@ func (br *BufferRing) release() {
 		br.ringMem = nil
 	}
 	if br.slab != nil {
-		unix.Munmap(br.slab)
+		if br.ring != nil && br.ring.keepBuffers {
+			for i := range br.slab {
+				br.slab[i] = PoisonByte
+			}
+		} else {
+			unix.Munmap(br.slab)
+		}
 		br.slab = nil
 	}
 	br.entries = nil

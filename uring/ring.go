@@ -24,6 +24,9 @@ type Ring struct {
 	fd         int
 	setupFlags uint32
 	features   uint32
+	// keepBuffers: Close poisons provided buffers and leaves them mapped
+	// (KeepBuffersMapped).
+	keepBuffers bool
 
 	sq submissionQueue
 	cq completionQueue
@@ -179,6 +182,16 @@ func New(entries uint32, opts ...Option) (*Ring, error) {
 		}
 	}
 }
+
+// KeepBuffersMapped is for debugging buffer lifetimes: when the ring
+// closes, the memory of its provided-buffer rings is overwritten with
+// PoisonByte and left mapped until the process exits, so code that kept a
+// slice of a received buffer reads garbage instead of faulting. It leaks
+// that memory by design; call it on the ring's thread before Close.
+func (r *Ring) KeepBuffersMapped() { r.keepBuffers = true }
+
+// PoisonByte fills the buffers KeepBuffersMapped leaves behind.
+const PoisonByte = 0xDB
 
 // Fd returns the ring's file descriptor, the target for MSG_RING.
 func (r *Ring) Fd() int { return r.fd }

@@ -51,6 +51,21 @@ type UMEM struct {
 	unused  []frameRange
 	sockets []*Socket // live, bound sockets in the order they were opened
 	closed  bool
+	// keepMapped: Close poisons the frames and leaves them mapped.
+	keepMapped bool
+}
+
+// PoisonByte fills the frames KeepMappedOnClose leaves behind.
+const PoisonByte = 0xDB
+
+// KeepMappedOnClose is for debugging buffer lifetimes: Close overwrites
+// the frames with PoisonByte and leaves them mapped until the process
+// exits, so code that kept a slice of a frame reads garbage instead of
+// faulting. It leaks the UMEM's memory by design.
+func (u *UMEM) KeepMappedOnClose() {
+	u.mu.Lock()
+	u.keepMapped = true
+	u.mu.Unlock()
 }
 
 // frameRange is a run of frames [first, first+count).
@@ -144,7 +159,11 @@ func (u *UMEM) Close() error {
 	for i := len(sockets) - 1; i >= 0; i-- {
 		errs = append(errs, sockets[i].Close())
 	}
-	if err := unix.Munmap(u.mem); err != nil {
+	if u.keepMapped {
+		for i := range u.mem {
+			u.mem[i] = PoisonByte
+		}
+	} else if err := unix.Munmap(u.mem); err != nil {
 		errs = append(errs, fmt.Errorf("xsk: close UMEM: munmap: %w", err))
 	}
 	u.mem = nil

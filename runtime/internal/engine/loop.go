@@ -76,6 +76,9 @@ type LoopConfig struct {
 	Warn *Warnings
 	// OnFail hears of an error that stopped the loop.
 	OnFail func(error)
+	// KeepBuffers poisons the ring's provided buffers and leaves them
+	// mapped when the loop ends (uring.Ring.KeepBuffersMapped).
+	KeepBuffers bool
 }
 
 // Loop is one event loop: a goroutine on a locked OS thread pinned to a
@@ -270,6 +273,9 @@ func (l *Loop) setup() error {
 		return fmt.Errorf("runtime: loop %d: %w", l.cfg.Index, err)
 	}
 	l.ring = ring
+	if l.cfg.KeepBuffers {
+		ring.KeepBuffersMapped()
+	}
 	l.cqes = make([]uring.CQE, 256)
 	if err := l.armWake(); err != nil {
 		return err

@@ -24,8 +24,9 @@ type Request struct {
 	Queues, Cores []int
 	// Frames sizes the UMEM.
 	Frames int
-	// PinMaps pins the program's maps; ReusePort lets the port be shared.
-	PinMaps, ReusePort bool
+	// PinMaps pins the program's maps; ReusePort lets the port be shared;
+	// KeepMapped poisons the UMEM and leaves it mapped at close.
+	PinMaps, ReusePort, KeepMapped bool
 	Logger             *slog.Logger
 }
 

@@ -32,6 +32,9 @@ type Config struct {
 	// OnKeepaliveError hears the errors of the heartbeat goroutine (which
 	// the program handle owns), from that goroutine.
 	OnKeepaliveError func(error)
+	// KeepMapped poisons the UMEM and leaves it mapped at Close
+	// (WithPoisonedBuffers).
+	KeepMapped bool
 }
 
 // Attachment is a server's hold on an interface: its slot in the shared
@@ -191,6 +194,9 @@ func (a *Attachment) Open(queues []int, optional bool) (skipped []error, err err
 		return nil, errors.New("no queue to bind")
 	}
 	umem, err := xsk.NewUMEM(xsk.UMEMConfig{FrameCount: a.cfg.Frames, FrameSize: frameSize})
+	if err == nil && a.cfg.KeepMapped {
+		umem.KeepMappedOnClose()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("UMEM of %d frames: %w", a.cfg.Frames, err)
 	}
