@@ -27,7 +27,7 @@ type Request struct {
 	// PinMaps pins the program's maps; ReusePort lets the port be shared;
 	// KeepMapped poisons the UMEM and leaves it mapped at close.
 	PinMaps, ReusePort, KeepMapped bool
-	Logger             *slog.Logger
+	Logger                         *slog.Logger
 }
 
 // Loop is one loop the AF_XDP path wants: the RX queues whose sockets it
