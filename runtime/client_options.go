@@ -38,9 +38,11 @@ const (
 	defaultRetryRatio     = 0.2
 	defaultRetryMinPerSec = 10
 	// defaultMinRTO bounds the measured timeout from below: a busy 2-core
-	// machine delays replies by a scheduler slice now and then, and a
-	// retransmission before that is wasted work for both sides.
-	defaultMinRTO = 2 * time.Millisecond
+	// machine delays replies by a scheduler slice (a few ms) now and then,
+	// and a retransmission before that is wasted work for both sides.
+	// Below ~1 ms of RTT the floor decides; the measurement matters for
+	// the long paths (another zone, another region).
+	defaultMinRTO = 5 * time.Millisecond
 )
 
 func defaultClientConfig() clientConfig {
@@ -70,7 +72,7 @@ func WithRetransmission(initialRTO, maxRTO time.Duration, maxAttempts int) Clien
 }
 
 // WithMinRTO raises the floor of the measured retransmission timeout
-// (default 2 ms): for servers whose handlers take longer than their
+// (default 5 ms): for servers whose handlers take longer than their
 // network round trip, which the RTT estimate cannot know before the
 // first slow reply.
 func WithMinRTO(d time.Duration) ClientOption {

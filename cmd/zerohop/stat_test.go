@@ -100,7 +100,10 @@ func callEchoIn(t *testing.T, h *topo.Host, addr netip.AddrPort, n int) {
 	t.Helper()
 	var c *runtime.Client
 	if err := h.Do(func() (err error) {
-		c, err = runtime.Dial("udp", addr.String())
+		// A timeout above any round trip on a busy machine: the counts
+		// below must be exact, so no call may be sent twice.
+		c, err = runtime.Dial("udp", addr.String(), runtime.WithMinRTO(time.Second),
+			runtime.WithRetransmission(time.Second, time.Second, 8))
 		return err
 	}); err != nil {
 		t.Fatal(err)
