@@ -52,19 +52,7 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 		if server == "uring" {
 			backend = zr.BackendUring
 		}
-		var srv *zr.Server
-		if err := link.A.Host.Do(func() (err error) {
-			srv, err = zr.Listen("udp", addr.String(), zr.WithInterface(link.A.Iface), zr.WithBackend(backend),
-				zr.WithCores(0), zr.WithLogger(discardLogger()))
-			return err
-		}); err != nil {
-			b.Fatal(err)
-		}
-		echo.Register(srv)
-		if err := srv.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer srv.Shutdown(context.Background())
+		benchEchoServer(b, link, addr, backend)
 	}
 	c, err := zr.Dial("udp", addr.String(), zr.WithEngine(engineIn(b, link.B.Host)))
 	if err != nil {
@@ -117,6 +105,27 @@ func benchEcho(b *testing.B, server string, outstanding int) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds()), "p99-µs")
+}
+
+// benchEchoServer serves the echo service on backend in link.A's
+// namespace, its loop on core 0, until the benchmark ends.
+func benchEchoServer(b *testing.B, link *topo.Link, addr netip.AddrPort, backend zr.Backend, opts ...zr.Option) *zr.Server {
+	b.Helper()
+	var srv *zr.Server
+	opts = append([]zr.Option{zr.WithInterface(link.A.Iface), zr.WithBackend(backend), zr.WithQueues(0), zr.WithCores(0),
+		zr.WithLogger(discardLogger())}, opts...)
+	if err := link.A.Host.Do(func() (err error) {
+		srv, err = zr.Listen("udp", addr.String(), opts...)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	echo.Register(srv)
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

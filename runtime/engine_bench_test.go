@@ -29,19 +29,7 @@ import (
 func BenchmarkClientEngine(b *testing.B) {
 	link := topo.Pair(b, topo.Config{TxChecksumOff: true})
 	addr := netip.AddrPortFrom(link.A.Addr4, xskPort)
-	var srv *zr.Server
-	if err := link.A.Host.Do(func() (err error) {
-		srv, err = zr.Listen("udp", addr.String(), zr.WithInterface(link.A.Iface), zr.WithBackend(zr.BackendXSK),
-			zr.WithCores(0), zr.WithQueues(0), zr.WithLogger(discardLogger()))
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	echo.Register(srv)
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	benchEchoServer(b, link, addr, zr.BackendXSK)
 	payload := make([]byte, 64)
 	payload[0], payload[1] = 0x0a, 62
 

@@ -57,6 +57,22 @@ type Source interface {
 	Cleanup()
 }
 
+// ServerSource is what every server path's source keeps of its loop:
+// embed it and call Bind in Setup.
+type ServerSource struct {
+	Loop  *Loop
+	Tag   Tag
+	Disp  *Dispatcher
+	C     *LoopCounters
+	Warn  *Warnings
+	Queue int
+}
+
+// Bind records the loop a source was added to and its tag.
+func (b *ServerSource) Bind(l *Loop, tag Tag) {
+	*b = ServerSource{Loop: l, Tag: tag, Disp: &l.Dispatcher, C: &l.Counters, Warn: l.cfg.Warn, Queue: l.cfg.Queue}
+}
+
 // LoopConfig describes one loop.
 type LoopConfig struct {
 	// Index is the loop's index among its server's loops; Queue the RX

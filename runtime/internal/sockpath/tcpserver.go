@@ -67,12 +67,7 @@ type tcpConn struct {
 // on the loop it is added to.
 type TCPServer struct {
 	listenFd int
-	loop     *engine.Loop
-	tag      engine.Tag
-	disp     *engine.Dispatcher
-	c        *engine.LoopCounters
-	warn     *engine.Warnings
-	queue    int
+	engine.ServerSource
 
 	bufs        *uring.BufferRing
 	conns       []tcpConn
@@ -96,8 +91,7 @@ func (t *TCPServer) OwesReplies() bool { return t.unsent.Load() > 0 }
 
 // Setup implements engine.Source.
 func (t *TCPServer) Setup(l *engine.Loop, tag engine.Tag) error {
-	t.loop, t.tag = l, tag
-	t.disp, t.c, t.warn, t.queue = &l.Dispatcher, &l.Counters, l.Config().Warn, l.Config().Queue
+	t.Bind(l, tag)
 	var err error
 	t.bufs, err = l.Ring().NewBufferRing(l.BufferGroup(), tcpRecvBuffers, tcpRecvBufSize)
 	if err != nil {
@@ -114,7 +108,7 @@ func (t *TCPServer) Setup(l *engine.Loop, tag engine.Tag) error {
 }
 
 func (t *TCPServer) armAccept() error {
-	if _, err := t.loop.Ring().PrepAcceptMultishot(t.listenFd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, t.tag.With(tcpAccept)); err != nil {
+	if _, err := t.Loop.Ring().PrepAcceptMultishot(t.listenFd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, t.Tag.With(tcpAccept)); err != nil {
 		return fmt.Errorf("runtime: arming accept: %w", err)
 	}
 	t.acceptArmed = true
@@ -132,7 +126,7 @@ func (t *TCPServer) Complete(c *uring.CQE, data uint64) {
 		if c.Res >= 0 {
 			t.accepted(int(c.Res))
 		} else if err := c.Err(); !errors.Is(err, unix.ECANCELED) {
-			t.warn.CQEError(t.c, engine.CQEAccept, t.queue, err)
+			t.Warn.CQEError(t.C, engine.CQEAccept, t.Queue, err)
 		}
 	case tcpRecv:
 		conn := &t.conns[slot]
@@ -145,12 +139,12 @@ func (t *TCPServer) Complete(c *uring.CQE, data uint64) {
 				break
 			}
 			conn.chunk = int(id)
-			t.c.RX.Add(1)
+			t.C.RX.Add(1)
 			if err := conn.stream.Feed(t.bufs.Buffer(id)[:c.Res]); err != nil {
 				conn.readDone = true
 			}
 		case c.NoBuffers():
-			t.c.Rearms.Add(1)
+			t.C.Rearms.Add(1)
 			conn.starved = true
 			t.starved = append(t.starved, slot)
 		case c.Res == 0: // the peer is done sending; it still gets its replies
@@ -178,7 +172,7 @@ func (t *TCPServer) accepted(fd int) {
 	leak.Track(fd)
 	n := len(t.freeConns)
 	if n == 0 {
-		t.c.Overloaded.Add(1)
+		t.C.Overloaded.Add(1)
 		closeFd(fd)
 		return
 	}
@@ -212,7 +206,7 @@ func (t *TCPServer) process(slot uint32) {
 			break
 		}
 		if errors.Is(err, proto.ErrMagic) || errors.Is(err, proto.ErrVersion) {
-			t.warn.Drop(t.c, engine.PathTCP, engine.DropForParse(err.(proto.Error)), t.queue)
+			t.Warn.Drop(t.C, engine.PathTCP, engine.DropForParse(err.(proto.Error)), t.Queue)
 			conn.readDone = true // lost frame sync: nothing after this can be trusted
 			break
 		}
@@ -220,15 +214,15 @@ func (t *TCPServer) process(slot uint32) {
 		var reply []byte
 		t.current = slot
 		if errors.Is(err, proto.ErrFrameTooLarge) {
-			r, reply = t.disp.TooLarge(frame, engine.PathTCP, t.scratch)
+			r, reply = t.Disp.TooLarge(frame, engine.PathTCP, t.scratch)
 			conn.readDone = true // the stream cannot skip the frame's body
 		} else {
-			r, reply = t.disp.DispatchParsed(frame, frame, err, conn.peer, engine.PathTCP, t.scratch, t)
+			r, reply = t.Disp.DispatchParsed(frame, frame, err, conn.peer, engine.PathTCP, t.scratch, t)
 		}
 		switch r {
 		case engine.Ready:
 			conn.pending = append(conn.pending, reply...)
-			t.c.TX.Add(1)
+			t.C.TX.Add(1)
 		case engine.Deferred:
 			conn.blocked = true
 		}
@@ -236,12 +230,12 @@ func (t *TCPServer) process(slot uint32) {
 	if conn.chunk >= 0 && (conn.readDone || conn.aborted) {
 		t.recycle(conn)
 	}
-	ring := t.loop.Ring()
+	ring := t.Loop.Ring()
 	if !conn.sending && !conn.aborted && (len(conn.inflight) > 0 || len(conn.pending) > 0) {
 		if len(conn.inflight) == 0 {
 			conn.inflight, conn.pending = conn.pending, conn.inflight[:0]
 		}
-		if _, err := ring.PrepSend(conn.fd, conn.inflight[conn.sent:], unix.MSG_NOSIGNAL, t.tag.With(tcpSend|uint64(slot))); err == nil {
+		if _, err := ring.PrepSend(conn.fd, conn.inflight[conn.sent:], unix.MSG_NOSIGNAL, t.Tag.With(tcpSend|uint64(slot))); err == nil {
 			conn.sending = true
 		} else {
 			conn.aborted = true
@@ -249,7 +243,7 @@ func (t *TCPServer) process(slot uint32) {
 	}
 	if !conn.recving && !conn.readDone && !conn.aborted && !conn.blocked && !conn.starved &&
 		conn.chunk < 0 && len(conn.pending) < tcpMaxPending {
-		if _, err := ring.PrepRecvSelect(conn.fd, t.bufs.Group(), 0, t.tag.With(tcpRecv|uint64(slot))); err == nil {
+		if _, err := ring.PrepRecvSelect(conn.fd, t.bufs.Group(), 0, t.Tag.With(tcpRecv|uint64(slot))); err == nil {
 			conn.recving = true
 		} else {
 			conn.aborted = true
@@ -266,7 +260,7 @@ func (t *TCPServer) process(slot uint32) {
 // Submit implements engine.Submitter for the connection being dispatched.
 func (t *TCPServer) Submit(m *engine.Method, req *engine.Request) bool {
 	route := engine.Route{Conn: t.current}
-	return t.loop.Submit(m, req, MaxDatagram, t.tag.Source(), &route)
+	return t.Loop.Submit(m, req, MaxDatagram, t.Tag.Source(), &route)
 }
 
 // setUnsent keeps unsent, which Shutdown waits on, equal to the number of
@@ -292,9 +286,9 @@ func (t *TCPServer) recycle(conn *tcpConn) {
 // Poll implements engine.Source: it re-arms the receives that found no
 // buffer, once some buffer has come back since, and the accept.
 func (t *TCPServer) Poll() bool {
-	if !t.acceptArmed && !t.loop.Stopping() {
+	if !t.acceptArmed && !t.Loop.Stopping() {
 		if err := t.armAccept(); err != nil {
-			t.warn.CQEError(t.c, engine.CQEAccept, t.queue, err)
+			t.Warn.CQEError(t.C, engine.CQEAccept, t.Queue, err)
 		}
 	}
 	if len(t.starved) == 0 || !t.recycled {
@@ -335,9 +329,9 @@ func (t *TCPServer) JobDone(j *engine.Job) {
 	conn := &t.conns[slot]
 	if j.Reply != nil && !conn.aborted && conn.fd >= 0 {
 		conn.pending = append(conn.pending, j.Reply...)
-		t.c.TX.Add(1)
+		t.C.TX.Add(1)
 	}
-	t.loop.Pool().Release(j)
+	t.Loop.Pool().Release(j)
 	conn.blocked = false
 	t.process(slot)
 }

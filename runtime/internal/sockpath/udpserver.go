@@ -28,17 +28,12 @@ const (
 // one SENDMSG per reply. The socket is the source's from New until
 // Cleanup, which closes it.
 type UDPServer struct {
-	fd    int
-	path  engine.Path
-	loop  *engine.Loop
-	tag   engine.Tag
-	disp  *engine.Dispatcher
-	c     *engine.LoopCounters
-	warn  *engine.Warnings
-	queue int
-	recv  Receiver
-	send  Sender
-	jobs  []*engine.Job // the job whose reply a send slot carries
+	fd   int
+	path engine.Path
+	engine.ServerSource
+	recv Receiver
+	send Sender
+	jobs []*engine.Job // the job whose reply a send slot carries
 }
 
 // NewUDPServer makes the source for fd (a socket from OpenUDP).
@@ -49,9 +44,7 @@ func (u *UDPServer) Fd() int { return u.fd }
 
 // Setup implements engine.Source.
 func (u *UDPServer) Setup(l *engine.Loop, tag engine.Tag) error {
-	u.loop, u.tag = l, tag
-	u.disp, u.c, u.warn = &l.Dispatcher, &l.Counters, l.Config().Warn
-	u.queue = l.Config().Queue
+	u.Bind(l, tag)
 	u.send.Init(udpSendSlots, MaxDatagram)
 	u.jobs = make([]*engine.Job, udpSendSlots)
 	return u.recv.Setup(l.Ring(), u.fd, l.BufferGroup(), udpRecvBuffers, MaxDatagram, tag.With(udpRecv))
@@ -66,9 +59,9 @@ func (u *UDPServer) Complete(c *uring.CQE, data uint64) {
 	d, ok, err := u.recv.Complete(c)
 	if err != nil {
 		if c.NoBuffers() {
-			u.c.Rearms.Add(1)
+			u.C.Rearms.Add(1)
 		} else {
-			u.warn.CQEError(u.c, engine.CQERecv, u.queue, err)
+			u.Warn.CQEError(u.C, engine.CQERecv, u.Queue, err)
 		}
 		return
 	}
@@ -79,23 +72,23 @@ func (u *UDPServer) Complete(c *uring.CQE, data uint64) {
 }
 
 func (u *UDPServer) onDatagram(d *Datagram) {
-	u.c.RX.Add(1)
+	u.C.RX.Add(1)
 	if !d.Peer.IsValid() {
-		u.warn.Drop(u.c, engine.PathUDP, engine.DropPacket, u.queue)
+		u.Warn.Drop(u.C, engine.PathUDP, engine.DropPacket, u.Queue)
 		return
 	}
 	slot, ok := u.send.Get()
 	if !ok {
-		u.warn.Drop(u.c, engine.PathUDP, engine.DropTxFull, u.queue)
+		u.Warn.Drop(u.C, engine.PathUDP, engine.DropTxFull, u.Queue)
 		return
 	}
 	buf := u.send.Buf(slot)
 	var r engine.Outcome
 	var reply []byte
 	if d.Truncated {
-		r, reply = u.disp.TooLarge(d.Payload, engine.PathUDP, buf)
+		r, reply = u.Disp.TooLarge(d.Payload, engine.PathUDP, buf)
 	} else {
-		r, reply = u.disp.Dispatch(d.Payload, d.Peer, u.path, buf, u)
+		r, reply = u.Disp.Dispatch(d.Payload, d.Peer, u.path, buf, u)
 	}
 	if r != engine.Ready {
 		u.send.Put(slot)
@@ -105,11 +98,11 @@ func (u *UDPServer) onDatagram(d *Datagram) {
 }
 
 func (u *UDPServer) sendFrom(slot uint32, frame []byte, peer netip.AddrPort, j *engine.Job) {
-	if err := u.send.Send(u.loop.Ring(), u.fd, slot, frame, peer, u.tag.With(udpSend|uint64(slot))); err != nil {
-		u.warn.Drop(u.c, engine.PathUDP, engine.DropTxFull, u.queue)
+	if err := u.send.Send(u.Loop.Ring(), u.fd, slot, frame, peer, u.Tag.With(udpSend|uint64(slot))); err != nil {
+		u.Warn.Drop(u.C, engine.PathUDP, engine.DropTxFull, u.Queue)
 		u.send.Put(slot)
 		if j != nil {
-			u.loop.Pool().Release(j)
+			u.Loop.Pool().Release(j)
 		}
 		return
 	}
@@ -118,13 +111,13 @@ func (u *UDPServer) sendFrom(slot uint32, frame []byte, peer netip.AddrPort, j *
 
 func (u *UDPServer) sent(slot uint32, c *uring.CQE) {
 	if err := c.Err(); err != nil {
-		u.warn.Drop(u.c, engine.PathUDP, engine.DropSendFailed, u.queue)
+		u.Warn.Drop(u.C, engine.PathUDP, engine.DropSendFailed, u.Queue)
 	} else {
-		u.c.TX.Add(1)
+		u.C.TX.Add(1)
 	}
 	if j := u.jobs[slot]; j != nil {
 		u.jobs[slot] = nil
-		u.loop.Pool().Release(j)
+		u.Loop.Pool().Release(j)
 	}
 	u.send.Put(slot)
 }
@@ -132,19 +125,19 @@ func (u *UDPServer) sent(slot uint32, c *uring.CQE) {
 // Submit implements engine.Submitter: the reply comes back to this
 // source's JobDone.
 func (u *UDPServer) Submit(m *engine.Method, req *engine.Request) bool {
-	return u.loop.Submit(m, req, MaxDatagram, u.tag.Source(), nil)
+	return u.Loop.Submit(m, req, MaxDatagram, u.Tag.Source(), nil)
 }
 
 // JobDone implements engine.Source.
 func (u *UDPServer) JobDone(j *engine.Job) {
 	if j.Reply == nil {
-		u.loop.Pool().Release(j)
+		u.Loop.Pool().Release(j)
 		return
 	}
 	slot, ok := u.send.Get()
 	if !ok {
-		u.warn.Drop(u.c, engine.PathUDP, engine.DropTxFull, u.queue)
-		u.loop.Pool().Release(j)
+		u.Warn.Drop(u.C, engine.PathUDP, engine.DropTxFull, u.Queue)
+		u.Loop.Pool().Release(j)
 		return
 	}
 	u.sendFrom(slot, j.Reply, j.Peer, j)
@@ -154,9 +147,9 @@ func (u *UDPServer) JobDone(j *engine.Job) {
 // a receive that ended is re-armed.
 func (u *UDPServer) Poll() bool {
 	u.recv.Publish()
-	if !u.recv.Armed() && !u.loop.Stopping() {
-		if err := u.recv.Arm(u.loop.Ring()); err != nil {
-			u.warn.CQEError(u.c, engine.CQERecv, u.queue, err)
+	if !u.recv.Armed() && !u.Loop.Stopping() {
+		if err := u.recv.Arm(u.Loop.Ring()); err != nil {
+			u.Warn.CQEError(u.C, engine.CQERecv, u.Queue, err)
 		}
 	}
 	return false
@@ -172,7 +165,7 @@ func (u *UDPServer) Cleanup() {
 	for i, j := range u.jobs {
 		if j != nil {
 			u.jobs[i] = nil
-			u.loop.Pool().Release(j)
+			u.Loop.Pool().Release(j)
 		}
 	}
 	CloseFd(&u.fd)

@@ -41,11 +41,8 @@ type Socket struct {
 	// counters (a loop may own several queues' sockets).
 	rxCount, txCount atomic.Uint64
 
-	loop *engine.Loop
-	tag  engine.Tag
-	disp *engine.Dispatcher
-	c    *engine.LoopCounters
-	warn *engine.Warnings
+	// Its Queue is the loop's first queue; queue above is this socket's.
+	engine.ServerSource
 
 	rx        []xsk.Desc
 	tx        []xsk.Desc    // replies not yet taken by the TX ring
@@ -75,8 +72,7 @@ func (s *Socket) Queue() int { return s.queue }
 // Setup implements engine.Source: the fill ring gets every free frame,
 // so the socket can receive before the port is steered to it.
 func (s *Socket) Setup(l *engine.Loop, tag engine.Tag) error {
-	s.loop, s.tag = l, tag
-	s.disp, s.c, s.warn = &l.Dispatcher, &l.Counters, l.Config().Warn
+	s.Bind(l, tag)
 	s.rx = make([]xsk.Desc, batch)
 	s.tx = make([]xsk.Desc, 0, 4*batch)
 	s.waiting = make([]*engine.Job, 0, 4*batch)
@@ -113,7 +109,7 @@ func (s *Socket) Poll() bool {
 // frame is stranded.
 func (s *Socket) Idle() (bool, time.Duration, error) {
 	if !s.pollArmed {
-		if _, err := s.loop.Ring().PrepPollAdd(s.sock.FD(), unix.POLLIN, false, s.tag.With(udPoll)); err != nil {
+		if _, err := s.Loop.Ring().PrepPollAdd(s.sock.FD(), unix.POLLIN, false, s.Tag.With(udPoll)); err != nil {
 			return false, 0, err
 		}
 		s.pollArmed = true
@@ -127,14 +123,14 @@ func (s *Socket) Complete(c *uring.CQE, data uint64) {
 	case udPoll:
 		s.pollArmed = false
 		if err := c.Err(); err != nil && !errors.Is(err, unix.ECANCELED) {
-			s.warn.CQEError(s.c, engine.CQEPoll, s.queue, err)
+			s.Warn.CQEError(s.C, engine.CQEPoll, s.queue, err)
 		}
 	case udKick:
 		// Only failures post a CQE (CQE_SKIP_SUCCESS). EAGAIN, EBUSY,
 		// ENOBUFS and ENETDOWN mean "kick again later", which the next
 		// pass does; anything else is counted and logged.
 		if err := c.Err(); err != nil && !tryLater(err) {
-			s.warn.CQEError(s.c, engine.CQEKick, s.queue, err)
+			s.Warn.CQEError(s.C, engine.CQEKick, s.queue, err)
 		}
 	}
 }
@@ -150,36 +146,36 @@ func tryLater(err error) bool {
 func (s *Socket) flushTX() {
 	if len(s.tx) > 0 {
 		k := s.sock.Transmit(s.tx)
-		s.c.TX.Add(uint64(k))
+		s.C.TX.Add(uint64(k))
 		s.txCount.Add(uint64(k))
 		s.tx = s.tx[:copy(s.tx, s.tx[k:])]
 	}
 	if s.sock.TXPending() > 0 && s.sock.TXNeedsWakeup() {
-		sqe, err := s.loop.Ring().PrepSendmsg(s.sock.FD(), &s.kickMsg, 0, s.tag.With(udKick))
+		sqe, err := s.Loop.Ring().PrepSendmsg(s.sock.FD(), &s.kickMsg, 0, s.Tag.With(udKick))
 		if err != nil {
 			return // the ring is full; the next pass kicks
 		}
 		sqe.Flags |= uring.SQECQESkipSuccess
-		s.c.Kicks.Add(1)
+		s.C.Kicks.Add(1)
 	}
 }
 
 func (s *Socket) onFrame(d xsk.Desc) {
-	s.c.RX.Add(1)
+	s.C.RX.Add(1)
 	s.rxCount.Add(1)
 	frame := s.sock.Frame(d.Addr)
 	if int(d.Len) > len(frame) {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
+		s.Warn.Drop(s.C, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(d.Addr)
 		return
 	}
 	if err := s.parser.Parse(frame[:d.Len], &s.pkt); err != nil || s.pkt.Class != netstack.ClassUDP {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropForPacket(err), s.queue)
+		s.Warn.Drop(s.C, engine.PathXSK, engine.DropForPacket(err), s.queue)
 		s.sock.Release(d.Addr)
 		return
 	}
 	if s.pkt.PartialChecksum {
-		s.c.PartialChecksum.Add(1)
+		s.C.PartialChecksum.Add(1)
 	}
 	peer := s.peer()
 	payload := s.pkt.Payload
@@ -194,7 +190,7 @@ func (s *Socket) onFrame(d xsk.Desc) {
 	} else {
 		out = s.scratch[:limit:limit]
 	}
-	r, reply := s.disp.Dispatch(payload, peer, engine.PathXSK, out, s)
+	r, reply := s.Disp.Dispatch(payload, peer, engine.PathXSK, out, s)
 	if r != engine.Ready {
 		// Nothing to send, or a worker has the request (copied): either
 		// way the frame goes back now.
@@ -239,7 +235,7 @@ func (s *Socket) replyLimit() int {
 func (s *Socket) queueReply(addr uint64, n int) {
 	reply, err := netstack.Reply(&s.pkt, n)
 	if err != nil {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
+		s.Warn.Drop(s.C, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(addr)
 		return
 	}
@@ -260,7 +256,7 @@ func (s *Socket) Submit(m *engine.Method, req *engine.Request) bool {
 	} else {
 		f.TOS, f.FlowLabel = s.pkt.IPv6.TrafficClass(), s.pkt.IPv6.FlowLabel()
 	}
-	return s.loop.Submit(m, req, s.replyLimit(), s.tag.Source(), &s.route)
+	return s.Loop.Submit(m, req, s.replyLimit(), s.Tag.Source(), &s.route)
 }
 
 // JobDone implements engine.Source: the reply of a blocking request goes
@@ -271,7 +267,7 @@ func (s *Socket) Submit(m *engine.Method, req *engine.Request) bool {
 // replies pile up without bound, and Shutdown's drain waits for it.
 func (s *Socket) JobDone(j *engine.Job) {
 	if j.Reply == nil {
-		s.loop.Pool().Release(j)
+		s.Loop.Pool().Release(j)
 		return
 	}
 	if len(s.waiting) > 0 || !s.sendJob(j) {
@@ -286,10 +282,10 @@ func (s *Socket) sendJob(j *engine.Job) bool {
 	if !ok {
 		return false
 	}
-	defer s.loop.Pool().Release(j)
+	defer s.Loop.Pool().Release(j)
 	pkt, err := netstack.BuildUDP(s.sock.Frame(addr), &j.Route.Reply, j.Reply)
 	if err != nil {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropPacket, s.queue)
+		s.Warn.Drop(s.C, engine.PathXSK, engine.DropPacket, s.queue)
 		s.sock.Release(addr)
 		return true
 	}
@@ -318,12 +314,12 @@ func (s *Socket) Cleanup() {
 	// Replies the TX ring never took are lost with the stop; they count
 	// as tx_full (no transmit slot was had in time).
 	for range s.tx {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropTxFull, s.queue)
+		s.Warn.Drop(s.C, engine.PathXSK, engine.DropTxFull, s.queue)
 	}
 	s.tx = s.tx[:0]
 	for _, j := range s.waiting {
-		s.warn.Drop(s.c, engine.PathXSK, engine.DropNoFrame, s.queue)
-		s.loop.Pool().Release(j)
+		s.Warn.Drop(s.C, engine.PathXSK, engine.DropNoFrame, s.queue)
+		s.Loop.Pool().Release(j)
 	}
 	s.waiting = nil
 }
