@@ -78,11 +78,12 @@ type Call struct {
 	buf      []byte      // the caller's reply buffer
 	deadline time.Time
 	ctx      context.Context
-	stop     func() bool // stops the context.AfterFunc of an async call
-	ownCh    chan *Call  // the Done channel of synchronous calls, reused
-	attempt  Attempt     // what interceptors see
-	sc       *SubConn    // the picked endpoint of a DialService call
-	prevEp   *endpoint   // the endpoint a failed-over call went to before
+	stop     func() bool     // stops the context.AfterFunc of an async call
+	ownCh    chan *Call      // the Done channel of synchronous calls, reused
+	attempt  Attempt         // what interceptors see
+	traceCtx context.Context // what the CallTracer's StartCall returned (nil: not traced)
+	sc       *SubConn        // the picked endpoint of a DialService call
+	prevEp   *endpoint       // the endpoint a failed-over call went to before
 	pick     PickInfo
 
 	// Owned by the loop while the call is in flight.
@@ -284,6 +285,7 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 	// a DialService call to another endpoint of the same loop).
 	id, loop := call.id, call.ep.loop
 	if err := c.start(call); err != nil {
+		call.endTrace(0, err)
 		c.putCall(call)
 		return Reply{}, err
 	}
@@ -380,6 +382,7 @@ func (c *Client) Go(ctx context.Context, method string, payload, buf []byte, don
 			call.stop = nil
 		}
 		call.Err = err
+		call.endTrace(0, err)
 		call.deliverNow()
 	}
 	return call
@@ -515,6 +518,7 @@ func (c *Client) putCall(call *Call) {
 	call.directNs = 0
 	call.direct.Store(directNone)
 	call.ep, call.sc, call.prevEp, call.pick = nil, nil, nil, PickInfo{}
+	call.traceCtx = nil
 	c.calls.Put(call)
 }
 
@@ -565,6 +569,20 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 		} else {
 			var xb proto.ExtBuilder
 			xb.SetAttempt(0)
+			if t := c.cfg.tracer; t != nil {
+				var service string
+				if c.svc != nil {
+					service = c.svc.name
+				}
+				tctx, tc, state, send := t.StartCall(ctx, service, method)
+				call.traceCtx = tctx
+				if send {
+					xb.SetTrace(tc)
+					if len(state) > 0 {
+						xb.SetTraceState(state)
+					}
+				}
+			}
 			if !call.deadline.IsZero() {
 				xb.SetDeadline(time.Until(call.deadline))
 			}
@@ -582,5 +600,15 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 }
 
 // extRoom is what a request's extension block may take: ATTEMPT,
-// DEADLINE, and a CALLER of up to 255 bytes.
-const extRoom = 2 + 3 + 6 + 2 + proto.MaxExtValue
+// DEADLINE, a CALLER of up to 255 bytes, TRACE and a TRACESTATE of up to
+// 255 bytes.
+const extRoom = 2 + 3 + 6 + 2 + proto.MaxExtValue + 2 + proto.TraceLen + 2 + proto.MaxExtValue
+
+// endTrace ends a traced call's trace (once).
+func (call *Call) endTrace(status proto.Status, err error) {
+	if call.traceCtx == nil {
+		return
+	}
+	call.client.cfg.tracer.EndCall(call.traceCtx, status, err, call.attempts)
+	call.traceCtx = nil
+}

@@ -512,6 +512,7 @@ func (s *clientSource) takeOps() bool {
 // start registers a new call and sends its first copy.
 func (s *clientSource) start(call *Call, now int64) {
 	if call.state.Load() == callAbandoned {
+		call.endTrace(0, context.Canceled)
 		call.client.putCall(call) // the caller gave up before it was ever sent
 		return
 	}
@@ -786,9 +787,11 @@ func (s *clientSource) release(call *Call) {
 	}
 	call.ctx = nil
 	if call.state.Load() == callAbandoned {
+		call.endTrace(0, context.Canceled)
 		call.client.putCall(call)
 		return
 	}
+	call.endTrace(call.Reply.Status, call.Err)
 	s.deliver(call)
 }
 
@@ -1055,6 +1058,7 @@ func (s *clientSource) Cleanup() {
 	for _, op := range ops {
 		switch op.kind {
 		case opCall:
+			op.call.endTrace(0, ErrClientClosed)
 			if op.call.state.CompareAndSwap(callPending, callCompleting) {
 				op.call.Err = ErrClientClosed
 				op.call.deliverNow()

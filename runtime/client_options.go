@@ -15,6 +15,7 @@ type clientConfig struct {
 	maxAttempts  int // 0: retransmit until the call's context ends
 	caller       string
 	interceptors []Interceptor
+	tracer       CallTracer
 	engine       *Engine
 
 	// DialService only.
@@ -108,6 +109,18 @@ func WithInterceptors(ics ...Interceptor) ClientOption {
 			}
 		}
 		c.interceptors = append(c.interceptors, ics...)
+		return nil
+	}
+}
+
+// WithCallTracer traces every call with t (see CallTracer); the trace
+// context travels to the server in the TRACE and TRACESTATE tags.
+func WithCallTracer(t CallTracer) ClientOption {
+	return func(c *clientConfig) error {
+		if t == nil {
+			return fmt.Errorf("runtime: WithCallTracer: nil tracer")
+		}
+		c.tracer = t
 		return nil
 	}
 }

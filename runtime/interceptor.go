@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"net/netip"
 	"time"
 
@@ -57,4 +58,19 @@ type AttemptResult struct {
 	ServiceTime time.Duration
 	// RetryAfter is the server's RETRY_AFTER hint, 0 when none.
 	RetryAfter time.Duration
+}
+
+// CallTracer traces a Client's calls, once per call rather than per
+// attempt (mesh/telemetry's Tracer is one; install it with
+// WithCallTracer). StartCall runs on the caller's goroutine before the
+// call is encoded: it returns the context the call carries on with
+// (holding a client span when it started one) and the TRACE and
+// TRACESTATE values every attempt sends — none when send is false.
+// EndCall runs exactly once when the call ended, on the client loop (it
+// must not block), with that context, the answer's status (StatusOK and a
+// non-nil err: no answer) and the attempts made. Neither should allocate
+// for a call that is not sampled; state must stay valid until EndCall.
+type CallTracer interface {
+	StartCall(ctx context.Context, service, method string) (_ context.Context, tc proto.TraceContext, state []byte, send bool)
+	EndCall(ctx context.Context, status proto.Status, err error, attempts int)
 }

@@ -8,26 +8,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime"
 )
 
-// CallTracer is the hook the client engine is to call once per call (not
-// per attempt), proposed for the runtime's client options
-// (runtime.WithCallTracer(t), say); *Tracer implements it.
-//
-// StartCall runs on the caller's goroutine before the first attempt. It
-// returns the context the call carries on with (holding the client span
-// when one was started) and the TRACE and TRACESTATE values every attempt
-// of the call sends; send is false when the call should carry none.
-// EndCall runs exactly once when the call ended (answered with status, or
-// err without an answer), with the context StartCall returned and the
-// number of attempts made. Neither allocates for a call that is not
-// sampled; state is valid until EndCall.
-type CallTracer interface {
-	StartCall(ctx context.Context, service, method string) (_ context.Context, tc proto.TraceContext, state []byte, send bool)
-	EndCall(ctx context.Context, status proto.Status, err error, attempts int)
-}
-
-var _ CallTracer = (*Tracer)(nil)
+var _ runtime.CallTracer = (*Tracer)(nil)
 
 // clientSpanKey marks a context holding a client span this tracer started,
 // so EndCall never ends a span of the caller's.
@@ -38,7 +22,7 @@ type clientSpan struct {
 	state []byte
 }
 
-// StartCall implements CallTracer. The decision follows the server side's
+// StartCall implements runtime.CallTracer. The decision follows the server side's
 // rule: a caller's context with a sampled span gets a child client span;
 // with an unsampled one the call propagates it unchanged (flags 0, so the
 // server does not sample either); with none, a new trace starts with
@@ -70,7 +54,7 @@ func (t *Tracer) StartCall(ctx context.Context, service, method string) (context
 	return ctx, proto.TraceContext{TraceID: sc.TraceID(), SpanID: sc.SpanID(), Flags: byte(sc.TraceFlags())}, cs.state, true
 }
 
-// EndCall implements CallTracer.
+// EndCall implements runtime.CallTracer.
 func (t *Tracer) EndCall(ctx context.Context, status proto.Status, err error, attempts int) {
 	cs, _ := ctx.Value(clientSpanKey{}).(*clientSpan)
 	if cs == nil {

@@ -22,7 +22,7 @@
 //     into a preallocated ring without allocating and becomes a span off
 //     the loop; a sampled blocking request gets its span in the handler's
 //     context. Spans leave over OTLP/HTTP. Tracer also implements
-//     CallTracer, the per-call hook proposed for the client engine.
+//     runtime.CallTracer, the client engine's per-call hook (runtime.WithCallTracer).
 //   - Admin serves /metrics, /stat, /healthz and /debug/pprof/ on an
 //     abstract unix socket named after the server's address (SocketName;
 //     found by tools in the same network namespace, whatever their mount

@@ -351,3 +351,55 @@ func TestTraceConfigErrors(t *testing.T) {
 }
 
 var _ runtime.Handler = (*loopTrace)(nil)
+
+// TestEngineCallsCarryTheTrace: the runtime's client engine, given the
+// Tracer as its CallTracer, starts a client span per call and sends its
+// context in the TRACE tag; the server's span is its child.
+func TestEngineCallsCarryTheTrace(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	tr := newTestTracer(t, rcv, 0)
+	ts := startServer(t, tr.Option())
+	eng, err := runtime.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	c, err := runtime.Dial("udp", ts.srv.Addr().String(), runtime.WithEngine(eng), runtime.WithCallTracer(tr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	app := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer app.Shutdown(context.Background())
+	ctx, parent := app.Tracer("app").Start(context.Background(), "handle-page")
+	defer parent.End()
+	if _, err := c.Call(ctx, mEcho, []byte("\x0a\x01x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// An untraced call (Ratio 0, no parent) sends no TRACE: no span.
+	if _, err := c.Call(context.Background(), mEcho, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, tr)
+	spans, _ := rcv.take()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want the traced call's client and server spans", len(spans))
+	}
+	var client, server *tracepb.Span
+	for _, s := range spans {
+		switch s.Kind {
+		case tracepb.Span_SPAN_KIND_CLIENT:
+			client = s
+		case tracepb.Span_SPAN_KIND_SERVER:
+			server = s
+		}
+	}
+	tid := parent.SpanContext().TraceID()
+	if client == nil || server == nil || !bytes.Equal(client.TraceId, tid[:]) || !bytes.Equal(server.TraceId, tid[:]) ||
+		!bytes.Equal(server.ParentSpanId, client.SpanId) {
+		t.Fatalf("spans %v: want a client span of the application's trace with the server span as its child", spans)
+	}
+	if a := attrs(client); a["rpc.method"] != mEcho || a["rpc.gwir.status"] != "OK" || a["zerohop.attempts"] != int64(1) {
+		t.Errorf("client span attributes %v", a)
+	}
+}
