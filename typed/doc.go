@@ -24,7 +24,7 @@
 // and runtime.Response directly (Fields, AppendVarint, …) where a method must
 // stay at 0 allocs/op; see docs/typed.md for when to use which.
 //
-// The ctx given to a method is context.Background() for now: the runtime
-// does not yet hand handlers the caller's deadline (the DEADLINE extension
-// tag). When it does, Handler passes it on and generated code stays the same.
+// The ctx given to a method carries the caller's deadline (the DEADLINE
+// extension tag, from the request's arrival) and ends when the server
+// shuts down; for a blocking method it is the request's Context.
 package typed

@@ -28,7 +28,17 @@ func Handler[Req, Rep any, PReq Message[Req], PRep Message[Rep]](method func(con
 			resp.Error(gwir.StatusBadFrame, "payload does not decode as "+string(in.ProtoReflect().Descriptor().FullName())+": "+err.Error())
 			return
 		}
-		out, err := method(context.Background(), in)
+		ctx := req.Context()
+		if d, ok := req.Deadline(); ok {
+			if _, has := ctx.Deadline(); !has {
+				// A loop handler's Context is the server's; the method still
+				// gets the caller's deadline.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, d)
+				defer cancel()
+			}
+		}
+		out, err := method(ctx, in)
 		if err != nil {
 			status, msg := replyStatus(err)
 			resp.Error(status, msg)
