@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/zerohop/zerohop/netstack"
 	"github.com/zerohop/zerohop/proto"
@@ -61,6 +62,44 @@ func BenchmarkDispatch(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if r, f := d.Dispatch(req, peer, engine.PathUDP, out, nil); r != engine.Ready || len(f) == 0 {
+					b.Fatalf("dispatch: %v %d", r, len(f))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDispatchExtAndMiddleware is BenchmarkDispatch/Echo with what
+// the mesh adds: a request carrying the extension block (ATTEMPT,
+// DEADLINE, CALLER; the reply gets SERVICE_TIME), and the plain request
+// through one no-op middleware and one no-op admission middleware.
+func BenchmarkDispatchExtAndMiddleware(b *testing.B) {
+	noop := func(m MethodInfo, next Handler) Handler {
+		return HandlerFunc(func(req *Request, resp *Response) { next.ServeGWIR(req, resp) })
+	}
+	var x proto.ExtBuilder
+	x.SetAttempt(0)
+	x.SetDeadline(time.Second)
+	x.SetCaller([]byte("svc-a"))
+	ext, _ := proto.EncodeRequestExt(make([]byte, 256), 1, proto.MethodID("zerohop.Echo/Echo"), 0, &x, payload64())
+	plain, _ := proto.EncodeRequest(make([]byte, 128), 1, proto.MethodID("zerohop.Echo/Echo"), 0, payload64())
+	for _, c := range []struct {
+		name string
+		req  []byte
+		opts []Option
+	}{
+		{"Ext", ext, nil},
+		{"Middleware", plain, []Option{WithMiddleware(noop)}},
+		{"Admission+Middleware", plain, []Option{WithAdmission(noop), WithMiddleware(noop)}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			d := benchDispatcher(benchServer(b, c.opts...))
+			out := make([]byte, 2048)
+			peer := netip.MustParseAddrPort("10.0.0.2:5000")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r, f := d.Dispatch(c.req, peer, engine.PathUDP, out, nil); r != engine.Ready || len(f) == 0 {
 					b.Fatalf("dispatch: %v %d", r, len(f))
 				}
 			}
