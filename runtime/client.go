@@ -67,24 +67,25 @@ type Call struct {
 	Err    error  // nil, a *StatusError, or why there was no reply (a *CallError)
 	Done   chan *Call
 
-	client   *Client
-	ep       *endpoint
-	state    atomic.Uint32 // callPending → callCompleting or callAbandoned
-	id       uint64
-	kind     proto.Kind
-	oneway   bool
-	methodID uint32
-	frame    proto.Frame // the encoded request, read by the kernel while sends are in flight
-	buf      []byte      // the caller's reply buffer
-	deadline time.Time
-	ctx      context.Context
-	stop     func() bool     // stops the context.AfterFunc of an async call
-	ownCh    chan *Call      // the Done channel of synchronous calls, reused
-	attempt  Attempt         // what interceptors see
-	traceCtx context.Context // what the CallTracer's StartCall returned (nil: not traced)
-	sc       *SubConn        // the picked endpoint of a DialService call
-	prevEp   *endpoint       // the endpoint a failed-over call went to before
-	pick     PickInfo
+	client    *Client
+	ep        *endpoint
+	state     atomic.Uint32 // callPending → callCompleting or callAbandoned
+	id        uint64
+	kind      proto.Kind
+	oneway    bool
+	methodID  uint32
+	frame     proto.Frame // the encoded request, read by the kernel while sends are in flight
+	buf       []byte      // the caller's reply buffer
+	deadline  time.Time
+	ctx       context.Context
+	stop      func() bool     // stops the context.AfterFunc of an async call
+	ownCh     chan *Call      // the Done channel of synchronous calls, reused
+	attempt   Attempt         // what interceptors see
+	traceCtx  context.Context // what the CallTracer's StartCall returned (nil: not traced)
+	traceFrom time.Time       // when StartCall ran
+	sc        *SubConn        // the picked endpoint of a DialService call
+	prevEp    *endpoint       // the endpoint a failed-over call went to before
+	pick      PickInfo
 
 	// Owned by the loop while the call is in flight.
 	sending     int          // SEND operations not completed yet
@@ -575,7 +576,7 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 					service = c.svc.name
 				}
 				tctx, tc, state, send := t.StartCall(ctx, service, method)
-				call.traceCtx = tctx
+				call.traceCtx, call.traceFrom = tctx, time.Now()
 				if send {
 					xb.SetTrace(tc)
 					if len(state) > 0 {
@@ -609,6 +610,11 @@ func (call *Call) endTrace(status proto.Status, err error) {
 	if call.traceCtx == nil {
 		return
 	}
-	call.client.cfg.tracer.EndCall(call.traceCtx, status, err, call.attempts)
+	c := call.client
+	end := CallEnd{Method: call.Method, Status: status, Err: err, Attempts: call.attempts, Duration: time.Since(call.traceFrom)}
+	if c.svc != nil {
+		end.Service = c.svc.name
+	}
+	c.cfg.tracer.EndCall(call.traceCtx, &end)
 	call.traceCtx = nil
 }

@@ -67,10 +67,28 @@ type AttemptResult struct {
 // (holding a client span when it started one) and the TRACE and
 // TRACESTATE values every attempt sends — none when send is false.
 // EndCall runs exactly once when the call ended, on the client loop (it
-// must not block), with that context, the answer's status (StatusOK and a
-// non-nil err: no answer) and the attempts made. Neither should allocate
-// for a call that is not sampled; state must stay valid until EndCall.
+// must not block), with that context and how the call ended. Neither
+// should allocate for a call that is not sampled; state must stay valid
+// until EndCall. A CallTracer that only counts (per-method client
+// metrics) returns ctx as it is and send false.
 type CallTracer interface {
 	StartCall(ctx context.Context, service, method string) (_ context.Context, tc proto.TraceContext, state []byte, send bool)
-	EndCall(ctx context.Context, status proto.Status, err error, attempts int)
+	EndCall(ctx context.Context, end *CallEnd)
+}
+
+// CallEnd is how a call ended, for CallTracer.EndCall; valid during the
+// call only.
+type CallEnd struct {
+	// Service is the DialService name ("" for a Client from Dial), Method
+	// the full method name.
+	Service, Method string
+	// Status is the answer's status; with a non-nil Err and StatusOK the
+	// call got no answer (Err says why: ErrNoReply, a context's error,
+	// ErrNoEndpoints, a socket error, an interceptor's refusal).
+	Status proto.Status
+	Err    error
+	// Attempts is how many copies were sent; Duration is from the call's
+	// start (its StartCall) to its end.
+	Attempts int
+	Duration time.Duration
 }

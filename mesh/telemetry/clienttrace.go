@@ -55,11 +55,12 @@ func (t *Tracer) StartCall(ctx context.Context, service, method string) (context
 }
 
 // EndCall implements runtime.CallTracer.
-func (t *Tracer) EndCall(ctx context.Context, status proto.Status, err error, attempts int) {
+func (t *Tracer) EndCall(ctx context.Context, end *runtime.CallEnd) {
 	cs, _ := ctx.Value(clientSpanKey{}).(*clientSpan)
 	if cs == nil {
 		return
 	}
+	status, err, attempts := end.Status, end.Err, end.Attempts
 	cs.span.SetAttributes(attribute.Int(attrAttempts, attempts))
 	switch {
 	case err != nil && status == proto.StatusOK:

@@ -199,7 +199,7 @@ func TestClientAndServerSpans(t *testing.T) {
 	x.SetTrace(tc)
 	x.SetTraceState(state)
 	f := c.call(mEcho, &x, nil)
-	tr.EndCall(callCtx, f.Status(), nil, 1)
+	tr.EndCall(callCtx, &runtime.CallEnd{Service: "test.Svc", Method: mEcho, Status: f.Status(), Attempts: 1})
 	flush(t, tr)
 	spans, _ := rcv.take()
 	if len(spans) != 2 {
@@ -243,7 +243,7 @@ func TestClientAndServerSpans(t *testing.T) {
 	x.Reset()
 	x.SetTrace(utc)
 	c.call(mEcho, &x, nil)
-	tr.EndCall(uctx2, proto.StatusOK, nil, 1)
+	tr.EndCall(uctx2, &runtime.CallEnd{Method: mEcho, Attempts: 1})
 	if _, _, _, ok := tr.StartCall(context.Background(), "", mEcho); ok {
 		t.Error("a call without a trace context, at Ratio 0, would send a TRACE")
 	}
