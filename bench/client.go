@@ -22,7 +22,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Load kinds of a client.
+// Load kinds of a client (bench-client --kind): LoadGWIR is the
+// kernel-UDP GWIR client, LoadHTTP the HTTP one; LoadXSK and LoadEngine
+// (loads.go) are the other GWIR clients.
 const (
 	LoadGWIR = "gwir"
 	LoadHTTP = "http"
@@ -37,7 +39,7 @@ const (
 
 // ClientConfig configures one load point of a client.
 type ClientConfig struct {
-	Kind         string // LoadGWIR or LoadHTTP
+	Kind         string // LoadGWIR, LoadHTTP, LoadXSK or LoadEngine
 	Addr         string // IP:PORT of the server
 	Outstanding  int
 	Warmup       time.Duration
@@ -49,6 +51,22 @@ type ClientConfig struct {
 	// ReadyTimeout bounds the wait for the server's first answer. Zero
 	// means 15 s.
 	ReadyTimeout time.Duration
+	// Count, when > 0, also ends the measured window of the XSK and
+	// runtime-client loads after that many replies.
+	Count int64
+
+	// The XSK load: the client's interface (in the client's namespace),
+	// its address there (IP:PORT; the port is steered to the AF_XDP
+	// socket), the server's Ethernet address (the next hop) and how many
+	// of the interface's queues to bind (zero means 1).
+	Iface  string
+	Src    string
+	DstMAC string
+	Queues int
+
+	// EngineCores pins the runtime-client load's engine loop; empty
+	// leaves the engine's default.
+	EngineCores []int
 }
 
 // ClientResult is what a client measured over its window; it is the JSON
@@ -64,6 +82,17 @@ type ClientResult struct {
 	P999Us     float64 `json:"p999_us"`
 	MaxUs      float64 `json:"max_us"`
 	CPUSeconds float64 `json:"cpu_s"`
+	// Retransmits: copies sent again because no reply came in time (the
+	// kernel and XSK loads count one per timeout; the runtime-client
+	// load reports its engine's count).
+	Retransmits int64 `json:"retransmits"`
+	// LoadDrops: packets the XSK load's sockets lost (RX ring full, fill
+	// ring empty), by the kernel's count. KernelPath: datagrams to the
+	// XSK load's port that the steering program passed to the kernel.
+	LoadDrops  uint64 `json:"load_drops,omitempty"`
+	KernelPath int64  `json:"kernel_path,omitempty"`
+	// LoadDetail says how the load generator ran (e.g. the XDP mode).
+	LoadDetail string `json:"load_detail,omitempty"`
 }
 
 func (c *ClientConfig) defaults() {
@@ -88,10 +117,15 @@ func RunClient(ctx context.Context, cfg ClientConfig, out io.Writer) error {
 	var res ClientResult
 	var err error
 	switch cfg.Kind {
-	case LoadGWIR:
+	case LoadGWIR, LoadKernelUDP:
 		res, err = runGWIRClient(ctx, cfg, out)
+		res.Retransmits = res.Timeouts // each timeout resends
 	case LoadHTTP:
 		res, err = runHTTPClient(ctx, cfg, out)
+	case LoadXSK:
+		res, err = runXSKClient(ctx, cfg, out)
+	case LoadEngine:
+		res, err = runEngineClient(ctx, cfg, out)
 	default:
 		return fmt.Errorf("bench client: unknown load kind %q", cfg.Kind)
 	}
