@@ -53,7 +53,7 @@ func TestGWIRFramesAsGopacketSeesThem(t *testing.T) {
 				t.Fatal(err)
 			}
 			buf := bytes.Repeat([]byte{0xee}, xskLoadFrameSize) // garbage where the frame goes
-			const id = 0x0000_0007_0000_002a                     // generation 7, slot 42
+			const id = 0x0000_0007_0000_002a                    // generation 7, slot 42
 			frame, err := g.build(buf, id)
 			if err != nil {
 				t.Fatalf("%s/%d: %v", a.name, size, err)
