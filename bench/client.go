@@ -93,6 +93,10 @@ type ClientResult struct {
 	KernelPath int64  `json:"kernel_path,omitempty"`
 	// LoadDetail says how the load generator ran (e.g. the XDP mode).
 	LoadDetail string `json:"load_detail,omitempty"`
+	// SpinIdleS: seconds of the window the XSK load spent in loop passes
+	// that neither sent nor received (spinning on an empty RX ring before
+	// it sleeps): CPU time it would give up if the server were faster.
+	SpinIdleS float64 `json:"spin_idle_s,omitempty"`
 }
 
 func (c *ClientConfig) defaults() {

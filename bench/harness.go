@@ -586,6 +586,7 @@ func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids [
 	pt.P50Us, pt.P99Us, pt.P999Us, pt.MaxUs = res.P50Us, res.P99Us, res.P999Us, res.MaxUs
 	pt.ServerCPUCores = serverCPU / wall
 	pt.ClientCPUCores = clientCPU / wall
+	pt.ClientSpinIdleCores = res.SpinIdleS / window
 	if res.Requests > 0 {
 		pt.CPUSPerMReq = serverCPU / (float64(res.Requests) / 1e6)
 		pt.ClientCPUSPerMReq = clientCPU / (float64(res.Requests) / 1e6)

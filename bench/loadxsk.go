@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -40,39 +41,63 @@ const (
 	xskLoadMaxKicks = xskLoadBatch/32 + 2
 )
 
-// gwirFrames builds the client's request frames: the GWIR request at the
-// payload offset of BuildUDP, then the Ethernet/IP/UDP headers around it,
-// in place, with no copy of the GWIR frame.
+// gwirFrames builds the client's request frames. Every request of a run
+// differs from the others only in its request id, so BuildUDP builds one
+// template (the GWIR request at its payload offset, the Ethernet/IP/UDP
+// headers around it, full checksums), and each frame is the template with
+// its id written in and the UDP checksum updated for the 8 changed bytes
+// (RFC 1624): the same bytes BuildUDP would write, without summing the
+// datagram again per request.
 type gwirFrames struct {
-	fields  netstack.UDPFields
-	hdrLen  int
-	method  uint32
-	payload []byte
+	fields   netstack.UDPFields
+	hdrLen   int
+	method   uint32
+	payload  []byte
+	template []byte
+	tmplID   uint64 // the request id in the template
+	udpOff   int    // of the UDP header
 }
 
 func newGWIRFrames(srcMAC, dstMAC netstack.MAC, src, dst netip.AddrPort, method uint32, payload []byte) (*gwirFrames, error) {
-	f := &gwirFrames{fields: netstack.UDPFields{SrcMAC: srcMAC, DstMAC: dstMAC, Src: src, Dst: dst,
+	g := &gwirFrames{fields: netstack.UDPFields{SrcMAC: srcMAC, DstMAC: dstMAC, Src: src, Dst: dst,
 		IPv4Flags: netstack.IPv4FlagDontFragment}, method: method, payload: payload}
-	if f.hdrLen = f.fields.HeaderLen(); f.hdrLen == 0 {
+	if g.hdrLen = g.fields.HeaderLen(); g.hdrLen == 0 {
 		return nil, fmt.Errorf("bench xsk load: %v and %v are not of one address family", src, dst)
 	}
-	return f, nil
+	g.udpOff = g.hdrLen - netstack.UDPMinimumSize
+	buf := make([]byte, g.frameLen())
+	req, err := proto.EncodeRequest(buf[g.hdrLen:], g.tmplID, method, 0, payload)
+	if err != nil {
+		return nil, fmt.Errorf("bench xsk load: encoding a request: %w", err)
+	}
+	if g.template, err = netstack.BuildUDP(buf, &g.fields, req); err != nil {
+		return nil, fmt.Errorf("bench xsk load: building a request frame: %w", err)
+	}
+	return g, nil
 }
 
 // frameLen is the size of every request frame.
 func (g *gwirFrames) frameLen() int { return g.hdrLen + proto.HeaderLen + len(g.payload) }
 
+// requestIDOffset is where the GWIR header keeps the request id.
+const requestIDOffset = 8
+
 // build writes the request with id into buf (a UMEM frame) and returns
 // the frame, a prefix of buf.
 func (g *gwirFrames) build(buf []byte, id uint64) ([]byte, error) {
-	if len(buf) < g.frameLen() {
-		return nil, fmt.Errorf("bench xsk load: a %d-byte request frame does not fit a %d-byte buffer", g.frameLen(), len(buf))
+	if len(buf) < len(g.template) {
+		return nil, fmt.Errorf("bench xsk load: a %d-byte request frame does not fit a %d-byte buffer", len(g.template), len(buf))
 	}
-	req, err := proto.EncodeRequest(buf[g.hdrLen:], id, g.method, 0, g.payload)
-	if err != nil {
-		return nil, fmt.Errorf("bench xsk load: encoding a request: %w", err)
+	f := buf[:copy(buf, g.template)]
+	binary.BigEndian.PutUint64(f[g.hdrLen+requestIDOffset:], id)
+	udp := netstack.UDP(f[g.udpOff:])
+	sum := netstack.ChecksumUpdate32(udp.Checksum(), uint32(g.tmplID>>32), uint32(id>>32))
+	sum = netstack.ChecksumUpdate32(sum, uint32(g.tmplID), uint32(id))
+	if sum == 0 {
+		sum = 0xffff // a computed zero is sent as all ones: zero means "no checksum" (RFC 768)
 	}
-	return netstack.BuildUDP(buf, &g.fields, req)
+	udp.SetChecksum(sum)
+	return f, nil
 }
 
 // gwirReplies recognises the server's replies among the frames steered
@@ -360,10 +385,10 @@ func newXSKClient(load *xskLoad, frames *gwirFrames, replies *gwirReplies, n int
 }
 
 // transmit sends up to a batch of the pending slots of t, each from the
-// socket of its slot (slot mod queues), and stamps them sent at now.
-// Slots that found no frame or no room in the TX ring stay pending, in
-// order.
-func (c *xskClient) transmit(t *slotTable, now time.Duration) error {
+// socket of its slot (slot mod queues), stamps them sent at now, and
+// returns how many it sent. Slots that found no frame or no room in the TX
+// ring stay pending, in order.
+func (c *xskClient) transmit(t *slotTable, now time.Duration) (int, error) {
 	socks := c.load.socks
 	for q := range socks {
 		c.txd[q], c.txSlot[q] = c.txd[q][:0], c.txSlot[q][:0]
@@ -383,13 +408,13 @@ func (c *xskClient) transmit(t *slotTable, now time.Duration) error {
 		f, err := c.frames.build(s.Frame(addr), t.id(i))
 		if err != nil {
 			s.Release(addr)
-			return err
+			return 0, err
 		}
 		c.txd[q] = append(c.txd[q], xsk.Desc{Addr: addr, Len: uint32(len(f))})
 		c.txSlot[q] = append(c.txSlot[q], i)
 	}
 	if k == 0 {
-		return nil
+		return 0, nil
 	}
 	c.unsent = c.unsent[:0]
 	for q, s := range socks {
@@ -406,22 +431,40 @@ func (c *xskClient) transmit(t *slotTable, now time.Duration) error {
 			}
 		}
 		if err := kickXSK(s); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	t.requeue(c.unsent, k)
-	return nil
+	return k - len(c.unsent), nil
 }
 
 // kickXSK kicks until the kernel has taken the TX ring, within a bound;
 // what is left is kicked on the next pass.
 func kickXSK(s *xsk.Socket) error {
 	for tries := 0; s.TXPending() > 0 && tries < xskLoadMaxKicks; tries++ {
-		if err := s.Kick(); err != nil {
-			return fmt.Errorf("bench xsk load: TX kick on queue %d: %w", s.Queue(), err)
+		if err := rawKick(s); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// rawKick is xsk.Socket.Kick as a raw system call. On veth the kick runs
+// the server side's XDP program and AF_XDP copy inside the sendto, tens
+// of µs for a batch; a plain system call that long makes the Go scheduler
+// hand the P to another thread (sysmon's retake), which cost the load a
+// thread wakeup and a context switch per batch. The call never blocks
+// (MSG_DONTWAIT), so not telling the scheduler is safe.
+func rawKick(s *xsk.Socket) error {
+	if !s.TXNeedsWakeup() {
+		return nil
+	}
+	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.FD()), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	switch errno {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN, unix.EINTR: // sent, or "try later"
+		return nil
+	}
+	return fmt.Errorf("bench xsk load: TX kick on queue %d: sendto: %w", s.Queue(), errno)
 }
 
 // receive takes the replies of every socket, records them and reissues
@@ -437,7 +480,7 @@ func (c *xskClient) receive(now time.Duration, measuring bool, res *ClientResult
 		}
 		got += n
 		if s.TXPending() > 0 {
-			s.Kick()
+			rawKick(s)
 		}
 		s.ReapCompletions()
 		if room := s.Free() - c.load.txReserve(); room > 0 && s.Refill(room) > 0 && s.FillNeedsWakeup() {
@@ -540,12 +583,21 @@ func runXSKClient(ctx context.Context, cfg ClientConfig, out io.Writer) (ClientR
 	hist := newHistogram()
 	win := loadWindow{out: out, start: now() + cfg.Warmup, duration: cfg.Duration, count: cfg.Count}
 	lastActive, nextScan := now(), now()+10*time.Millisecond
+	// Passes that neither sent nor received are the loop spinning for
+	// nothing: their time, in the window, is SpinIdleS.
+	var spinIdle time.Duration
+	prev, prevIdle := now(), false
 	for iter := 0; ; iter++ {
-		if err := c.transmit(c.slots, now()); err != nil {
+		sent, err := c.transmit(c.slots, now())
+		if err != nil {
 			return res, err
 		}
 		t := now()
+		if prevIdle && win.measuring {
+			spinIdle += t - prev
+		}
 		n := c.receive(t, win.measuring, &res, hist)
+		prev, prevIdle = t, n == 0 && sent == 0
 		if n > 0 {
 			lastActive = t
 			if iter&63 != 0 {
@@ -555,6 +607,7 @@ func runXSKClient(ctx context.Context, cfg ClientConfig, out io.Writer) (ClientR
 		if win.advance(t, &res) {
 			quantiles(hist, &res)
 			res.LoadDrops = load.drops()
+			res.SpinIdleS = spinIdle.Seconds()
 			return res, nil
 		}
 		if t >= nextScan {
@@ -567,6 +620,7 @@ func runXSKClient(ctx context.Context, cfg ClientConfig, out io.Writer) (ClientR
 		}
 		if n == 0 && len(c.slots.pending) == 0 && t-lastActive > gwirSpinIdle {
 			unix.Poll(c.pfds, 1)
+			prevIdle = false // asleep, not spinning
 		}
 	}
 }
@@ -585,7 +639,7 @@ func (c *xskClient) waitReady(ctx context.Context, now func() time.Duration, lim
 			return err
 		}
 		probe.issue(0)
-		if err := c.transmit(probe, now()); err != nil {
+		if _, err := c.transmit(probe, now()); err != nil {
 			return err
 		}
 		for wait := time.Now().Add(100 * time.Millisecond); time.Now().Before(wait); {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/fnv"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -111,6 +112,54 @@ func TestGWIRFramesAsGopacketSeesThem(t *testing.T) {
 				binary.BigEndian.Uint16(gw[20:22]) != 0 || binary.BigEndian.Uint16(gw[22:24]) != 0 ||
 				!bytes.Equal(gw[24:], payload) {
 				t.Errorf("%s/%d: GWIR frame % x", a.name, size, gw)
+			}
+		}
+	}
+}
+
+// TestGWIRFramesMatchAFullBuild: a frame from the template with its id
+// patched in and its checksum updated is byte for byte what BuildUDP
+// writes for that request from scratch, for ids all over the range (the
+// incremental checksum's carries and its zero case included).
+func TestGWIRFramesMatchAFullBuild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, a := range testAddrs {
+		payload := Payload(64)
+		method := proto.MethodID(echo.EchoMethod)
+		g, err := newGWIRFrames(testClientMAC, testServerMAC, a.client, a.server, method, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := []uint64{0, 1, 1 << 32, 0xffff_ffff_ffff_ffff, 0x8000_0000_0000_0001}
+		for range 20000 {
+			ids = append(ids, rng.Uint64())
+		}
+		// An id whose checksum comes out zero, which the field must carry
+		// as 0xffff (found by search over the low bits).
+		zero := false
+		for i := uint64(0); i < 1<<17 && !zero; i++ {
+			req, _ := proto.EncodeRequest(make([]byte, proto.HeaderLen+len(payload)), i, method, 0, payload)
+			f, _ := netstack.BuildUDP(make([]byte, g.frameLen()), &g.fields, req)
+			if netstack.UDP(f[g.udpOff:]).Checksum() == 0xffff {
+				ids, zero = append(ids, i), true
+			}
+		}
+		if !zero {
+			t.Fatalf("%s: no id with a zero checksum in the search range", a.name)
+		}
+		got, want := make([]byte, xskLoadFrameSize), make([]byte, xskLoadFrameSize)
+		for _, id := range ids {
+			f, err := g.build(got, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := proto.EncodeRequest(want[g.hdrLen:], id, method, 0, payload)
+			full, err := netstack.BuildUDP(want, &g.fields, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(f, full) {
+				t.Fatalf("%s: id %#x:\n patched % x\n built   % x", a.name, id, f, full)
 			}
 		}
 	}

@@ -104,6 +104,11 @@ type Point struct {
 	// reply; LoadDrops the packets the XSK load's sockets lost.
 	Retransmits int64  `json:"retransmits"`
 	LoadDrops   uint64 `json:"load_drops,omitempty"`
+	// ClientSpinIdleCores is the part of ClientCPUCores the XSK load spent
+	// spinning on an empty RX ring (ClientResult.SpinIdleS per second):
+	// a load near 1.0 client cores with much of it idle spin was not the
+	// limit.
+	ClientSpinIdleCores float64 `json:"client_spin_idle_cores,omitempty"`
 	// Ratios against nethttp at the same outstanding count in this run;
 	// zero when there is no baseline point.
 	RPSVsNetHTTP float64 `json:"rps_vs_nethttp,omitempty"`
@@ -244,6 +249,9 @@ func (r *Report) WriteTable(w io.Writer) {
 				fmtRatio(p.RPSVsNetHTTP), fmtRatio(p.P99VsNetHTTP), fmtRatio(p.CPUVsNetHTTP))
 			notes = append(notes, lossNote(v.Name, load, p)...)
 		}
+		if n := spinNote(v); n != "" {
+			notes = append(notes, n)
+		}
 	}
 	tw.Flush()
 	for _, n := range notes {
@@ -260,6 +268,24 @@ func lossNote(name, load string, p Point) []string {
 	}
 	return []string{fmt.Sprintf("%s (%s) N=%d: %d retransmissions, %d packets dropped by the load's sockets",
 		name, load, p.Outstanding, p.Retransmits, p.LoadDrops)}
+}
+
+// spinNote says, for the XSK load's rows, how much of its core the load
+// spent spinning on an empty ring at each N.
+func spinNote(v VariantResult) string {
+	if v.LoadName() != LoadXSK {
+		return ""
+	}
+	var parts []string
+	for _, p := range v.Points {
+		if p.Error == "" {
+			parts = append(parts, fmt.Sprintf("%.2f at N=%d", p.ClientSpinIdleCores, p.Outstanding))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s (xsk): of its client cores the load spun idle %s", v.Name, strings.Join(parts, ", "))
 }
 
 // WriteMarkdown writes the report as a Markdown table (for docs).
