@@ -46,7 +46,9 @@ type ClientConfig struct {
 	Duration     time.Duration
 	PayloadBytes int
 	// Timeout after which a request counts as an error and is resent
-	// (GWIR) or abandoned (HTTP). Zero means 500 ms.
+	// (the kernel-UDP and XSK loads) or abandoned (HTTP); the
+	// runtime-client load leaves retransmission to its engine. Zero means
+	// 500 ms.
 	Timeout time.Duration
 	// ReadyTimeout bounds the wait for the server's first answer. Zero
 	// means 15 s.

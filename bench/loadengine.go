@@ -82,8 +82,8 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 			}
 			call.Release()
 			issue(buf, t)
-			if res.Requests < win.count || win.count == 0 {
-				continue
+			if win.count == 0 || res.Requests < win.count {
+				continue // the window moves on the ticker, or at the count
 			}
 		case <-tick.C:
 			if err := ctx.Err(); err != nil {
