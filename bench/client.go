@@ -22,7 +22,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Load kinds of a client.
+// Load kinds of a client (bench-client --kind): LoadGWIR is the
+// kernel-UDP GWIR client, LoadHTTP the HTTP one; LoadXSK and LoadEngine
+// (loads.go) are the other GWIR clients.
 const (
 	LoadGWIR = "gwir"
 	LoadHTTP = "http"
@@ -37,18 +39,36 @@ const (
 
 // ClientConfig configures one load point of a client.
 type ClientConfig struct {
-	Kind         string // LoadGWIR or LoadHTTP
+	Kind         string // LoadGWIR, LoadHTTP, LoadXSK or LoadEngine
 	Addr         string // IP:PORT of the server
 	Outstanding  int
 	Warmup       time.Duration
 	Duration     time.Duration
 	PayloadBytes int
 	// Timeout after which a request counts as an error and is resent
-	// (GWIR) or abandoned (HTTP). Zero means 500 ms.
+	// (the kernel-UDP and XSK loads) or abandoned (HTTP); the
+	// runtime-client load leaves retransmission to its engine. Zero means
+	// 500 ms.
 	Timeout time.Duration
 	// ReadyTimeout bounds the wait for the server's first answer. Zero
 	// means 15 s.
 	ReadyTimeout time.Duration
+	// Count, when > 0, also ends the measured window of the XSK and
+	// runtime-client loads after that many replies.
+	Count int64
+
+	// The XSK load: the client's interface (in the client's namespace),
+	// its address there (IP:PORT; the port is steered to the AF_XDP
+	// socket), the server's Ethernet address (the next hop) and how many
+	// of the interface's queues to bind (zero means 1).
+	Iface  string
+	Src    string
+	DstMAC string
+	Queues int
+
+	// EngineCores pins the runtime-client load's engine loop; empty
+	// leaves the engine's default.
+	EngineCores []int
 }
 
 // ClientResult is what a client measured over its window; it is the JSON
@@ -64,6 +84,21 @@ type ClientResult struct {
 	P999Us     float64 `json:"p999_us"`
 	MaxUs      float64 `json:"max_us"`
 	CPUSeconds float64 `json:"cpu_s"`
+	// Retransmits: copies sent again because no reply came in time (the
+	// kernel and XSK loads count one per timeout; the runtime-client
+	// load reports its engine's count).
+	Retransmits int64 `json:"retransmits"`
+	// LoadDrops: packets the XSK load's sockets lost (RX ring full, fill
+	// ring empty), by the kernel's count. KernelPath: datagrams to the
+	// XSK load's port that the steering program passed to the kernel.
+	LoadDrops  uint64 `json:"load_drops,omitempty"`
+	KernelPath int64  `json:"kernel_path,omitempty"`
+	// LoadDetail says how the load generator ran (e.g. the XDP mode).
+	LoadDetail string `json:"load_detail,omitempty"`
+	// SpinIdleS: seconds of the window the XSK load spent in loop passes
+	// that neither sent nor received (spinning on an empty RX ring before
+	// it sleeps): CPU time it would give up if the server were faster.
+	SpinIdleS float64 `json:"spin_idle_s,omitempty"`
 }
 
 func (c *ClientConfig) defaults() {
@@ -88,10 +123,15 @@ func RunClient(ctx context.Context, cfg ClientConfig, out io.Writer) error {
 	var res ClientResult
 	var err error
 	switch cfg.Kind {
-	case LoadGWIR:
+	case LoadGWIR, LoadKernelUDP:
 		res, err = runGWIRClient(ctx, cfg, out)
+		res.Retransmits = res.Timeouts // each timeout resends
 	case LoadHTTP:
 		res, err = runHTTPClient(ctx, cfg, out)
+	case LoadXSK:
+		res, err = runXSKClient(ctx, cfg, out)
+	case LoadEngine:
+		res, err = runEngineClient(ctx, cfg, out)
 	default:
 		return fmt.Errorf("bench client: unknown load kind %q", cfg.Kind)
 	}

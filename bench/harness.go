@@ -33,6 +33,10 @@ type Config struct {
 	Env []string
 	// Variants to run, in AllVariants order; empty means all.
 	Variants []string
+	// Loads are the GWIR load generators (AllGWIRLoads) each GWIR variant
+	// is measured under, one row per variant and load; empty means all.
+	// The runtime-client load drives only EngineLoadVariants.
+	Loads []string
 	// Outstanding requests per point; empty means 1, 16, 64, 256.
 	Outstanding []int
 	// Warmup before and Duration of each point's measured window; zero
@@ -72,6 +76,9 @@ const (
 func (c *Config) defaults() {
 	if len(c.Variants) == 0 {
 		c.Variants = AllVariants
+	}
+	if len(c.Loads) == 0 {
+		c.Loads = AllGWIRLoads
 	}
 	if len(c.Outstanding) == 0 {
 		c.Outstanding = []int{1, 16, 64, 256}
@@ -136,8 +143,13 @@ type harness struct {
 	server, client placement
 	serverIP       netip.Addr
 	serverIface    string
-	tmp            string
-	progress       *progressBar
+	// The XSK load's view of the veth: the client's interface and address,
+	// the server's MAC.
+	clientIface string
+	clientIP    netip.Addr
+	serverMAC   string
+	tmp         string
+	progress    *progressBar
 }
 
 // Run runs every configured variant and returns the report. It removes
@@ -177,6 +189,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		link := t.Links[0]
 		h.server, h.client = placement{link.A.Host}, placement{link.B.Host}
 		h.serverIP, h.serverIface = link.A.Addr4, link.A.Iface
+		h.clientIface, h.clientIP, h.serverMAC = link.B.Iface, link.B.Addr4, link.A.MAC.String()
 		topoDesc = fmt.Sprintf("client netns ↔ veth (%d queue(s), client TX checksum offload off) ↔ server netns", cfg.Queues)
 	} else {
 		h.serverIP = netip.MustParseAddr("127.0.0.1")
@@ -189,21 +202,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Date:    time.Now().UTC().Format(time.RFC3339),
 		Machine: machine(cfg, topoDesc),
 		Settings: Settings{Outstanding: cfg.Outstanding, DurationS: cfg.Duration.Seconds(),
-			WarmupS: cfg.Warmup.Seconds(), PayloadBytes: cfg.PayloadBytes, Queues: cfg.Queues},
+			WarmupS: cfg.Warmup.Seconds(), PayloadBytes: cfg.PayloadBytes, Queues: cfg.Queues, Loads: cfg.Loads},
 	}
 	if h.topology != nil {
 		for _, host := range h.topology.Hosts {
 			rep.Namespaces = append(rep.Namespaces, host.Name)
 		}
 	}
-	h.progress = newProgressBar(cfg.Progress, cfg.Terminal, len(cfg.Variants)*len(cfg.Outstanding), cfg.Warmup+cfg.Duration)
+	rows := 0
+	for _, name := range cfg.Variants {
+		rows += max(1, len(loadsFor(name, variantServerLoad(name), cfg.Loads)))
+	}
+	h.progress = newProgressBar(cfg.Progress, cfg.Terminal, rows*len(cfg.Outstanding), cfg.Warmup+cfg.Duration)
 	defer h.progress.finish()
 	for _, name := range AllVariants {
 		if !contains(cfg.Variants, name) {
 			continue
 		}
-		v := h.runVariant(ctx, name)
-		rep.Variants = append(rep.Variants, v)
+		rep.Variants = append(rep.Variants, h.runVariant(ctx, name)...)
 		if err := ctx.Err(); err != nil {
 			rep.ComputeRatios()
 			return rep, err
@@ -273,21 +289,29 @@ func (p *serverProc) tail() string {
 	return strings.Join(lines, " | ")
 }
 
-// runVariant starts the servers of one variant, runs every point and stops
-// them again.
-func (h *harness) runVariant(ctx context.Context, name string) VariantResult {
-	v := VariantResult{Name: name, Points: []Point{}}
-	procs, load, addr, skip := h.startServers(ctx, name)
+// runVariant starts the servers of one variant, runs every point under
+// each load that applies to it (one row per load) and stops them again.
+func (h *harness) runVariant(ctx context.Context, name string) []VariantResult {
+	planned := loadsFor(name, variantServerLoad(name), h.cfg.Loads)
+	if len(planned) == 0 {
+		h.progress.skip(len(h.cfg.Outstanding))
+		return []VariantResult{{Name: name, Points: []Point{},
+			Skipped: fmt.Sprintf("none of the selected loads (%s) drives it", strings.Join(h.cfg.Loads, ", "))}}
+	}
+	procs, serverLoad, addr, skip := h.startServers(ctx, name)
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {
 			procs[i].stop()
 		}
 	}()
 	if skip != "" {
-		v.Skipped = skip
-		h.progress.skip(len(h.cfg.Outstanding))
 		fmt.Fprintf(h.cfg.Log, "bench: %s skipped: %s\n", name, skip)
-		return v
+		rows := make([]VariantResult, len(planned))
+		for i, load := range planned {
+			rows[i] = VariantResult{Name: name, Load: load, Points: []Point{}, Skipped: skip}
+			h.progress.skip(len(h.cfg.Outstanding))
+		}
+		return rows
 	}
 	pids := make([]int, len(procs))
 	for i, p := range procs {
@@ -298,30 +322,62 @@ func (h *harness) runVariant(ctx context.Context, name string) VariantResult {
 		scraped = scrapeAdmin(h.adminSocket(name), time.Second)
 		defer scraped()
 	}
+	var rows []VariantResult
+	for _, load := range loadsFor(name, serverLoad, h.cfg.Loads) {
+		v := VariantResult{Name: name, Load: load, Points: []Point{}}
+		if why := h.loadUnavailable(load); why != "" {
+			v.Skipped = why
+			h.progress.skip(len(h.cfg.Outstanding))
+			rows = append(rows, v)
+			continue
+		}
+		h.runPoints(ctx, &v, procs, pids, addr)
+		if len(procs) > 0 {
+			v.PeakRSSBytes = treeUsage(pids...).hwmB
+			v.Detail = backendLine(procs[0].stderr.String())
+		}
+		rows = append(rows, v)
+	}
+	if note := scraped(); note != "" {
+		for i := range rows {
+			rows[i].Detail += "; " + note
+		}
+	}
+	return rows
+}
+
+// runPoints runs every point of one row.
+func (h *harness) runPoints(ctx context.Context, v *VariantResult, procs []*serverProc, pids []int, addr string) {
 	for _, n := range h.cfg.Outstanding {
 		if ctx.Err() != nil {
-			break
+			return
 		}
 		for _, p := range procs {
 			if p.exited() {
 				v.Skipped = fmt.Sprintf("server exited (%v): %s", p.err, p.tail())
 				h.progress.skip(len(h.cfg.Outstanding) - len(v.Points))
-				return v
+				return
 			}
 		}
-		h.progress.begin(name, n)
-		pt := h.runPoint(ctx, load, addr, n, pids)
+		h.progress.begin(v.Name+" ("+v.Load+")", n)
+		pt, detail := h.runPoint(ctx, v.Load, addr, n, pids)
 		h.progress.end(pt)
 		v.Points = append(v.Points, pt)
+		if v.LoadDetail == "" {
+			v.LoadDetail = detail
+		}
 	}
-	if len(procs) > 0 {
-		v.PeakRSSBytes = treeUsage(pids...).hwmB
-		v.Detail = backendLine(procs[0].stderr.String())
+}
+
+// loadUnavailable says why a load cannot run in this harness, or "".
+func (h *harness) loadUnavailable(load string) string {
+	if load == LoadXSK && h.topology == nil {
+		if !h.root {
+			return "the XSK load needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF) for the veth topology and AF_XDP"
+		}
+		return "the XSK load needs the veth topology (loopback run)"
 	}
-	if note := scraped(); note != "" {
-		v.Detail += "; " + note
-	}
-	return v
+	return ""
 }
 
 // adminSocket is where a variant's server serves its admin endpoint: a
@@ -456,6 +512,9 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	case VariantNetUDP:
 		launch(h.server.command(cores, cfg.Exe, "bench-server", "--kind", "netudp", "--addr", gwirAddr))
 		return procs, LoadGWIR, gwirAddr, skip
+	case VariantGnet:
+		launch(h.server.command(cores, cfg.Exe, "bench-server", "--kind", "gnet", "--addr", gwirAddr))
+		return procs, LoadGWIR, gwirAddr, skip
 	case VariantNetHTTP:
 		launch(h.server.command(cores, cfg.Exe, "bench-server", "--kind", "nethttp", "--addr", httpAddr))
 		return procs, LoadHTTP, httpAddr, skip
@@ -513,35 +572,51 @@ limits:
 `, load)
 }
 
-// runPoint runs one client subprocess and measures the servers over its
-// window.
-func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids []int) Point {
+// xskLoadPort is the client's UDP port under the XSK load, steered to its
+// socket on the client's veth; outside the ephemeral range, so no kernel
+// socket of the client namespace has it.
+const xskLoadPort = 9001
+
+// runPoint runs one client subprocess and measures the servers, and the
+// client itself, over its window; it also returns the client's
+// LoadDetail.
+func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids []int) (Point, string) {
 	cfg := h.cfg
 	pt := Point{Outstanding: n}
-	cmd := h.client.command([]int{cfg.ClientCore}, cfg.Exe, "bench-client", "--kind", load, "--addr", addr,
+	args := []string{"bench-client", "--kind", clientKind(load), "--addr", addr,
 		"--n", strconv.Itoa(n), "--warmup", cfg.Warmup.String(), "--duration", cfg.Duration.String(),
-		"--payload", strconv.Itoa(cfg.PayloadBytes))
+		"--payload", strconv.Itoa(cfg.PayloadBytes)}
+	switch load {
+	case LoadXSK:
+		args = append(args, "--iface", h.clientIface, "--queues", strconv.Itoa(cfg.Queues),
+			"--src", netip.AddrPortFrom(h.clientIP, xskLoadPort).String(), "--dst-mac", h.serverMAC)
+	case LoadEngine:
+		args = append(args, "--core", strconv.Itoa(cfg.ClientCore))
+	}
+	cmd := h.client.command([]int{cfg.ClientCore}, cfg.Exe, args...)
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		pt.Error = err.Error()
-		return pt
+		return pt, ""
 	}
 	if err := cmd.Start(); err != nil {
 		pt.Error = fmt.Sprintf("starting the client: %v", err)
-		return pt
+		return pt, ""
 	}
 	// Cancelling ctx stops the client's group.
 	stopWatch := context.AfterFunc(ctx, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
 	defer stopWatch()
 	var (
-		u0, u1 procUsage
+		u0, u1 procUsage // servers
+		c0, c1 procUsage // the client
 		t0, t1 time.Time
 		res    ClientResult
 		gotRes bool
 	)
+	client := cmd.Process.Pid
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		line := sc.Text()
@@ -549,9 +624,9 @@ func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids [
 		case markerReady:
 			h.progress.ready()
 		case markerMeasureStart:
-			u0, t0 = treeUsage(pids...), time.Now()
+			u0, c0, t0 = treeUsage(pids...), treeUsage(client), time.Now()
 		case markerMeasureEnd:
-			u1, t1 = treeUsage(pids...), time.Now()
+			u1, c1, t1 = treeUsage(pids...), treeUsage(client), time.Now()
 		default:
 			if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &res) == nil {
 				gotRes = true
@@ -562,30 +637,38 @@ func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids [
 	switch {
 	case ctx.Err() != nil:
 		pt.Error = "interrupted"
-		return pt
+		return pt, ""
 	case werr != nil || !gotRes:
 		pt.Error = fmt.Sprintf("client: %v: %s", werr, strings.TrimSpace(stderr.String()))
-		return pt
+		return pt, ""
 	case t0.IsZero() || t1.IsZero():
 		pt.Error = "client printed no measurement window"
-		return pt
+		return pt, ""
 	}
 	window := res.WindowS
 	if window <= 0 {
 		window = t1.Sub(t0).Seconds()
 	}
 	serverCPU := (u1.cpu - u0.cpu).Seconds()
-	pt.Requests, pt.Errors = res.Requests, res.Errors
+	// The client's CPU from /proc over the same instants as the server's;
+	// its own getrusage figure only if /proc could not be read.
+	clientCPU := (c1.cpu - c0.cpu).Seconds()
+	if c0.counted == 0 || c1.counted == 0 {
+		clientCPU = res.CPUSeconds
+	}
+	wall := t1.Sub(t0).Seconds()
+	pt.Requests, pt.Errors, pt.Retransmits, pt.LoadDrops = res.Requests, res.Errors, res.Retransmits, res.LoadDrops
 	pt.RPS = float64(res.Requests) / window
 	pt.P50Us, pt.P99Us, pt.P999Us, pt.MaxUs = res.P50Us, res.P99Us, res.P999Us, res.MaxUs
-	pt.ServerCPUCores = serverCPU / t1.Sub(t0).Seconds()
-	pt.ClientCPUCores = res.CPUSeconds / window
+	pt.ServerCPUCores = serverCPU / wall
+	pt.ClientCPUCores = clientCPU / wall
+	pt.ClientSpinIdleCores = res.SpinIdleS / window
 	if res.Requests > 0 {
 		pt.CPUSPerMReq = serverCPU / (float64(res.Requests) / 1e6)
-		pt.ClientCPUSPerMReq = res.CPUSeconds / (float64(res.Requests) / 1e6)
+		pt.ClientCPUSPerMReq = clientCPU / (float64(res.Requests) / 1e6)
 	}
 	pt.RSSBytes = u1.rssB
-	return pt
+	return pt, res.LoadDetail
 }
 
 func machine(cfg Config, topoDesc string) Machine {

@@ -39,14 +39,14 @@ func Write(r *bench.Report, path string) error {
 		}
 		line, points, err := plotter.NewLinePoints(xys)
 		if err != nil {
-			return fmt.Errorf("benchplot: plotting %s: %w", v.Name, err)
+			return fmt.Errorf("benchplot: plotting %s: %w", v.Label(), err)
 		}
 		c := plotutil.Color(i)
 		line.Color, points.Color = c, c
 		line.Width = vg.Points(1.5)
 		points.Shape = plotutil.Shape(i)
 		p.Add(line, points)
-		p.Legend.Add(v.Name, line, points)
+		p.Legend.Add(v.Label(), line, points)
 		labels, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: outstandingLabels(v.Points)})
 		if err == nil {
 			for j := range labels.TextStyle {

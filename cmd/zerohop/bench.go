@@ -26,12 +26,13 @@ func runBench(args []string) int {
 	return benchMain(context.Background(), os.Stdout, os.Stderr, exe, nil, args)
 }
 
-const benchUsage = `usage: zerohop bench [--quick] [--json FILE] [--plot FILE.png] [--n 1,16,64,256] [--duration 5s]
+const benchUsage = `usage: zerohop bench [--quick] [--json FILE] [--plot FILE.png] [--n 1,16,64,256] [--duration 5s] [--load kernel-udp,xsk,runtime-client]
 
 Runs the benchmark harness (docs/benchmarks.md): as root between two
 network namespaces it builds, otherwise on loopback. Every variant serves
-in turn and is driven by the same closed-loop load. Ends cleanly, removing
-its namespaces, on SIGINT, SIGTERM, SIGHUP and SIGPIPE.`
+in turn and is driven by the same closed-loop load; a GWIR variant once per
+load generator in --load (one row each). Ends cleanly, removing its
+namespaces, on SIGINT, SIGTERM, SIGHUP and SIGPIPE.`
 
 // maxBenchPayload is the largest payload whose request is one unfragmented
 // datagram on the harness's veth (MTU 1500: 20 IP + 8 UDP + 24 GWIR bytes).
@@ -46,13 +47,14 @@ func benchMain(ctx context.Context, stdout, stderr io.Writer, exe string, env []
 	warmup := fs.Duration("warmup", time.Second, "warm-up before each point")
 	payload := fs.Int("payload", 64, "payload bytes per request")
 	variants := fs.String("variants", strings.Join(bench.AllVariants, ","), "variants to run, comma-separated")
+	loads := fs.String("load", strings.Join(bench.AllGWIRLoads, ","), "GWIR load generators, comma-separated: kernel-udp, xsk (AF_XDP, root), runtime-client (zerohop's engine; drives "+strings.Join(bench.EngineLoadVariants, " and ")+" only)")
 	queues := fs.Int("queues", 1, "veth and zerohop queues")
 	serverCores := fs.String("server-cores", "0", "cores of the server (one per queue)")
 	clientCore := fs.Int("client-core", -1, "core of the load generator (default: the last core)")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
 	plotPath := fs.String("plot", "", "write p99 latency against throughput to this PNG")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
-	quick := fs.Bool("quick", false, "fewer, shorter points: done in under a minute")
+	quick := fs.Bool("quick", false, "fewer, shorter points and one GWIR load (xsk as root, else kernel-udp) unless --load says: done in under a minute")
 	noInstall := fs.Bool("no-install", false, "do not apt-get install nginx when it is missing")
 	loopback := fs.Bool("loopback", false, "run on loopback without the veth topology, even as root")
 	profDir := fs.String("cpuprofile-dir", "", "zerohop servers write CPU profiles into this directory")
@@ -91,6 +93,9 @@ func benchMain(ctx context.Context, stdout, stderr io.Writer, exe string, env []
 	if cfg.ServerCores, err = parseInts(*serverCores); err != nil || anyNegative(cfg.ServerCores) {
 		return fs.usageError(stderr, "--server-cores %q: want comma-separated CPU numbers ≥ 0", *serverCores)
 	}
+	if cfg.Loads, err = bench.ParseLoads(*loads); err != nil {
+		return fs.usageError(stderr, "--load: %v", err)
+	}
 	for _, v := range strings.Split(*variants, ",") {
 		v = strings.TrimSpace(v)
 		if !contains(bench.AllVariants, v) {
@@ -107,6 +112,13 @@ func benchMain(ctx context.Context, stdout, stderr io.Writer, exe string, env []
 		}
 		if !flagSet(fs, "warmup") {
 			cfg.Warmup = 300 * time.Millisecond
+		}
+		// One GWIR load: the one that limits the servers least.
+		if !flagSet(fs, "load") {
+			cfg.Loads = []string{bench.LoadKernelUDP}
+			if bench.XSKLoadAvailable(*loopback) {
+				cfg.Loads = []string{bench.LoadXSK}
+			}
 		}
 	}
 	sig := signalContext(ctx)

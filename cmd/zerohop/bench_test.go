@@ -74,3 +74,50 @@ func TestBenchQuickHarness(t *testing.T) {
 		t.Errorf("table lacks the variant:\n%s", stdout.String())
 	}
 }
+
+// TestBenchNewLoadsAndGnet runs the harness end to end on the gnet and
+// netudp variants under the XSK and runtime-client loads (subprocesses
+// pinned like a real run), for one tiny point each: every row says which
+// load drove it, load flowed without errors, and the client's CPU per
+// request was read from /proc. It never looks at how fast anything was.
+func TestBenchNewLoadsAndGnet(t *testing.T) {
+	topo.RequireRoot(t)
+	jsonPath := filepath.Join(t.TempDir(), "bench.json")
+	var stdout, stderr bytes.Buffer
+	code := benchMain(context.Background(), &stdout, &stderr, os.Args[0], []string{benchChildEnv + "=1"}, []string{
+		"--variants", "netudp,gnet", "--load", "xsk,engine", "--n", "4", "--warmup", "100ms", "--duration", "300ms",
+		"--json", jsonPath})
+	if code != 0 {
+		t.Fatalf("bench exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	rep, err := bench.ReadJSON(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// runtime-client drives netudp but not gnet.
+	want := [][2]string{{bench.VariantNetUDP, bench.LoadXSK}, {bench.VariantNetUDP, bench.LoadEngine}, {bench.VariantGnet, bench.LoadXSK}}
+	if len(rep.Variants) != len(want) {
+		t.Fatalf("rows: %+v, want %v", rep.Variants, want)
+	}
+	for i, v := range rep.Variants {
+		if v.Name != want[i][0] || v.Load != want[i][1] {
+			t.Errorf("row %d is %s (%s), want %s (%s)", i, v.Name, v.Load, want[i][0], want[i][1])
+		}
+		if v.Skipped != "" || len(v.Points) != 1 {
+			t.Errorf("%s: skipped %q, %d points\n%s", v.Label(), v.Skipped, len(v.Points), stderr.String())
+			continue
+		}
+		p := v.Points[0]
+		if p.Error != "" || p.Requests == 0 || p.Errors != 0 || p.ClientCPUSPerMReq <= 0 || p.CPUSPerMReq <= 0 {
+			t.Errorf("%s: point %+v", v.Label(), p)
+		}
+		if v.LoadDetail == "" {
+			t.Errorf("%s: no load detail", v.Label())
+		}
+	}
+	for _, s := range []string{"client CPU s/Mreq", "runtime-client", "gnet"} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, stdout.String())
+		}
+	}
+}

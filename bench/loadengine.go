@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/zerohop/zerohop/examples/echo"
+	zr "github.com/zerohop/zerohop/runtime"
+)
+
+// The runtime-client load: zerohop's client engine drives the server, the
+// way a zerohop service calls another. One goroutine keeps N calls
+// outstanding with Client.Go on one Done channel; the engine's loop is
+// pinned to the client core (ClientConfig.EngineCores). The engine
+// retransmits by itself (its RTO follows the measured RTT): those copies
+// are counted in Retransmits, and a call that fails after its last copy is
+// an error and is started again.
+
+func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (ClientResult, error) {
+	var res ClientResult
+	var opts []zr.EngineOption
+	if len(cfg.EngineCores) > 0 {
+		opts = append(opts, zr.WithClientCores(cfg.EngineCores...))
+	}
+	eng, err := zr.NewEngine(opts...)
+	if err != nil {
+		return res, fmt.Errorf("bench runtime-client load: starting the engine: %w", err)
+	}
+	defer eng.Close()
+	client, err := zr.Dial("udp", cfg.Addr, zr.WithEngine(eng))
+	if err != nil {
+		return res, fmt.Errorf("bench runtime-client load: dialling %s: %w", cfg.Addr, err)
+	}
+	defer client.Close()
+	payload := Payload(cfg.PayloadBytes)
+	if err := waitEngineReady(ctx, client, payload, cfg.ReadyTimeout); err != nil {
+		return res, err
+	}
+	fmt.Fprintln(out, markerReady)
+	res.LoadDetail = fmt.Sprintf("zerohop client engine, loop on core(s) %v, %d calls outstanding from one goroutine with Client.Go",
+		cfg.EngineCores, cfg.Outstanding)
+
+	epoch := time.Now()
+	now := func() time.Duration { return time.Since(epoch) }
+	// Calls carry no context that can end (that would cost an allocation
+	// per call); ctx is checked on the ticker instead.
+	callCtx := context.Background()
+	done := make(chan *zr.Call, cfg.Outstanding)
+	started := make(map[*zr.Call]time.Duration, 2*cfg.Outstanding)
+	bufCap := len(payload) + 64
+	issue := func(buf []byte, t time.Duration) {
+		started[client.Go(callCtx, echo.EchoMethod, payload, buf, done)] = t
+	}
+	for range cfg.Outstanding {
+		issue(make([]byte, 0, bufCap), now())
+	}
+	hist := newHistogram()
+	win := loadWindow{out: out, start: now() + cfg.Warmup, duration: cfg.Duration, count: cfg.Count}
+	var before zr.ClientStats
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case call := <-done:
+			t := now()
+			sent, ok := started[call]
+			delete(started, call)
+			if win.measuring {
+				res.Requests++
+				if ok {
+					hist.RecordValue(int64(t - sent))
+				}
+				if call.Err != nil || len(call.Reply.Payload) != len(payload) {
+					res.Errors++
+				}
+			}
+			buf := call.Reply.Payload[:0]
+			if cap(buf) < bufCap {
+				buf = make([]byte, 0, bufCap) // the reply was an error without our buffer
+			}
+			call.Release()
+			issue(buf, t)
+			if win.count == 0 || res.Requests < win.count {
+				continue // the window moves on the ticker, or at the count
+			}
+		case <-tick.C:
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+		}
+		wasMeasuring := win.measuring
+		if win.advance(now(), &res) {
+			after := client.Stats()
+			res.Retransmits = int64(after.Retransmits - before.Retransmits)
+			res.Timeouts = int64(after.Timeouts - before.Timeouts)
+			quantiles(hist, &res)
+			return res, nil
+		}
+		if win.measuring && !wasMeasuring {
+			before = client.Stats()
+		}
+	}
+}
+
+// waitEngineReady calls the echo method every 100 ms until one call
+// succeeds.
+func waitEngineReady(ctx context.Context, client *zr.Client, payload []byte, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	buf := make([]byte, 0, len(payload)+64)
+	var last error
+	for time.Now().Before(deadline) {
+		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, err := client.Call(cctx, echo.EchoMethod, payload, buf)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		last = err
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("bench runtime-client load: no answer from the server within %v: %w", limit, last)
+}
