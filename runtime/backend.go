@@ -202,6 +202,7 @@ func (s *Server) openSockets() (err error) {
 			l.Add(t)
 		}
 	}
+	s.installSealer()
 	return nil
 }
 

@@ -16,6 +16,7 @@ type clientConfig struct {
 	caller       string
 	interceptors []Interceptor
 	engine       *Engine
+	sealer       ClientSealer
 
 	// DialService only.
 	resolver       ResolverBuilder
