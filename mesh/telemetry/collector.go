@@ -25,6 +25,10 @@ type Sources struct {
 	Client ClientSource
 	// Tracer adds the tracer's own counters.
 	Tracer *Tracer
+	// Sessions is the sealed-frame session table of a server or client
+	// with a sealer (mesh/identity); with Server, its loops' sealed and
+	// unsealed request counts are exported too.
+	Sessions SessionSource
 }
 
 // Collector is a prometheus.Collector over Sources: it keeps no counters
@@ -63,6 +67,12 @@ func (c *Collector) defs() []*metricDef {
 	if c.src.Tracer != nil {
 		out = append(out, traceMetrics...)
 	}
+	if c.src.Sessions != nil {
+		out = append(out, sessionMetrics...)
+		if c.src.Server != nil {
+			out = append(out, sealServerMetric...)
+		}
+	}
 	return out
 }
 
@@ -89,6 +99,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, mTraceSampled, st.SampledLoop, "loop")
 		counter(ch, mTraceSampled, st.SampledBlocking, "blocking")
 		counter(ch, mTraceDropped, st.Dropped)
+	}
+	if c.src.Sessions != nil {
+		collectSessions(ch, c.src.Sessions, c.src.Server)
 	}
 }
 

@@ -100,7 +100,7 @@ var (
 func allMetrics() []*metricDef {
 	var all []*metricDef
 	for _, g := range [][]*metricDef{serverMetrics, xdpMetrics, clientMetrics, clientMethodMetrics, clientStateMetrics,
-		clientBreakerMetrics, clientTransportMetrics, traceMetrics} {
+		clientBreakerMetrics, clientTransportMetrics, traceMetrics, sessionMetrics, sealServerMetric} {
 		all = append(all, g...)
 	}
 	return all
