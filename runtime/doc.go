@@ -45,6 +45,14 @@
 // the panic is logged once per method); a full worker pool OVERLOADED. PING
 // is answered PONG, status 1 while draining.
 //
+// Sealed frames (WithSealer on a server, WithClientSealer on a Client;
+// sealer.go): a sealer the mesh provides (mesh/identity) authenticates
+// and encrypts frames in place; a sealed request is opened before
+// dispatch and carries its peer's identity (Request.Identity), its reply
+// is sealed in the reply buffer, a frame that does not open is dropped
+// (Dropped["sealed"]) and never answered, and a strict server answers
+// unsealed requests DENIED before any handler.
+//
 // Shutdown drains: PINGs say draining, new requests get OVERLOADED, blocking
 // handlers already running finish until the context ends; then the loops
 // stop and every ring, socket, XDP attachment and pinned map is released.
