@@ -49,6 +49,9 @@ type ClientConfig struct {
 	// ReadyTimeout bounds the wait for the server's first answer. Zero
 	// means 15 s.
 	ReadyTimeout time.Duration
+	// Identity is an identity directory with which LoadRuntime seals its
+	// calls (sealed.go); "" for none.
+	Identity string
 }
 
 // ClientResult is what a client measured over its window; it is the JSON
@@ -92,6 +95,8 @@ func RunClient(ctx context.Context, cfg ClientConfig, out io.Writer) error {
 		res, err = runGWIRClient(ctx, cfg, out)
 	case LoadHTTP:
 		res, err = runHTTPClient(ctx, cfg, out)
+	case LoadRuntime:
+		res, err = runRuntimeClient(ctx, cfg, out)
 	default:
 		return fmt.Errorf("bench client: unknown load kind %q", cfg.Kind)
 	}

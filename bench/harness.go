@@ -138,6 +138,7 @@ type harness struct {
 	serverIface    string
 	tmp            string
 	progress       *progressBar
+	clientIdentity string // the sealed variant's load identity (sealed.go)
 }
 
 // Run runs every configured variant and returns the report. It removes
@@ -417,6 +418,9 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	for len(cores) < cfg.Queues {
 		cores = append(cores, cores[len(cores)-1])
 	}
+	if p, l, a, why, ok := h.startSealedServers(name, gwirAddr, cores, queues); ok { // sealed.go
+		return p, l, a, why
+	}
 	launch := func(cmd *exec.Cmd) bool {
 		p, err := h.start(cmd)
 		if err != nil {
@@ -521,6 +525,7 @@ func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids [
 	cmd := h.client.command([]int{cfg.ClientCore}, cfg.Exe, "bench-client", "--kind", load, "--addr", addr,
 		"--n", strconv.Itoa(n), "--warmup", cfg.Warmup.String(), "--duration", cfg.Duration.String(),
 		"--payload", strconv.Itoa(cfg.PayloadBytes))
+	cmd.Args = append(cmd.Args, h.clientArgs(load)...) // sealed.go
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr

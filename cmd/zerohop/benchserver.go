@@ -77,13 +77,14 @@ func serveProfiled(path string, args []string) int {
 func runBenchClient(args []string) int {
 	fs := newFlags("bench-client", "usage: zerohop bench-client --kind gwir|http --addr IP:PORT [--n N] …\n\nInternal to `zerohop bench`: drives one load point and prints its result.")
 	var cfg bench.ClientConfig
-	fs.StringVar(&cfg.Kind, "kind", bench.LoadGWIR, "gwir or http")
+	fs.StringVar(&cfg.Kind, "kind", bench.LoadGWIR, "gwir, http or gwir-runtime (the runtime client engine)")
 	fs.StringVar(&cfg.Addr, "addr", "", "IP:PORT of the server")
 	fs.IntVar(&cfg.Outstanding, "n", 1, "outstanding requests")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "warm-up before the measured window")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured window")
 	fs.IntVar(&cfg.PayloadBytes, "payload", 64, "payload bytes per request")
 	fs.DurationVar(&cfg.Timeout, "timeout", 500*time.Millisecond, "a request unanswered this long is an error")
+	fs.StringVar(&cfg.Identity, "identity", "", "with --kind gwir-runtime: seal the calls with this identity directory")
 	if code, done := fs.parse(args, os.Stdout, os.Stderr); done {
 		return code
 	}
