@@ -206,8 +206,8 @@ func printStat(out io.Writer, rep *telemetry.StatReport) {
 		}
 		c := x.Counters
 		fmt.Fprintf(w, "XDP packets\nseen\t%d\nredirected to AF_XDP\t%d\npassed to the kernel\t%d\n  of which malformed\t%d\n  of which no socket\t%d\n"+
-			"  of which stale server\t%d\n  of which fragments\t%d\n  of which oversize\t%d\nACL dropped\t%d\nloss knob dropped\t%d\n",
-			c.Seen, c.Redirected, c.Passed, c.Malformed, c.NoSocket, c.Stale, c.Fragment, c.Oversize, c.ACLDropped, c.LossDropped)
+			"  of which stale server\t%d\n  of which fragments\t%d\n  of which oversize\t%d\nACL dropped\t%d\nloss knob dropped\t%d\nunsealed dropped\t%d\n",
+			c.Seen, c.Redirected, c.Passed, c.Malformed, c.NoSocket, c.Stale, c.Fragment, c.Oversize, c.ACLDropped, c.LossDropped, c.UnsealedDropped)
 		fmt.Fprintln(w, "\nservers\tslot\tpid\tqueues\theartbeat")
 		for _, s := range x.Slots {
 			hb := s.HeartbeatAge.Round(time.Millisecond).String() + " ago"

@@ -195,6 +195,7 @@ func collectXDP(ch chan<- prometheus.Metric, x XDPSource, iface string) {
 	counter(ch, mXDPPackets, c.Passed, iface, "pass")
 	counter(ch, mXDPPackets, c.ACLDropped, iface, "acl_drop")
 	counter(ch, mXDPPackets, c.LossDropped, iface, "loss_drop")
+	counter(ch, mXDPPackets, c.UnsealedDropped, iface, "unsealed_drop")
 	counter(ch, mXDPPassed, c.Malformed, iface, "malformed")
 	counter(ch, mXDPPassed, c.NoSocket, iface, "no_socket")
 	counter(ch, mXDPPassed, c.Stale, iface, "stale")

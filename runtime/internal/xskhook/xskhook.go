@@ -26,7 +26,10 @@ type Request struct {
 	Frames int
 	// PinMaps pins the program's maps; ReusePort lets the port be shared.
 	PinMaps, ReusePort bool
-	Logger             *slog.Logger
+	// RequireSealed: the server requires sealed frames (SealStrict); the
+	// steering program drops unsealed requests to the port.
+	RequireSealed bool
+	Logger        *slog.Logger
 }
 
 // Loop is one loop the AF_XDP path wants: the RX queues whose sockets it
