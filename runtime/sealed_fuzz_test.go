@@ -21,7 +21,7 @@ import (
 func FuzzSealedDispatch(f *testing.F) {
 	f.Add([]byte{8, 1}, []byte{}, uint16(0xffff))
 	f.Add([]byte{8, 1}, []byte{0, 0, 0, 0, 0, 0, 0, 0, 1}, uint16(0xffff)) // request id
-	f.Add([]byte("\x0a\x05hello"), make([]byte, 40), uint16(30))            // cut inside the ciphertext
+	f.Add([]byte("\x0a\x05hello"), make([]byte, 40), uint16(30))           // cut inside the ciphertext
 	st, cl, data := sealedPair(f)
 	dispatch := zr.DispatchForTest(f, zr.WithSealer(identity.NewServer(st, zr.SealStrict)))
 	cs := cl.Loop(0)
