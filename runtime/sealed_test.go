@@ -69,8 +69,12 @@ type sealWorld struct {
 type sealOptions struct {
 	mode   zr.SealMode
 	table  identity.TableConfig
-	policy bool // install sealPolicy through mesh/policy
-	tcp    bool // serve the stream transport too (uring only)
+	policy bool             // install sealPolicy through mesh/policy
+	tcp    bool             // serve the stream transport too (uring only)
+	ca     *identitytest.CA // the trust domain's CA (nil: a new one)
+	// several: one of several servers of the test, which checks for
+	// leftover loops once, after the last (expectNoLoopsLeft).
+	several bool
 }
 
 // forSealBackends runs fn on both backends.
@@ -103,9 +107,11 @@ func in(h *topo.Host, fn func() error) error {
 
 func newSealWorld(t *testing.T, backend string, o sealOptions) *sealWorld {
 	t.Helper()
-	ca, err := identitytest.NewCA(sealTD)
-	if err != nil {
-		t.Fatal(err)
+	ca, err := o.ca, error(nil)
+	if ca == nil {
+		if ca, err = identitytest.NewCA(sealTD); err != nil {
+			t.Fatal(err)
+		}
 	}
 	w := &sealWorld{ca: ca, backend: backend}
 	if w.table, err = identity.NewTable(o.table); err != nil {
@@ -125,7 +131,7 @@ func newSealWorld(t *testing.T, backend string, o sealOptions) *sealWorld {
 		if o.tcp {
 			opts = append(opts, zr.WithTCP())
 		}
-		w.srv, _ = testServer(t, "127.0.0.1:0", opts...)
+		w.srv, _ = startTestServer(t, func(f func() error) error { return f() }, "127.0.0.1:0", !o.several, opts...)
 		w.spoof = netip.MustParseAddr("127.0.0.2")
 	case "xsk":
 		link, srv, _ := xskPair(t, true, 1, opts...)
@@ -688,4 +694,59 @@ func TestSealedKeyRotationUnderLoad(t *testing.T) {
 		t.Logf("%d calls, %d retransmits; client: %d/%d key updates, server: %d/%d; server refused: %s",
 			total, c.Stats().Retransmits, c0.SendKeyUpdates, c0.RecvKeyUpdates, s0.SendKeyUpdates, s0.RecvKeyUpdates, refusedLine(w.table))
 	})
+}
+
+// endpointsResolver resolves a service to fixed endpoints.
+type endpointsResolver []zr.Endpoint
+
+func (r endpointsResolver) Build(_ string, cc zr.ResolverConn) (zr.Resolver, error) {
+	go cc.UpdateState(zr.ResolverState{Endpoints: r})
+	return r, nil
+}
+func (endpointsResolver) ResolveNow() {}
+func (endpointsResolver) Close()      {}
+
+// TestSealedService: a DialService client seals its calls to every
+// endpoint it picks (two strict servers of one trust domain), each after a
+// handshake of its own with that server.
+func TestSealedService(t *testing.T) {
+	expectNoLoopsLeft(t)
+	a := newSealWorld(t, "uring", sealOptions{mode: zr.SealStrict, several: true})
+	b := newSealWorld(t, "uring", sealOptions{mode: zr.SealStrict, ca: a.ca, several: true})
+	// Each listener got a port of its own, and Config.HandshakePort names
+	// one for every server: the client's dialler maps each server's data
+	// address (what Dial asks for, HandshakePort being 0) to its listener.
+	hs := map[netip.AddrPort]uint16{a.srv.Addr(): a.hsPort, b.srv.Addr(): b.hsPort}
+	tb, err := identity.NewTable(identity.TableConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &identity.Config{Source: mustSVIDFor(t, a.ca, idWeb), Allow: identity.MustMatcher(idKV), Table: tb, Logger: discard(),
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			data := netip.MustParseAddrPort(address) // HandshakeAddr(data, 0) is the data address
+			var d net.Dialer
+			return d.DialContext(ctx, network, netip.AddrPortFrom(data.Addr(), hs[data]).String())
+		}}
+	cl, err := identity.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := zr.DialService("kv", zr.WithEngine(engineIn(t, nil)), zr.WithClientSealer(cl),
+		zr.WithResolver(endpointsResolver{{Addr: a.srv.Addr()}, {Addr: b.srv.Addr()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for i := 0; i < 20; i++ {
+		if id, sealed, err := a.who(t, c, whoMethod); err != nil || id != idWeb || !sealed {
+			t.Fatalf("call %d: %q %v %v", i, id, sealed, err)
+		}
+	}
+	na, nb := a.sealedServed.Load(), b.sealedServed.Load()
+	if na == 0 || nb == 0 || na+nb < 20 {
+		t.Fatalf("sealed calls served: %d by one server, %d by the other; want both, 20 in all", na, nb)
+	}
+	if n := tb.Len(); n != 2 {
+		t.Fatalf("the client holds %d sessions, want one per server", n)
+	}
 }
