@@ -69,6 +69,10 @@ type ClientConfig struct {
 	// EngineCores pins the runtime-client load's engine loop; empty
 	// leaves the engine's default.
 	EngineCores []int
+
+	// Identity is an identity directory with which the runtime-client load
+	// seals its calls (the sealed variant, sealed.go); "" for none.
+	Identity string
 }
 
 // ClientResult is what a client measured over its window; it is the JSON

@@ -26,7 +26,12 @@
 // server ("nethttp"), the same
 // behind nginx as a sidecar reverse proxy ("nethttp-sidecar") and a raw
 // AF_XDP header-swapping echo loop with no GWIR parsing ("raw-xsk", the
-// ceiling for this machine).
+// ceiling for this machine). Sealed frames (sealed.go): zerohop on AF_XDP
+// with --identity --require-sealed driven by the runtime's client engine
+// sealing every call ("zerohop-xsk-sealed"), and the same server and load
+// without identities ("zerohop-xsk-rtclient"), so that the cost of
+// sealing is the ratio of the two (the kernel-UDP load generator of the
+// other GWIR variants cannot seal).
 //
 // Subprocesses are the caller's binary (Config.Exe) run with the
 // subcommands `serve`, `bench-server` and `bench-client`; ServeNetUDP,

@@ -145,11 +145,12 @@ type harness struct {
 	serverIface    string
 	// The XSK load's view of the veth: the client's interface and address,
 	// the server's MAC.
-	clientIface string
-	clientIP    netip.Addr
-	serverMAC   string
-	tmp         string
-	progress    *progressBar
+	clientIface    string
+	clientIP       netip.Addr
+	serverMAC      string
+	tmp            string
+	progress       *progressBar
+	clientIdentity string // the sealed variant's load identity (sealed.go)
 }
 
 // Run runs every configured variant and returns the report. It removes
@@ -473,6 +474,9 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	for len(cores) < cfg.Queues {
 		cores = append(cores, cores[len(cores)-1])
 	}
+	if p, l, a, why, ok := h.startSealedServers(name, gwirAddr, cores, queues); ok { // sealed.go
+		return p, l, a, why
+	}
 	launch := func(cmd *exec.Cmd) bool {
 		p, err := h.start(cmd)
 		if err != nil {
@@ -593,6 +597,7 @@ func (h *harness) runPoint(ctx context.Context, load, addr string, n int, pids [
 	case LoadEngine:
 		args = append(args, "--core", strconv.Itoa(cfg.ClientCore))
 	}
+	args = append(args, h.clientArgs(load)...) // sealed.go
 	cmd := h.client.command([]int{cfg.ClientCore}, cfg.Exe, args...)
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	var stderr lockedBuffer

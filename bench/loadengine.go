@@ -29,7 +29,15 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 		return res, fmt.Errorf("bench runtime-client load: starting the engine: %w", err)
 	}
 	defer eng.Close()
-	client, err := zr.Dial("udp", cfg.Addr, zr.WithEngine(eng))
+	dialOpts := []zr.ClientOption{zr.WithEngine(eng)}
+	if cfg.Identity != "" {
+		sealer, err := engineSealer(cfg.Identity)
+		if err != nil {
+			return res, err
+		}
+		dialOpts = append(dialOpts, zr.WithClientSealer(sealer))
+	}
+	client, err := zr.Dial("udp", cfg.Addr, dialOpts...)
 	if err != nil {
 		return res, fmt.Errorf("bench runtime-client load: dialling %s: %w", cfg.Addr, err)
 	}

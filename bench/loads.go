@@ -89,7 +89,7 @@ func loadsFor(name, serverLoad string, selected []string) []string {
 	}
 	var out []string
 	for _, l := range selected {
-		if l == LoadEngine && !contains(EngineLoadVariants, name) {
+		if l == LoadEngine && !contains(EngineLoadVariants, name) || !sealedOnlyLoad(name, l) {
 			continue
 		}
 		out = append(out, l)

@@ -20,8 +20,10 @@ import (
 // they are gone).
 //
 // Version 1 was the private program of one server (no meta map); version 2
-// is the shared program with slots, heartbeats and per-slot counters.
-const ABIVersion = 2
+// is the shared program with slots, heartbeats and per-slot counters;
+// version 3 adds the service flag ServiceRequireSealed and its counter
+// (UnsealedDropped).
+const ABIVersion = 3
 
 // The program's fixed dimensions (ZH_MAX_QUEUES and ZH_MAX_SLOTS in
 // steer.c). The XSKMAP index of a socket is slot*MaxQueues + queue.

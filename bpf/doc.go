@@ -19,6 +19,10 @@
 //     queue → XDP_PASS, NoSocket; a server that stopped heartbeating →
 //     XDP_PASS, Stale; longer than the service's MaxLen → XDP_PASS,
 //     Oversize. Each of these is also counted per server (SlotCounters);
+//   - for a service flagged ServiceRequireSealed (a server requiring
+//     sealed frames), a GWIR REQUEST without the SEALED flag → XDP_DROP,
+//     counted as UnsealedDropped, before any of the above reaches a
+//     socket;
 //   - anything else (ARP, ICMP, TCP, other ports, truncated frames) →
 //     XDP_PASS, so the kernel keeps working; truncated frames also count as
 //     Malformed.

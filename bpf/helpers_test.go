@@ -134,6 +134,7 @@ func (c Counters) sub(o Counters) Counters {
 		ACLDropped: c.ACLDropped - o.ACLDropped, Malformed: c.Malformed - o.Malformed,
 		NoSocket: c.NoSocket - o.NoSocket, LossDropped: c.LossDropped - o.LossDropped,
 		Stale: c.Stale - o.Stale, Fragment: c.Fragment - o.Fragment, Oversize: c.Oversize - o.Oversize,
+		UnsealedDropped: c.UnsealedDropped - o.UnsealedDropped,
 	}
 }
 
@@ -145,7 +146,8 @@ func checkDelta(t *testing.T, before, after Counters, want Counters) {
 	d := after.sub(before)
 	if d.Redirected != want.Redirected || d.ACLDropped != want.ACLDropped || d.Malformed != want.Malformed ||
 		d.NoSocket != want.NoSocket || d.LossDropped != want.LossDropped || d.Stale != want.Stale ||
-		d.Fragment != want.Fragment || d.Oversize != want.Oversize || d.Seen < want.Seen || d.Passed < want.Passed {
+		d.Fragment != want.Fragment || d.Oversize != want.Oversize || d.UnsealedDropped != want.UnsealedDropped ||
+		d.Seen < want.Seen || d.Passed < want.Passed {
 		t.Fatalf("counters moved by %+v, want %+v (Seen and Passed at least)", d, want)
 	}
 }

@@ -51,6 +51,12 @@ const (
 	// ServicePassToKernel matches the service (counted, subject to the loss
 	// knob) but hands its packets to the kernel instead of an XSK socket.
 	ServicePassToKernel ServiceFlags = 0x1
+	// ServiceRequireSealed drops, in the program, every GWIR REQUEST to
+	// the service that does not have the SEALED flag (a server that
+	// requires sealed frames, runtime.SealStrict), counted as
+	// UnsealedDropped: no socket, loop or handler sees it. PINGs and
+	// anything that is not GWIR v1 are steered as usual.
+	ServiceRequireSealed ServiceFlags = 0x2
 )
 
 // Service is a UDP destination steered to the AF_XDP socket that its
@@ -78,8 +84,8 @@ type Service struct {
 
 // Counters are the program's packet counters summed over all CPUs. Every
 // packet the program saw ends in exactly one of Redirected, Passed,
-// ACLDropped and LossDropped; Malformed, NoSocket, Stale, Fragment and
-// Oversize are parts of Passed.
+// ACLDropped, LossDropped and UnsealedDropped; Malformed, NoSocket, Stale,
+// Fragment and Oversize are parts of Passed.
 type Counters struct {
 	Seen        uint64 // every packet the program ran on
 	Redirected  uint64 // handed to an AF_XDP socket
@@ -91,6 +97,9 @@ type Counters struct {
 	Stale       uint64 // a service whose server is gone or hung (passed)
 	Fragment    uint64 // an IP fragment of a UDP datagram (passed; the kernel reassembles)
 	Oversize    uint64 // longer than the service's MaxLen (passed)
+	// UnsealedDropped: an unsealed GWIR REQUEST to a service that
+	// requires sealed frames (ServiceRequireSealed), dropped.
+	UnsealedDropped uint64
 }
 
 // SlotCounters count, for one server (slot), what its services got: the
@@ -129,6 +138,7 @@ const (
 	counterStale
 	counterFragment
 	counterOversize
+	counterUnsealedDropped
 	counterCount
 )
 
@@ -138,7 +148,7 @@ const (
 	v4MappedBits  = 96
 	aclAddrBits   = 128
 	aclPrefixMax  = aclPortBits + aclAddrBits
-	serviceFlagOK = ServicePassToKernel
+	serviceFlagOK = ServicePassToKernel | ServiceRequireSealed
 )
 
 // Maps is a handle on the maps of one interface's steering program: the
@@ -420,16 +430,17 @@ func (m *Maps) Counters() (Counters, error) {
 	var c Counters
 	err := m.use("read counters", func() error {
 		fields := [counterCount]*uint64{
-			counterSeen:        &c.Seen,
-			counterRedirected:  &c.Redirected,
-			counterPassed:      &c.Passed,
-			counterACLDropped:  &c.ACLDropped,
-			counterMalformed:   &c.Malformed,
-			counterNoSocket:    &c.NoSocket,
-			counterLossDropped: &c.LossDropped,
-			counterStale:       &c.Stale,
-			counterFragment:    &c.Fragment,
-			counterOversize:    &c.Oversize,
+			counterSeen:            &c.Seen,
+			counterRedirected:      &c.Redirected,
+			counterPassed:          &c.Passed,
+			counterACLDropped:      &c.ACLDropped,
+			counterMalformed:       &c.Malformed,
+			counterNoSocket:        &c.NoSocket,
+			counterLossDropped:     &c.LossDropped,
+			counterStale:           &c.Stale,
+			counterFragment:        &c.Fragment,
+			counterOversize:        &c.Oversize,
+			counterUnsealedDropped: &c.UnsealedDropped,
 		}
 		var perCPU []uint64
 		for index, field := range fields {

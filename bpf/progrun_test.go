@@ -276,3 +276,56 @@ func TestStaleAndOversizeByTestRun(t *testing.T) {
 		t.Fatalf("Services after a heartbeat: %+v; want both live", svcs)
 	}
 }
+
+// A service flagged ServiceRequireSealed: the program drops an unsealed
+// GWIR REQUEST (IPv4 and IPv6, in VLANs), counted as UnsealedDropped, and
+// lets through a sealed one, a PING, a frame too short for a GWIR header
+// and one that is not GWIR (the runtime answers or drops those). The same
+// unsealed request to a service without the flag goes on.
+func TestRequireSealedByTestRun(t *testing.T) {
+	p := loadOffline(t)
+	if err := p.AddService(Service{Port: 7004, Flags: ServiceRequireSealed}); err != nil {
+		t.Fatal(err)
+	}
+	gwir := func(kind byte, flags uint16) []byte {
+		h := make([]byte, 24)
+		copy(h, "GWIR")
+		h[4], h[7] = 1, kind
+		binary.BigEndian.PutUint32(h[16:], 0x3ee5deec)
+		binary.BigEndian.PutUint16(h[22:], flags)
+		return h
+	}
+	const request, ping, sealed, ext = 1, 3, 0x4, 0x2
+	unsealed := gwir(request, ext)
+	notGWIR := append([]byte("HTTP"), make([]byte, 20)...)
+	cases := []struct {
+		name  string
+		frame []byte
+		want  uint32
+		moved Counters
+	}{
+		{"unsealed request", frame{dport: 7004, payload: unsealed}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, UnsealedDropped: 1}},
+		{"unsealed request, IPv6 in a VLAN", frame{dport: 7004, v6: true, vlans: []uint16{5}, payload: unsealed}.build(t, offlineLink), xdpDrop, Counters{Seen: 1, UnsealedDropped: 1}},
+		{"sealed request", frame{dport: 7004, payload: append(gwir(request, sealed|ext), make([]byte, 28)...)}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1, NoSocket: 1}},
+		{"PING", frame{dport: 7004, payload: gwir(ping, 0)}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1, NoSocket: 1}},
+		{"shorter than a header", frame{dport: 7004, payload: unsealed[:23]}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1, NoSocket: 1}},
+		{"not GWIR", frame{dport: 7004, payload: notGWIR}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1, NoSocket: 1}},
+		{"unsealed request, service without the flag", frame{dport: 7000, payload: unsealed}.build(t, offlineLink), xdpPass, Counters{Seen: 1, Passed: 1, NoSocket: 1}},
+	}
+	for _, c := range cases {
+		if err := p.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+		before := counters(t, p.Maps)
+		got, err := p.prog.Run(&ebpf.RunOptions{Data: c.frame})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
+		}
+		if d := counters(t, p.Maps).sub(before); d != c.moved {
+			t.Errorf("%s: counters moved by %+v, want %+v", c.name, d, c.moved)
+		}
+	}
+}

@@ -28,7 +28,7 @@
 // Version of everything a joining server relies on: the maps, their key
 // and value layouts, the meaning of each field and counter. bpf/abi.go
 // holds the same number; a server refuses to join a program of another.
-#define ZH_ABI 2
+#define ZH_ABI 3
 #define ZH_MAGIC 0x5a484f50 // "ZHOP"
 
 // An XSKMAP index is slot * ZH_MAX_QUEUES + rx queue.
@@ -36,8 +36,8 @@
 #define ZH_MAX_SLOTS 64
 
 // Indexes of the per-CPU counters. Every packet lands in exactly one of
-// REDIRECTED, PASSED, ACL_DROPPED and LOSS_DROPPED; MALFORMED, NO_SOCKET,
-// STALE, FRAGMENT and OVERSIZE are subsets of PASSED.
+// REDIRECTED, PASSED, ACL_DROPPED, LOSS_DROPPED and UNSEALED_DROPPED;
+// MALFORMED, NO_SOCKET, STALE, FRAGMENT and OVERSIZE are subsets of PASSED.
 enum counter {
 	COUNTER_SEEN = 0,
 	COUNTER_REDIRECTED,
@@ -49,6 +49,7 @@ enum counter {
 	COUNTER_STALE,
 	COUNTER_FRAGMENT,
 	COUNTER_OVERSIZE,
+	COUNTER_UNSEALED_DROPPED,
 	COUNTER_MAX,
 };
 
@@ -69,6 +70,16 @@ enum acl_action {
 // Service flag: the service is matched (counted, subject to the loss knob)
 // but handed to the kernel instead of an AF_XDP socket.
 #define SERVICE_FLAG_PASS 0x1
+// Service flag: the server requires sealed frames (strict mode): a GWIR
+// REQUEST without the SEALED flag is dropped here, before any socket,
+// and counted as UNSEALED_DROPPED. PING and everything not GWIR v1 go on
+// as usual.
+#define SERVICE_FLAG_REQUIRE_SEALED 0x2
+
+// The bytes of a GWIR header the program reads (docs/protocol.md).
+#define GWIR_HEADER_LEN 24
+#define GWIR_KIND_REQUEST 1
+#define GWIR_FLAG_SEALED 0x04 // flag bit 2, in the low byte (offset 23)
 
 // Key of the ACL trie. The prefix covers the destination port first (all
 // 16 bits for a port rule, the port is 0 for an any-port rule) and then
@@ -417,6 +428,15 @@ int zerohop_steer(struct xdp_md *ctx)
 		__u64 seq = __sync_fetch_and_add(&set->seq, 1) + 1;
 		if (seq % set->loss_every_n == 0) {
 			count(COUNTER_LOSS_DROPPED);
+			return XDP_DROP;
+		}
+	}
+
+	if (svc->flags & SERVICE_FLAG_REQUIRE_SEALED) {
+		__u8 *gwir = (void *)(udp + 1);
+		if ((void *)(gwir + GWIR_HEADER_LEN) <= data_end && gwir[0] == 'G' && gwir[1] == 'W' && gwir[2] == 'I' &&
+		    gwir[3] == 'R' && gwir[4] == 1 && gwir[7] == GWIR_KIND_REQUEST && !(gwir[23] & GWIR_FLAG_SEALED)) {
+			count(COUNTER_UNSEALED_DROPPED);
 			return XDP_DROP;
 		}
 	}

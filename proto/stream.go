@@ -40,7 +40,8 @@ type Stream struct {
 	pending  int    // total size of the frame in buf, once its header is in; else 0
 	in       []byte // the unconsumed rest of the last chunk fed
 	buffered int
-	err      error // sticky
+	err      error  // sticky
+	last     []byte // the whole frame the last Next returned, for Raw
 }
 
 // ErrStreamBusy: Feed was called before Next consumed the previous chunk.
@@ -86,6 +87,7 @@ func (s *Stream) Next() (Frame, error) {
 			if len(s.in) >= size {
 				f := s.in[:size:size]
 				s.in = s.in[size:]
+				s.last = f
 				return Parse(f)
 			}
 			s.pending = size
@@ -114,8 +116,15 @@ func (s *Stream) Next() (Frame, error) {
 	}
 	f := s.buf[:s.pending:s.pending]
 	s.buffered, s.pending = 0, 0
+	s.last = f
 	return Parse(f)
 }
+
+// Raw returns the whole frame the last Next returned, as received,
+// whatever Parse made of it: where Next gives a sealed frame's header view
+// (ErrSealed), the receiver that holds its keys opens Raw in place. It is
+// valid exactly as long as that frame, and nil before the first frame.
+func (s *Stream) Raw() []byte { return s.last }
 
 // fill moves input into buf until it holds want bytes or the chunk is used up.
 func (s *Stream) fill(want int) {

@@ -2,6 +2,7 @@ package proto_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -222,5 +223,44 @@ func TestStreamReaderNoProgress(t *testing.T) {
 	sr := proto.NewStreamReader(emptyReader{}, make([]byte, 100), make([]byte, 100))
 	if _, err := sr.Next(); err != io.ErrNoProgress {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestStreamRawSealed: for a sealed frame Next gives the header view and
+// proto.ErrSealed (as Parse does); Raw gives the whole frame as received, in
+// the chunk or straddling two.
+func TestStreamRawSealed(t *testing.T) {
+	plain, err := proto.EncodeRequest(make([]byte, 64), 9, proto.MethodID("kv.Store/Get"), 0, []byte{8, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A frame with SEALED and room for the seal prefix and tag (the
+	// ciphertext is not looked at here).
+	sealed := make([]byte, len(plain)+proto.SealedOverhead)
+	copy(sealed, plain[:proto.HeaderLen])
+	binary.BigEndian.PutUint16(sealed[5:], uint16(len(sealed)-proto.HeaderLen))
+	binary.BigEndian.PutUint16(sealed[22:], uint16(proto.FlagSealed))
+	proto.PutSealPrefix(sealed, 0x100001, 0, 5)
+	stream := append(append([]byte(nil), plain...), sealed...)
+	for _, cut := range []int{len(stream), len(plain) + 10} {
+		s := proto.NewStream(make([]byte, 256))
+		var raws [][]byte
+		var errs []error
+		for _, chunk := range [][]byte{stream[:cut], stream[cut:]} {
+			s.Feed(chunk)
+			for {
+				f, err := s.Next()
+				if f == nil && err == nil {
+					break
+				}
+				raws, errs = append(raws, append([]byte(nil), s.Raw()...)), append(errs, err)
+			}
+		}
+		if len(raws) != 2 || errs[0] != nil || !errors.Is(errs[1], proto.ErrSealed) {
+			t.Fatalf("cut %d: %d frames, errors %v", cut, len(raws), errs)
+		}
+		if !bytes.Equal(raws[0], plain) || !bytes.Equal(raws[1], sealed) {
+			t.Fatalf("cut %d: Raw gave % x and % x", cut, raws[0], raws[1])
+		}
 	}
 }

@@ -87,7 +87,8 @@ func (s *Server) openXSK() error {
 		return errors.New(`the AF_XDP backend is not linked into this program: import _ "github.com/zerohop/zerohop/runtime/xdp"`)
 	}
 	path, err := xskhook.Open(xskhook.Request{Iface: iface, Addr: s.addr, Queues: s.cfg.queues, Cores: s.cfg.cores,
-		Frames: s.cfg.frames, PinMaps: s.cfg.pinMaps, ReusePort: s.cfg.reusePort, KeepMapped: s.cfg.poison, Logger: s.cfg.logger})
+		Frames: s.cfg.frames, PinMaps: s.cfg.pinMaps, ReusePort: s.cfg.reusePort, KeepMapped: s.cfg.poison, Logger: s.cfg.logger,
+		RequireSealed: s.cfg.sealer != nil && s.cfg.sealer.Mode() == SealStrict})
 	if err != nil {
 		return err
 	}
@@ -203,6 +204,7 @@ func (s *Server) openSockets() (err error) {
 			l.Add(t)
 		}
 	}
+	s.installSealer()
 	return nil
 }
 

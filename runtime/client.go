@@ -34,6 +34,7 @@ type Client struct {
 	svc    *service  // the service of a Client from DialService
 	cfg    clientConfig
 	caller []byte
+	seal   *clientSealing // WithClientSealer's halves on the engine's loops
 
 	calls sync.Pool // *Call, reset
 
@@ -86,6 +87,8 @@ type Call struct {
 	sc        *SubConn        // the picked endpoint of a DialService call
 	prevEp    *endpoint       // the endpoint a failed-over call went to before
 	pick      PickInfo
+	seal      ClientLoopSealer // the call's loop's sealer half; nil for a clear call
+	sealBuf   []byte           // where each copy is sealed (kept across reuses)
 
 	// Owned by the loop while the call is in flight.
 	sending     int          // SEND operations not completed yet
@@ -118,6 +121,11 @@ type ClientStats struct {
 	TooLarge    uint64 // replies larger than the receive buffers
 	SocketErrs  uint64 // errors the socket reported (ICMP unreachable …)
 	Timeouts    uint64 // calls that got no reply after their last copy
+	// Unsealed counts clear replies to sealed calls (WithClientSealer),
+	// ignored: anyone who can send to the client can forge one. Unopened
+	// counts sealed replies the sealer refused (forged, replayed,
+	// altered), ignored too; the sealer keeps why.
+	Unsealed, Unopened uint64
 	// InFlight is the number of calls waiting for a reply now; SRTT and
 	// RTTVar the endpoint's smoothed round-trip time and its variation
 	// (0 before the first sample).
@@ -152,6 +160,12 @@ func Dial(network, address string, opts ...ClientOption) (*Client, error) {
 		return nil, fmt.Errorf("runtime: dial %s %s: %w", network, address, err)
 	}
 	c := &Client{eng: eng, ep: ep, cfg: cfg}
+	if cfg.sealer != nil {
+		if c.seal, err = eng.sealing(cfg.sealer); err != nil {
+			eng.release(ep)
+			return nil, fmt.Errorf("runtime: dial %s %s: %w", network, address, err)
+		}
+	}
 	if cfg.caller != "" {
 		c.caller = []byte(cfg.caller)
 	}
@@ -221,6 +235,8 @@ func (c *Client) Stats() ClientStats {
 		st.TooLarge += e.TooLarge
 		st.SocketErrs += e.SocketErrs
 		st.Timeouts += e.Timeouts
+		st.Unsealed += e.Unsealed
+		st.Unopened += e.Unopened
 		st.InFlight += e.InFlight
 		st.SRTT = max(st.SRTT, e.SRTT)
 		st.RTTVar = max(st.RTTVar, e.RTTVar)
@@ -520,6 +536,7 @@ func (c *Client) putCall(call *Call) {
 	call.direct.Store(directNone)
 	call.ep, call.sc, call.prevEp, call.pick = nil, nil, nil, PickInfo{}
 	call.traceCtx = nil
+	call.seal = nil
 	c.calls.Put(call)
 }
 
@@ -546,7 +563,12 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 		call.deadline = d
 	}
 	ep := call.ep
-	if limit := ep.maxPayload(); len(payload) > limit {
+	sealed := c.seal != nil && kind != proto.KindPing
+	limit := ep.maxPayload()
+	if sealed {
+		limit -= c.seal.overhead
+	}
+	if len(payload) > limit {
 		return c.callError(method, 0, fmt.Errorf("payload of %d bytes over the %d a %s frame carries: %w",
 			len(payload), limit, ep.transport(), proto.ErrPayloadTooLarge))
 	}
@@ -597,6 +619,17 @@ func (call *Call) prepare(ctx context.Context, kind proto.Kind, oneway bool, met
 		return c.callError(method, 0, err)
 	}
 	call.frame = f
+	if sealed {
+		// On the caller's goroutine: the handshake, when there is no live
+		// session with the server yet, may take a round trip or more.
+		if err := c.seal.s.Prepare(ctx, ep.key.addr); err != nil {
+			return c.callError(method, 0, fmt.Errorf("sealing: %w", err))
+		}
+		call.seal = c.seal.loops[ep.loop.idx]
+		if need := len(f) + c.seal.overhead; cap(call.sealBuf) < need {
+			call.sealBuf = make([]byte, 0, max(need, 512))
+		}
+	}
 	return nil
 }
 

@@ -40,6 +40,8 @@ type endpoint struct {
 	tooLarge      atomic.Uint64
 	socketErrs    atomic.Uint64
 	timeouts      atomic.Uint64
+	unsealed      atomic.Uint64
+	unopened      atomic.Uint64
 
 	tcp *tcpClientConn // the stream transport's connection, loop-owned
 
@@ -76,6 +78,7 @@ func (ep *endpoint) stats() ClientStats {
 		Requests: ep.requests.Load(), Retransmits: ep.retransmits.Load(), Replies: ep.replies.Load(),
 		Duplicates: ep.duplicates.Load(), Malformed: ep.malformed.Load(), TooLarge: ep.tooLarge.Load(),
 		SocketErrs: ep.socketErrs.Load(), Timeouts: ep.timeouts.Load(), InFlight: ep.inflight.Load(),
+		Unsealed: ep.unsealed.Load(), Unopened: ep.unopened.Load(),
 		SRTT: time.Duration(ep.srttNs.Load()), RTTVar: time.Duration(ep.rttvarNs.Load()),
 	}
 }
@@ -214,7 +217,17 @@ func (cl *clientLoop) startCall(call *Call) bool {
 		if !ep.key.addr.Addr().Is4() {
 			fd = cl.src.fd6
 		}
-		if err := sendto(fd, call.frame, ep.name); err != nil {
+		data, err := []byte(call.frame), error(nil)
+		if call.seal != nil {
+			// The loop's own half is the loop's: the caller seals with the
+			// engine's callers' half, under its lock. The loop does not
+			// touch sealBuf while the copy is directPending.
+			data, err = call.client.seal.sealDirect(call.sealBuf[:0], call.frame, ep.key.addr)
+		}
+		if err == nil {
+			err = sendto(fd, data, ep.name)
+		}
+		if err != nil {
 			call.direct.Store(directFailed)
 			cl.enqueue(loopOp{kind: opResend, id: call.id})
 		} else {
@@ -556,22 +569,26 @@ func (s *clientSource) start(call *Call, now int64) {
 // in flight: false when it ended (its deadline had passed), after which
 // the call may already be its caller's again and must not be touched.
 func (s *clientSource) transmit(call *Call, now int64) bool {
+	var left time.Duration
 	if !call.deadline.IsZero() {
-		left := time.Until(call.deadline)
-		if left <= 0 {
+		if left = time.Until(call.deadline); left <= 0 {
 			s.giveUp(call, errDeadline)
 			return false
 		}
-		call.frame.SetDeadline(left)
-	}
-	if call.attempts > 0 {
-		call.frame.SetAttempt(uint8(min(call.attempts, 255)))
 	}
 	call.attempts++
 	call.sentNs = now
 	call.dueNs = now + call.rtoNs
 	if !call.deadline.IsZero() {
-		call.dueNs = min(call.dueNs, now+int64(time.Until(call.deadline))+1)
+		call.dueNs = min(call.dueNs, now+int64(left)+1)
+	}
+	if call.direct.Load() == directPending || (call.seal != nil && call.sending > 0) {
+		// The last copy is still being sent from the bytes this one would
+		// be written into (the caller's own first copy, or a sealed copy
+		// whose SENDMSG has not completed): wait for it, as for a slot.
+		s.waitSend = append(s.waitSend, call)
+		call.waitingSlot = true
+		return true
 	}
 	slot, ok := s.send.Get()
 	if !ok {
@@ -579,11 +596,27 @@ func (s *clientSource) transmit(call *Call, now int64) bool {
 		call.waitingSlot = true
 		return true
 	}
+	if !call.deadline.IsZero() {
+		call.frame.SetDeadline(left)
+	}
+	if call.attempts > 1 {
+		call.frame.SetAttempt(uint8(min(call.attempts-1, 255)))
+	}
+	data := []byte(call.frame)
+	if call.seal != nil {
+		sealed, err := call.seal.SealRequest(call.sealBuf[:0], call.frame, call.ep.key.addr)
+		if err != nil {
+			s.send.Put(slot)
+			s.giveUp(call, fmt.Errorf("sealing the request: %w", err))
+			return false
+		}
+		data = sealed
+	}
 	fd := s.fd4
 	if !call.ep.key.addr.Addr().Is4() {
 		fd = s.fd6
 	}
-	if err := s.send.Send(s.l.Ring(), fd, slot, call.frame, call.ep.key.addr, s.tag.With(cudSend|uint64(slot))); err != nil {
+	if err := s.send.Send(s.l.Ring(), fd, slot, data, call.ep.key.addr, s.tag.With(cudSend|uint64(slot))); err != nil {
 		s.send.Put(slot)
 		s.waitSend = append(s.waitSend, call)
 		call.waitingSlot = true
@@ -725,7 +758,8 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 	call.pick.Attempt++
 	call.pick.Failed = call.sc
 	sc, err := svc.pick(&call.pick)
-	if err != nil || sc == call.sc || sc.ep.loop != s.cl || sc.ep.key.tcp != call.ep.key.tcp {
+	if err != nil || sc == call.sc || sc.ep.loop != s.cl || sc.ep.key.tcp != call.ep.key.tcp ||
+		(call.seal != nil && !call.seal.HasSession(sc.ep.key.addr)) {
 		call.pick.Attempt--
 		return false
 	}
@@ -929,21 +963,65 @@ func (s *clientSource) onDatagram(d *sockpath.Datagram) {
 		return
 	}
 	f, err := proto.Parse(d.Payload)
+	if isSealed(err) {
+		s.onSealed(ep, d.Payload, d.Peer)
+		return
+	}
 	if err != nil {
 		ep.malformed.Add(1)
 		return
 	}
-	s.onReply(ep, f)
+	s.onReply(ep, f, false)
 }
 
-// onReply completes the call f answers.
-func (s *clientSource) onReply(ep *endpoint, f proto.Frame) {
+// isSealed reports whether err is Parse's verdict on a sealed frame.
+func isSealed(err error) bool {
+	pe, ok := err.(proto.Error)
+	return ok && pe.Reason() == proto.ErrSealed
+}
+
+// onSealed opens a sealed reply from ep (received from from) with the
+// sealer of the call its clear request id names, and completes the call.
+// Nothing of it is believed before it opens.
+func (s *clientSource) onSealed(ep *endpoint, p []byte, from netip.AddrPort) {
+	id := binary.BigEndian.Uint64(p[8:16]) // Parse checked the header
+	call := s.calls[id]
+	if call == nil && s.takeOps() {
+		call = s.calls[id] // as in onDatagram
+	}
+	if call == nil || call.finished || call.seal == nil {
+		ep.duplicates.Add(1) // late, or for a call that was not sealed: nothing to open it with
+		return
+	}
+	plain, _, err := call.seal.OpenReply(p, from)
+	if err != nil {
+		ep.unopened.Add(1)
+		return
+	}
+	f, err := proto.Parse(plain)
+	if err != nil {
+		ep.malformed.Add(1)
+		return
+	}
+	s.onReply(ep, f, true)
+}
+
+// onReply completes the call f answers; sealed says whether f came
+// sealed (and opened).
+func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 	call := s.calls[f.RequestID()]
 	if call == nil && s.takeOps() {
 		call = s.calls[f.RequestID()] // as in onDatagram
 	}
 	if call == nil || call.finished || (call.ep != ep && call.prevEp != ep) {
 		ep.duplicates.Add(1)
+		return
+	}
+	if call.seal != nil && !sealed {
+		// Anyone can forge a clear reply (a BAD_FRAME from a server
+		// without a sealer included): only a sealed one completes a
+		// sealed call.
+		ep.unsealed.Add(1)
 		return
 	}
 	want := proto.KindResponse

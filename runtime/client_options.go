@@ -17,6 +17,7 @@ type clientConfig struct {
 	interceptors []Interceptor
 	tracer       CallTracer
 	engine       *Engine
+	sealer       ClientSealer
 
 	// DialService only.
 	resolver       ResolverBuilder

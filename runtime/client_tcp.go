@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/zerohop/zerohop/internal/leak"
@@ -89,7 +90,18 @@ func (t *tcpClients) send(call *Call, now int64) {
 	call.attempts = 1
 	call.sentNs = now
 	call.dueNs = now + call.rtoNs
-	conn.pending = append(conn.pending, call.frame...)
+	if call.seal != nil {
+		n := len(conn.pending)
+		conn.pending = slices.Grow(conn.pending, len(call.frame)+call.client.seal.overhead)
+		sealed, err := call.seal.SealRequest(conn.pending[n:n], call.frame, ep.key.addr)
+		if err != nil {
+			s.giveUp(call, fmt.Errorf("sealing the request: %w", err))
+			return
+		}
+		conn.pending = conn.pending[:n+len(sealed)]
+	} else {
+		conn.pending = append(conn.pending, call.frame...)
+	}
 	s.timers.push(call)
 	t.process(conn)
 }
@@ -205,6 +217,10 @@ func (t *tcpClients) process(conn *tcpClientConn) {
 			conn.chunk = -1
 			break
 		}
+		if isSealed(err) {
+			s.onSealed(conn.ep, conn.stream.Raw(), conn.ep.key.addr)
+			continue
+		}
 		if err != nil {
 			conn.ep.malformed.Add(1)
 			if errors.Is(err, proto.ErrMagic) || errors.Is(err, proto.ErrVersion) || errors.Is(err, proto.ErrFrameTooLarge) {
@@ -213,7 +229,7 @@ func (t *tcpClients) process(conn *tcpClientConn) {
 			}
 			continue
 		}
-		s.onReply(conn.ep, f)
+		s.onReply(conn.ep, f, false)
 	}
 	if !conn.connected {
 		return

@@ -68,6 +68,14 @@
 // method); a full worker pool OVERLOADED. PING is answered PONG, status 1
 // while draining.
 //
+// Sealed frames (WithSealer on a server, WithClientSealer on a Client;
+// sealer.go): a sealer the mesh provides (mesh/identity) authenticates
+// and encrypts frames in place; a sealed request is opened before
+// dispatch and carries its peer's identity (Request.Identity), its reply
+// is sealed in the reply buffer, a frame that does not open is dropped
+// (Dropped["sealed"]) and never answered, and a strict server answers
+// unsealed requests DENIED before any handler.
+//
 // Shutdown withdraws the server's registration (WithRegistry), stops the
 // port's AF_XDP steering (its datagrams then reach the same loops through
 // the kernel sockets) and drains: PINGs say draining, new requests get

@@ -34,6 +34,7 @@ type Engine struct {
 
 	mu        sync.Mutex
 	endpoints map[tableKey]*endpoint
+	sealers   map[ClientSealer]*clientSealing // WithClientSealer's halves on this engine's loops
 	closed    bool
 }
 

@@ -66,6 +66,7 @@ type config struct {
 	admission     []Middleware
 	registry      Registry
 	service       string
+	sealer        ServerSealer
 }
 
 // DefaultBusyPoll is how long a loop spins after its last packet before it

@@ -36,6 +36,17 @@ func (r *Request) Method() string { return r.e().Method() }
 // dual-stack socket as plain IPv4).
 func (r *Request) Peer() netip.AddrPort { return r.e().Peer() }
 
+// Identity is the authenticated identity (a SPIFFE ID) of the peer that
+// sealed the request, "" when it came unsealed (WithSealer; a permissive
+// server serves those). Unlike Caller it can be trusted: the sealer
+// checked it in a handshake and every sealed frame proves it. It does not
+// allocate.
+func (r *Request) Identity() string { return r.e().Identity() }
+
+// Sealed reports whether the request came sealed (and its reply goes out
+// sealed).
+func (r *Request) Sealed() bool { return r.e().Sealed() }
+
 // Queue is the RX queue (AF_XDP) or loop index (kernel sockets) that
 // received the request.
 func (r *Request) Queue() int { return r.e().Queue() }

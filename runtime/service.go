@@ -45,6 +45,11 @@ func DialService(name string, opts ...ClientOption) (*Client, error) {
 		}
 	}
 	c := &Client{eng: eng, cfg: cfg}
+	if cfg.sealer != nil {
+		if c.seal, err = eng.sealing(cfg.sealer); err != nil {
+			return nil, fmt.Errorf("runtime: DialService %s: %w", name, err)
+		}
+	}
 	if cfg.caller != "" {
 		c.caller = []byte(cfg.caller)
 	}

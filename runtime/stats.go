@@ -37,6 +37,11 @@ type LoopStats struct {
 	// PartialChecksum the AF_XDP datagrams accepted with only the
 	// pseudo-header sum in their checksum (a local peer's TX offload).
 	Kicks, FillRingEmpty, Rearms, PartialChecksum uint64
+	// Sealed counts sealed requests opened (WithSealer), Unsealed the
+	// unsealed requests a permissive sealer let through, UnsealedDenied
+	// those a strict one answered DENIED. Sealed frames that did not open
+	// are Dropped["sealed"]; the sealer keeps why.
+	Sealed, Unsealed, UnsealedDenied uint64
 	// Dropped counts datagrams dropped without a reply, by reason, and
 	// DroppedByPath the same by path ("xsk", "udp", "tcp") and reason.
 	Dropped       map[string]uint64
@@ -126,6 +131,9 @@ func (t *LoopStats) addSnapshot(s *engine.LoopSnapshot) {
 	t.Kicks += s.Kicks
 	t.Rearms += s.Rearms
 	t.PartialChecksum += s.PartialChecksum
+	t.Sealed += s.Sealed
+	t.Unsealed += s.Unsealed
+	t.UnsealedDenied += s.UnsealedDenied
 	for p := engine.Path(0); p < engine.NumPaths; p++ {
 		t.Served[p.String()] += s.Served[p]
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"strconv"
@@ -26,6 +27,7 @@ func init() {
 func runCall(args []string) int { return callCommand(context.Background(), os.Stdout, os.Stderr, args) }
 
 const callUsage = `usage: zerohop call --addr IP:PORT METHOD [--hex PAYLOAD | --field N[:TYPE]=VALUE ...] [--timeout D]
+                    [--identity DIR [--allow SPIFFE_GLOB,...] [--handshake-port N]]
 
 Sends one GWIR request for METHOD ("pkg.Service/Method"), retransmitting
 until a reply or --timeout, and prints the reply's status and payload
@@ -43,6 +45,9 @@ e.g. --field 1=42 --field 2:string=hello --field 6:double=3.14. A value
 that does not parse as its type is refused. Fields are sent in the order
 given.
 
+With --identity the call is sealed: a handshake proves both sides'
+SPIFFE identities first (docs/identity.md).
+
 Exit status: 0 for an OK reply, 1 for another status or no reply, 2 for
 bad flags, 128+N when interrupted by signal N.`
 
@@ -59,6 +64,7 @@ func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int 
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
 	var fields fieldFlags
 	fs.Var(&fields, "field", "payload field N=INTEGER or N:TYPE=VALUE (repeatable)")
+	idf := addIdentityFlags(fs.FlagSet, false) // --identity, --allow, --handshake-port (sealing.go)
 	// Flags may come before and after METHOD.
 	var positional []string
 	for {
@@ -81,6 +87,9 @@ func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int 
 	case *timeout <= 0:
 		return fs.usageError(errOut, "--timeout %v: must be positive, e.g. --timeout 2s", *timeout)
 	}
+	if err := idf.check(false); err != nil {
+		return fs.usageError(errOut, "%v", err)
+	}
 	method := positional[0]
 	var payload []byte
 	if *hexPayload != "" {
@@ -100,7 +109,15 @@ func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int 
 
 	sig := signalContext(ctx)
 	defer sig.stop()
-	client, err := runtime.Dial("udp", *addr)
+	var dialOpts []runtime.ClientOption
+	sealOpt, err := idf.clientOption(slog.New(slog.NewTextHandler(errOut, nil)))
+	if err != nil {
+		return fail(errOut, "call", err, nil)
+	}
+	if sealOpt != nil {
+		dialOpts = append(dialOpts, sealOpt)
+	}
+	client, err := runtime.Dial("udp", *addr, dialOpts...)
 	if err != nil {
 		return fail(errOut, "call", err, nil)
 	}

@@ -59,10 +59,16 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:0", "--trace-ratio", "0.5"}, want: "--trace-ratio needs --otlp"},
 			{args: []string{"--addr", "127.0.0.1:0", "--otlp", "http://127.0.0.1:9/v1/traces", "--trace-ratio", "2"}, want: "--trace-ratio 2"},
 			{args: []string{"--addr", "127.0.0.1:0", "--otlp", "127.0.0.1:4318"}, want: "--otlp"},
+			{args: []string{"--addr", "127.0.0.1:0", "--require-sealed"}, want: "--require-sealed needs --identity DIR"},
+			{args: []string{"--addr", "127.0.0.1:0", "--allow", "spiffe://td/*"}, want: "--allow needs --identity DIR"},
+			{args: []string{"--addr", "127.0.0.1:0", "--identity", "/nonexistent", "--allow", "spiffe://td/a/**/b"}, want: "--allow"},
+			{args: []string{"--addr", "127.0.0.1:0", "--identity", "/nonexistent", "--tcp"}, want: "--handshake-port"},
+			{args: []string{"--addr", "127.0.0.1:0", "--identity", "/nonexistent", "--handshake-port", "70000"}, want: "--handshake-port 70000"},
 		},
 		fail: []cliCase{
 			// TEST-NET-1: not an address of this machine, so bind fails.
 			{args: []string{"--addr", "192.0.2.1:7000", "--backend", "uring"}, want: "cannot assign requested address"},
+			{args: []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--identity", "/nonexistent/id"}, want: "--identity"},
 			{args: []string{"--addr", "0.0.0.0:7000", "--backend", "xsk"}, want: "--iface", notWant: "WithInterface"},
 			// The server starts; its --admin listener cannot bind, so it stops.
 			{args: []string{"--addr", "127.0.0.1:0", "--backend", "uring", "--admin", "192.0.2.1:9"}, want: "192.0.2.1:9"},
@@ -74,9 +80,11 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:9", "--field", "6=3.14", "m"}, want: "6:double=3.14"},
 			{args: []string{"--addr", "127.0.0.1:9", "--field", "6:int32=1e3", "m"}, want: "not a valid int32"},
 			{args: []string{"--addr", "127.0.0.1:9", "--timeout", "-1s", "m"}, want: "--timeout"},
+			{args: []string{"--addr", "127.0.0.1:9", "--handshake-port", "7001", "m"}, want: "--handshake-port needs --identity DIR"},
 		},
 		fail: []cliCase{
 			{args: []string{"--addr", "127.0.0.1:9", "--timeout", "300ms", "zerohop.Echo/Echo"}, want: "zerohop call: "},
+			{args: []string{"--addr", "127.0.0.1:9", "--identity", "/nonexistent/id", "zerohop.Echo/Echo"}, want: "--identity"},
 		}},
 	{cmd: "ping",
 		usage: []cliCase{

@@ -25,6 +25,7 @@ func runServe(args []string) int {
 
 const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
                      [--admin HOST:PORT|unix:PATH] [--otlp URL [--trace-ratio F]]
+                     [--identity DIR [--require-sealed] [--allow SPIFFE_GLOB,...] [--handshake-port N]]
 
 Serves the demo Echo service (zerohop.Echo/Echo, zerohop.Echo/Sum) until
 SIGINT, SIGTERM, SIGHUP or SIGPIPE, then drains and releases every socket,
@@ -56,6 +57,8 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
 	pf := addPolicyFlags(fs.FlagSet)     // --policy, --policy-watch, --shed, --policy-admin (servepolicy.go)
 	tel := addTelemetryFlags(fs.FlagSet) // --admin, --otlp, --trace-ratio (telemetry.go)
+	// Peer identity and sealed frames: --identity, --require-sealed, --allow, --handshake-port (sealing.go).
+	idf := addIdentityFlags(fs.FlagSet, true)
 	if code, done := fs.parse(args, stdout, logOut); done {
 		return code
 	}
@@ -117,6 +120,9 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	if err := tel.check(); err != nil {
 		return fs.usageError(logOut, "%v", err)
 	}
+	if err := idf.check(*tcp); err != nil {
+		return fs.usageError(logOut, "%v", err)
+	}
 	// Signals first: from here on, a signal ends the command cleanly.
 	sig := signalContext(ctx)
 	defer sig.stop()
@@ -125,6 +131,11 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 		return fs.usageError(logOut, "%v", err)
 	}
 	opts = append(opts, polOpts...)
+	sealing, sealOpts, err := idf.setup(log)
+	if err != nil {
+		return fail(logOut, "serve", err, serveFlags)
+	}
+	opts = append(opts, sealOpts...)
 	if opts, err = tel.serverOptions(opts); err != nil {
 		return fail(logOut, "serve", err, serveFlags)
 	}
@@ -151,6 +162,14 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 		return code
 	}
 	defer pol.stop()
+	if err := sealing.start(srv); err != nil {
+		code := fail(logOut, "serve", err, serveFlags)
+		srv.Shutdown(context.Background())
+		tel.closeTracer()
+		return code
+	}
+	defer sealing.stop() // after Shutdown: sealed calls in flight still get their replies
+	tel.sessions = sealing.sessions()
 	stopTelemetry, err := tel.start(srv, *iface, log)
 	if err != nil {
 		code := fail(logOut, "serve", err, serveFlags)

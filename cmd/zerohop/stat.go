@@ -26,7 +26,9 @@ func runStat(args []string) int { return stat(os.Stdout, os.Stderr, args) }
 const statUsage = `usage: zerohop stat [--admin ADDR] [--iface IFACE | --dir PINDIR] [--json]
 
 Shows what a running server's admin endpoint reports: loops, methods, drops,
-and the XDP counters, services and ACL rules of its interface. Without
+the XDP counters, services and ACL rules of its interface, and for a server
+with --identity its sealed-frame sessions (peer identity, key age, packets,
+replays rejected). Without
 --admin it finds the server's abstract socket in this network namespace (any
 mount namespace will do); with --iface and no endpoint to reach it reads the
 interface's XDP maps by id; --dir reads the maps a server started with
@@ -204,8 +206,8 @@ func printStat(out io.Writer, rep *telemetry.StatReport) {
 		}
 		c := x.Counters
 		fmt.Fprintf(w, "XDP packets\nseen\t%d\nredirected to AF_XDP\t%d\npassed to the kernel\t%d\n  of which malformed\t%d\n  of which no socket\t%d\n"+
-			"  of which stale server\t%d\n  of which fragments\t%d\n  of which oversize\t%d\nACL dropped\t%d\nloss knob dropped\t%d\n",
-			c.Seen, c.Redirected, c.Passed, c.Malformed, c.NoSocket, c.Stale, c.Fragment, c.Oversize, c.ACLDropped, c.LossDropped)
+			"  of which stale server\t%d\n  of which fragments\t%d\n  of which oversize\t%d\nACL dropped\t%d\nloss knob dropped\t%d\nunsealed dropped\t%d\n",
+			c.Seen, c.Redirected, c.Passed, c.Malformed, c.NoSocket, c.Stale, c.Fragment, c.Oversize, c.ACLDropped, c.LossDropped, c.UnsealedDropped)
 		fmt.Fprintln(w, "\nservers\tslot\tpid\tqueues\theartbeat")
 		for _, s := range x.Slots {
 			hb := s.HeartbeatAge.Round(time.Millisecond).String() + " ago"
@@ -257,6 +259,37 @@ func printStat(out io.Writer, rep *telemetry.StatReport) {
 			fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", orDash(e.Service), e.Addr, state, breaker, e.InFlight,
 				requests, retx, timeouts, srtt)
 		}
+	}
+	if rep.Sessions != nil {
+		printSessions(w, rep.Sessions, rep.Server)
+	}
+}
+
+// printSessions shows the sealed-frame sessions of a server (or client)
+// with an identity: who each peer is, how old its keys are, what it
+// sealed and opened, and what was refused.
+func printSessions(w io.Writer, s *telemetry.SessionsReport, srv *telemetry.ServerReport) {
+	if srv != nil {
+		t := srv.Total
+		fmt.Fprintf(w, "\nsealed requests\tsealed %d\tunsealed served %d\tunsealed denied %d\n", t.Sealed, t.Unsealed, t.UnsealedDenied)
+	}
+	fmt.Fprintln(w, "\nsessions\tid\trole\tpeer identity\taddr\tsuite\tkey age\tkey updates\tsealed\topened\treplays rejected\ttoo old\tauth failed\texpires in")
+	now := time.Now()
+	for _, x := range s.Sessions {
+		fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%d\t%s\n", x.ID, x.Role, x.Peer, x.Addr, x.Suite,
+			time.Duration(x.KeyAgeNs).Truncate(time.Second), x.SendKeyUpdates, x.RecvKeyUpdates, x.Sealed, x.Opened,
+			x.Replays, x.TooOld, x.AuthFailures, x.Expires.Sub(now).Truncate(time.Second))
+	}
+	if len(s.Sessions) == 0 {
+		fmt.Fprintln(w, "\t(none)")
+	}
+	fmt.Fprintf(w, "handshakes\t%d completed\t%d refused\n", s.Handshakes, s.HandshakesRefused)
+	fmt.Fprintln(w, "sealed frames refused\treason\tcount")
+	for _, reason := range sortedKeys(s.Refused) {
+		fmt.Fprintf(w, "\t%s\t%d\n", reason, s.Refused[reason])
+	}
+	if len(s.Refused) == 0 {
+		fmt.Fprintln(w, "\t(none)")
 	}
 }
 

@@ -22,6 +22,7 @@ type telemetryFlags struct {
 	otlp       *string
 	traceRatio *float64
 	tracer     *telemetry.Tracer
+	sessions   telemetry.SessionSource // the sealed-frame sessions (--identity), nil without
 }
 
 func addTelemetryFlags(fs *flag.FlagSet) *telemetryFlags {
@@ -75,7 +76,14 @@ func (f *telemetryFlags) start(srv *runtime.Server, iface string, log *slog.Logg
 	if iface == "" && srv.Backend() == runtime.BackendXSK {
 		iface = interfaceOf(srv.Addr().Addr().String())
 	}
-	a, err := telemetry.Serve(srv, telemetry.AdminConfig{Listen: *f.admin, Logger: log}, iface, f.tracer)
+	src := telemetry.Sources{Server: srv, Iface: iface, Sessions: f.sessions}
+	if f.tracer != nil {
+		src.Tracer = f.tracer
+	}
+	a, err := telemetry.NewAdmin(telemetry.AdminConfig{Listen: *f.admin, Logger: log}, src)
+	if err == nil {
+		err = a.Start()
+	}
 	if err != nil {
 		f.closeTracer()
 		return nil, err

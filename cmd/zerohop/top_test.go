@@ -28,12 +28,17 @@ type tmux struct {
 	socket string
 }
 
-func newTmux(t *testing.T) *tmux {
+// newTmux starts nothing yet: the tmux server of name starts with its
+// first session. Each session gets a server of its own (name is part of
+// the socket), because a server whose last session ended exits, and a
+// new session started meanwhile on the same socket fails with "server
+// exited unexpectedly".
+func newTmux(t *testing.T, name string) *tmux {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		topo.SkipMissing(t, "tmux not installed (Debian package tmux; scripts/test installs it)")
 	}
-	x := &tmux{t: t, socket: fmt.Sprintf("zh-top-test-%d", os.Getpid())}
+	x := &tmux{t: t, socket: fmt.Sprintf("zh-top-test-%d-%s", os.Getpid(), name)}
 	t.Cleanup(func() { exec.Command("tmux", "-L", x.socket, "kill-server").Run() })
 	return x
 }
@@ -68,7 +73,6 @@ func (x *tmux) waitPane(session string, cond func(string) bool) (string, bool) {
 // method's rate and p99, redraws, and q (and in a second session Ctrl-C)
 // ends it with status 0 and the terminal given back.
 func TestTopUnderTmux(t *testing.T) {
-	x := newTmux(t)
 	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithLogger(discardLog()))
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +117,7 @@ func TestTopUnderTmux(t *testing.T) {
 		// top's exit status goes to a file through a shell in the pane:
 		// tmux's own #{pane_dead_status} sometimes stayed unset for
 		// seconds after the pane died on a loaded machine.
+		x := newTmux(t, quit.session)
 		statusFile := filepath.Join(t.TempDir(), quit.session+".status")
 		x.run("new-session", "-d", "-s", quit.session, "-x", "160", "-y", "40",
 			"env", benchChildEnv+"=1", "sh", "-c", `"$0" top --admin "$1"; echo $? > "$2.tmp" && mv "$2.tmp" "$2"`,

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime"
 )
 
 // BenchmarkSealOpen seals a request in place and opens it again, per
@@ -102,7 +103,7 @@ func BenchmarkAEAD(b *testing.B) {
 // server's share.
 func BenchmarkHookServer(b *testing.B) {
 	p := newPair(b, HardwareSuite(), TableConfig{})
-	var srv ServerSealer = NewServer(p.st, SealStrict)
+	var srv runtime.ServerSealer = NewServer(p.st, runtime.SealStrict)
 	loop := srv.Loop(0)
 	cs := p.ct.NewSealer()
 	const size = 64

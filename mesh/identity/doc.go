@@ -50,9 +50,10 @@
 //
 // # The runtime hook
 //
-// Server and Client implement ServerSealer and ClientSealer, the
-// interfaces proposed for package runtime (hook.go holds a copy; runtime
-// never imports mesh). docs/identity.md describes the wiring, strict and
-// permissive modes and where the counters live. Table.Stats and
-// TableStats.Format are what `zerohop stat` shows.
+// Server and Client implement runtime.ServerSealer and
+// runtime.ClientSealer (runtime defines them and never imports mesh):
+// runtime.WithSealer(NewServer(table, mode)) on a server,
+// runtime.WithClientSealer(client) on a Dial. docs/identity.md describes
+// the wiring, strict and permissive modes and where the counters live.
+// Table.Stats and TableStats.Format are what `zerohop stat` shows.
 package identity

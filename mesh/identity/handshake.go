@@ -46,6 +46,12 @@ type Config struct {
 	// OnHandshake, if set, is called after each handshake a Listener ran,
 	// with the session or the error.
 	OnHandshake func(remote netip.AddrPort, s *Session, err error)
+	// DialContext, if set, opens Dial's TCP connections instead of a
+	// net.Dialer: for a client whose sockets must be made somewhere
+	// particular (another network namespace, through a proxy). Client's
+	// handshakes run on goroutines of their own, whose OS thread is in
+	// the process's network namespace whatever the caller's was.
+	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Defaults of Config.
@@ -277,8 +283,12 @@ func Dial(ctx context.Context, server netip.AddrPort, cfg *Config) (*Session, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout())
 	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr.String())
+	dial := cfg.DialContext
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	raw, err := dial(ctx, "tcp", addr.String())
 	if err != nil {
 		return fail("", false, err)
 	}

@@ -10,12 +10,13 @@ import (
 
 	"github.com/zerohop/zerohop/mesh/identity"
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime"
 )
 
 // miniServer is what the runtime's server loop does with a ServerSealer,
 // over a real UDP socket: the reference for wiring the hook. The handler
 // answers with the caller's SPIFFE ID.
-func miniServer(t *testing.T, conn *net.UDPConn, sealer identity.ServerSealer) {
+func miniServer(t *testing.T, conn *net.UDPConn, sealer runtime.ServerSealer) {
 	loop := sealer.Loop(0)
 	head, tail := sealer.Room()
 	in := make([]byte, 2048)
@@ -26,7 +27,7 @@ func miniServer(t *testing.T, conn *net.UDPConn, sealer identity.ServerSealer) {
 			return // closed
 		}
 		frame, perr := proto.Parse(in[:n])
-		var peer identity.PeerIdentity
+		var peer runtime.PeerIdentity
 		if errors.Is(perr, proto.ErrSealed) {
 			plain, p, err := loop.OpenRequest(in[:n], from)
 			if err != nil {
@@ -38,7 +39,7 @@ func miniServer(t *testing.T, conn *net.UDPConn, sealer identity.ServerSealer) {
 		if perr != nil || frame.Kind() != proto.KindRequest {
 			continue
 		}
-		if !peer.Sealed() && sealer.Mode() == identity.SealStrict {
+		if !peer.Sealed() && sealer.Mode() == runtime.SealStrict {
 			r, _ := proto.EncodeError(out, frame.RequestID(), frame.MethodID(), proto.StatusDenied, "sealed frames required")
 			_, _ = conn.WriteToUDPAddrPort(r, from)
 			continue
@@ -66,7 +67,7 @@ func miniServer(t *testing.T, conn *net.UDPConn, sealer identity.ServerSealer) {
 // ID and its reply opens with the server's; an unsealed call to a strict
 // server is DENIED; a permissive server serves it without an identity.
 func TestHookEndToEnd(t *testing.T) {
-	for _, mode := range []identity.SealMode{identity.SealStrict, identity.SealPermissive} {
+	for _, mode := range []runtime.SealMode{runtime.SealStrict, runtime.SealPermissive} {
 		t.Run(mode.String(), func(t *testing.T) {
 			w := newWorld(t, nil, "spiffe://"+td+"/ns/shop/sa/web")
 			conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -149,11 +150,11 @@ func TestHookEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			switch mode {
-			case identity.SealStrict:
+			case runtime.SealStrict:
 				if f.Status() != proto.StatusDenied {
 					t.Fatalf("strict server answered an unsealed call with %v", f.Status())
 				}
-			case identity.SealPermissive:
+			case runtime.SealPermissive:
 				if f.Status() != proto.StatusOK || len(f.Payload()) != 2 {
 					t.Fatalf("permissive server answered %v with payload %x", f.Status(), f.Payload())
 				}

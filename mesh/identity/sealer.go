@@ -7,43 +7,44 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime"
 )
 
-// Server is the ServerSealer over a Table: the sessions its handshake
+// Server is the runtime.ServerSealer over a Table: the sessions its handshake
 // Listener accepted.
 type Server struct {
 	t    *Table
-	mode SealMode
+	mode runtime.SealMode
 }
 
 var (
-	_ ServerSealer = (*Server)(nil)
-	_ ClientSealer = (*Client)(nil)
+	_ runtime.ServerSealer = (*Server)(nil)
+	_ runtime.ClientSealer = (*Client)(nil)
 )
 
 // NewServer makes the server side of the runtime hook.
-func NewServer(t *Table, mode SealMode) *Server { return &Server{t: t, mode: mode} }
+func NewServer(t *Table, mode runtime.SealMode) *Server { return &Server{t: t, mode: mode} }
 
 // Mode implements ServerSealer.
-func (s *Server) Mode() SealMode { return s.mode }
+func (s *Server) Mode() runtime.SealMode { return s.mode }
 
 // Room implements ServerSealer: the seal prefix in front, the tag behind.
 func (s *Server) Room() (head, tail int) { return proto.SealedPrefixLen, proto.SealedTagLen }
 
 // Loop implements ServerSealer.
-func (s *Server) Loop(int) ServerLoopSealer { return &serverLoop{s: s.t.NewSealer()} }
+func (s *Server) Loop(int) runtime.ServerLoopSealer { return &serverLoop{s: s.t.NewSealer()} }
 
 type serverLoop struct{ s *Sealer }
 
-func (l *serverLoop) OpenRequest(frame []byte, from netip.AddrPort) ([]byte, PeerIdentity, error) {
+func (l *serverLoop) OpenRequest(frame []byte, from netip.AddrPort) ([]byte, runtime.PeerIdentity, error) {
 	plain, sess, err := l.s.Open(frame, from.Addr())
 	if err != nil {
-		return nil, PeerIdentity{}, err
+		return nil, runtime.PeerIdentity{}, err
 	}
-	return plain, PeerIdentity{ID: sess.peerStr, Session: uint64(sess.localID)}, nil
+	return plain, runtime.PeerIdentity{ID: sess.peerStr, Session: uint64(sess.localID)}, nil
 }
 
-func (l *serverLoop) SealReply(buf []byte, start, end int, peer PeerIdentity) ([]byte, error) {
+func (l *serverLoop) SealReply(buf []byte, start, end int, peer runtime.PeerIdentity) ([]byte, error) {
 	sess := l.s.t.Lookup(uint32(peer.Session))
 	if sess == nil {
 		return nil, l.s.refuse(ReasonUnknownSession) // expired while the handler ran
@@ -117,7 +118,7 @@ func (c *Client) Prepare(ctx context.Context, server netip.AddrPort) error {
 func (c *Client) Overhead() int { return proto.SealedOverhead }
 
 // Loop implements ClientSealer.
-func (c *Client) Loop(int) ClientLoopSealer { return &clientLoop{s: c.cfg.Table.NewSealer()} }
+func (c *Client) Loop(int) runtime.ClientLoopSealer { return &clientLoop{s: c.cfg.Table.NewSealer()} }
 
 type clientLoop struct{ s *Sealer }
 
@@ -129,10 +130,13 @@ func (l *clientLoop) SealRequest(dst, plain []byte, server netip.AddrPort) ([]by
 	return l.s.SealTo(dst, plain, sess)
 }
 
-func (l *clientLoop) OpenReply(frame []byte, from netip.AddrPort) ([]byte, PeerIdentity, error) {
+// HasSession implements runtime.ClientLoopSealer.
+func (l *clientLoop) HasSession(server netip.AddrPort) bool { return l.s.t.Client(server) != nil }
+
+func (l *clientLoop) OpenReply(frame []byte, from netip.AddrPort) ([]byte, runtime.PeerIdentity, error) {
 	plain, sess, err := l.s.Open(frame, from.Addr())
 	if err != nil {
-		return nil, PeerIdentity{}, err
+		return nil, runtime.PeerIdentity{}, err
 	}
-	return plain, PeerIdentity{ID: sess.peerStr, Session: uint64(sess.localID)}, nil
+	return plain, runtime.PeerIdentity{ID: sess.peerStr, Session: uint64(sess.localID)}, nil
 }

@@ -51,7 +51,10 @@ func (h *authorizeStage) ServeGWIR(req *runtime.Request, resp *runtime.Response)
 	if st.authzCaller {
 		caller = req.Caller()
 	}
-	if allow, _, msg := st.authz.Match(loop, h.id, req.Peer().Addr(), caller, nil); !allow {
+	// The identity is the peer's authenticated SPIFFE ID when the request
+	// came sealed (runtime.WithSealer), nil otherwise: a rule on
+	// identities never matches an unsealed call.
+	if allow, _, msg := st.authz.Match(loop, h.id, req.Peer().Addr(), caller, stringBytes(req.Identity())); !allow {
 		resp.Error(proto.StatusDenied, msg)
 		return
 	}

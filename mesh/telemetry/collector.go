@@ -25,6 +25,10 @@ type Sources struct {
 	Client ClientSource
 	// Tracer adds the tracer's own counters.
 	Tracer *Tracer
+	// Sessions is the sealed-frame session table of a server or client
+	// with a sealer (mesh/identity); with Server, its loops' sealed and
+	// unsealed request counts are exported too.
+	Sessions SessionSource
 }
 
 // Collector is a prometheus.Collector over Sources: it keeps no counters
@@ -63,6 +67,12 @@ func (c *Collector) defs() []*metricDef {
 	if c.src.Tracer != nil {
 		out = append(out, traceMetrics...)
 	}
+	if c.src.Sessions != nil {
+		out = append(out, sessionMetrics...)
+		if c.src.Server != nil {
+			out = append(out, sealServerMetric...)
+		}
+	}
 	return out
 }
 
@@ -89,6 +99,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, mTraceSampled, st.SampledLoop, "loop")
 		counter(ch, mTraceSampled, st.SampledBlocking, "blocking")
 		counter(ch, mTraceDropped, st.Dropped)
+	}
+	if c.src.Sessions != nil {
+		collectSessions(ch, c.src.Sessions, c.src.Server)
 	}
 }
 
@@ -182,6 +195,7 @@ func collectXDP(ch chan<- prometheus.Metric, x XDPSource, iface string) {
 	counter(ch, mXDPPackets, c.Passed, iface, "pass")
 	counter(ch, mXDPPackets, c.ACLDropped, iface, "acl_drop")
 	counter(ch, mXDPPackets, c.LossDropped, iface, "loss_drop")
+	counter(ch, mXDPPackets, c.UnsealedDropped, iface, "unsealed_drop")
 	counter(ch, mXDPPassed, c.Malformed, iface, "malformed")
 	counter(ch, mXDPPassed, c.NoSocket, iface, "no_socket")
 	counter(ch, mXDPPassed, c.Stale, iface, "stale")

@@ -73,7 +73,8 @@ func TestMetricsDocMatchesRegistry(t *testing.T) {
 	c.call(mEcho, nil, nil)
 	tr := newTestTracer(t, newOTLPReceiver(t), 0)
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(Sources{Server: ts.srv, XDP: fakeXDP{}, Iface: "eth9", Client: fakeClient{}, Tracer: tr}))
+	reg.MustRegister(NewCollector(Sources{Server: ts.srv, XDP: fakeXDP{}, Iface: "eth9", Client: fakeClient{}, Tracer: tr,
+		Sessions: fakeSessions{}}))
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("Gather (pedantic): %v", err)

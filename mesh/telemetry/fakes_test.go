@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/mesh/identity"
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime"
 )
@@ -88,4 +89,16 @@ func newTestTracer(t testing.TB, r *otlpReceiver, ratio float64) *Tracer {
 		tr.Close(ctx)
 	})
 	return tr
+}
+
+// fakeSessions is a session table with one server session and a refusal.
+type fakeSessions struct{}
+
+func (fakeSessions) Stats(now time.Time) identity.TableStats {
+	st := identity.TableStats{Handshakes: 1, Refusals: 1, Sessions: []identity.SessionStats{{LocalID: 0x100001, RemoteID: 7,
+		Role: identity.RoleServer, Peer: "spiffe://test.zerohop/ns/shop/sa/web", PeerAddr: netip.MustParseAddr("10.0.0.2"),
+		Suite: identity.SuiteAES128GCM, Established: now.Add(-time.Minute), Expires: now.Add(time.Hour),
+		SendKeyAge: time.Minute, RecvKeyAge: 30 * time.Second, Sealed: 10, Opened: 11, Replays: 1}}}
+	st.Refused[identity.ReasonReplay] = 1
+	return st
 }

@@ -49,7 +49,7 @@ var (
 // The steering program's metrics, read from its maps at scrape time.
 var (
 	mXDPUp      = def("zerohop_xdp_up", prometheus.GaugeValue, "1 when the interface's steering program maps were read at this scrape, 0 when they could not be (the zerohop_xdp_* counters are then absent).", "iface")
-	mXDPPackets = def("zerohop_xdp_packets_total", prometheus.CounterValue, "Packets the XDP program saw, by what it did with them (redirect to AF_XDP, pass to the kernel, acl_drop, loss_drop), summed over CPUs and every server of the interface.", "iface", "action")
+	mXDPPackets = def("zerohop_xdp_packets_total", prometheus.CounterValue, "Packets the XDP program saw, by what it did with them (redirect to AF_XDP, pass to the kernel, acl_drop, loss_drop, unsealed_drop: an unsealed request to a server that requires sealed frames), summed over CPUs and every server of the interface.", "iface", "action")
 	mXDPPassed  = def("zerohop_xdp_passed_packets_total", prometheus.CounterValue, "Packets passed to the kernel for a reason worth knowing (malformed, no_socket, stale, fragment, oversize); a part of action=\"pass\".", "iface", "reason")
 	mACLHits    = def("zerohop_xdp_acl_rule_hits_total", prometheus.CounterValue, "Packets that matched an ACL rule since it was last written.", "iface", "source", "port", "action")
 	mXDPServers = def("zerohop_xdp_servers", prometheus.GaugeValue, "zerohop servers holding a slot on the interface, by whether they heartbeat (live) or not (stale).", "iface", "state")
@@ -100,7 +100,7 @@ var (
 func allMetrics() []*metricDef {
 	var all []*metricDef
 	for _, g := range [][]*metricDef{serverMetrics, xdpMetrics, clientMetrics, clientMethodMetrics, clientStateMetrics,
-		clientBreakerMetrics, clientTransportMetrics, traceMetrics} {
+		clientBreakerMetrics, clientTransportMetrics, traceMetrics, sessionMetrics, sealServerMetric} {
 		all = append(all, g...)
 	}
 	return all

@@ -18,6 +18,8 @@ type StatReport struct {
 	XDP     *XDPReport    `json:"xdp,omitempty"`
 	Client  *ClientReport `json:"client,omitempty"`
 	Tracing *TracerStats  `json:"tracing,omitempty"`
+	// Sessions is present when the server (or client) seals its frames.
+	Sessions *SessionsReport `json:"sessions,omitempty"`
 }
 
 // ServerReport is runtime.Stats in JSON form.
@@ -53,6 +55,9 @@ type LoopReport struct {
 	FillRingEmpty   uint64                       `json:"fill_ring_empty"`
 	Rearms          uint64                       `json:"rearms"`
 	PartialChecksum uint64                       `json:"partial_checksum"`
+	Sealed          uint64                       `json:"sealed"`
+	Unsealed        uint64                       `json:"unsealed"`
+	UnsealedDenied  uint64                       `json:"unsealed_denied"`
 	Dropped         map[string]uint64            `json:"dropped"`
 	DroppedByPath   map[string]map[string]uint64 `json:"dropped_by_path"`
 	OpErrors        map[string]uint64            `json:"op_errors"`
@@ -162,6 +167,9 @@ func Snapshot(src Sources) StatReport {
 		st := src.Tracer.Stats()
 		rep.Tracing = &st
 	}
+	if src.Sessions != nil {
+		rep.Sessions = sessionsReport(src.Sessions, rep.Time)
+	}
 	return rep
 }
 
@@ -189,6 +197,7 @@ func loopReport(l *runtime.LoopStats) LoopReport {
 		Pings: l.Pings, Oneway: l.Oneway, Served: l.Served, BadFrame: l.BadFrame, UnknownMethod: l.UnknownMethod,
 		Panics: l.Panics, Overloaded: l.Overloaded, TooLarge: l.TooLarge, Blocking: l.Blocking, Expired: l.Expired,
 		Kicks: l.Kicks, FillRingEmpty: l.FillRingEmpty, Rearms: l.Rearms, PartialChecksum: l.PartialChecksum,
+		Sealed: l.Sealed, Unsealed: l.Unsealed, UnsealedDenied: l.UnsealedDenied,
 		Dropped: l.Dropped, DroppedByPath: l.DroppedByPath, OpErrors: l.OpErrors, Latency: latencyReport(&l.Latency)}
 }
 

@@ -113,6 +113,25 @@ func TestUnknownMethods(t *testing.T) {
 	}
 }
 
+// A rule on identities needs an authenticated identity: "*" matches any
+// SPIFFE ID but not a call without one (an unsealed call).
+func TestIdentityRulesNeedAnIdentity(t *testing.T) {
+	spec := Spec{Default: Deny, Rules: []Rule{{Action: Allow, Identities: []string{"*"}}}}
+	p, err := Compile(spec, []string{"shop.Cart/Get"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := proto.MethodID("shop.Cart/Get")
+	if allow, rule, _ := p.Match(0, id, addr("10.0.0.1"), nil, []byte("spiffe://td/ns/a/sa/b")); !allow || rule != 0 {
+		t.Errorf("with an identity: %v, rule %d; want allowed by rule 0", allow, rule)
+	}
+	for _, none := range [][]byte{nil, {}} {
+		if allow, rule, _ := p.Match(0, id, addr("10.0.0.1"), nil, none); allow || rule != -1 {
+			t.Errorf("without an identity (%q): %v, rule %d; want the default deny", none, allow, rule)
+		}
+	}
+}
+
 func TestParseFile(t *testing.T) {
 	spec, err := ParseFile("testdata/shop.yaml")
 	if err != nil {

@@ -10,8 +10,11 @@
 // every condition the rule states holds:
 //
 //   - sources: the peer's address is inside one of these prefixes;
-//   - identities: the peer's identity (today a string the runtime fills
-//     from the transport, later a SPIFFE ID) matches one of these globs;
+//   - identities: the peer's authenticated identity, the SPIFFE ID that
+//     runtime.Request.Identity gives for a sealed request
+//     (runtime.WithSealer, mesh/identity), matches one of these globs; a
+//     call without one (unsealed) matches no rule that names identities,
+//     not even "*";
 //   - callers: the CALLER tag equals one of these service names;
 //   - services, methods: the method "pkg.Service/Method" has a service
 //     part matching one of the service globs and a method part matching
@@ -26,8 +29,11 @@
 //
 // The CALLER tag is a telemetry label the caller writes about itself, and a
 // UDP source address can be spoofed by anyone who can send to the server:
-// until the identity work authenticates peers, rules on callers and on
-// sources restrict honest callers and casual mistakes, not attackers.
+// rules on callers and on sources restrict honest callers and casual
+// mistakes, not attackers. Rules on identities are the ones an attacker
+// cannot pass: the identity comes from a handshake and every sealed frame
+// proves it (a server that must rely on them requires sealed frames,
+// runtime.SealStrict).
 //
 // # Request path
 //

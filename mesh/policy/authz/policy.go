@@ -353,6 +353,9 @@ func (c *compiled) matchesPeer(peer netip.Addr, caller, identity []byte) bool {
 		}
 	}
 	if len(c.identities) > 0 {
+		if len(identity) == 0 {
+			return false // an unauthenticated peer has no identity, not one "*" matches
+		}
 		in := false
 		for _, g := range c.identities {
 			if g.MatchBytes(identity) {

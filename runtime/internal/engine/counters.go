@@ -44,6 +44,12 @@ const (
 	// DropSendFailed: the kernel refused to send a reply (the errno is
 	// logged with the first one).
 	DropSendFailed
+	// DropSealed: a sealed frame the server's sealer refused to open
+	// (forged, replayed, altered, cut short, for an unknown session or
+	// from another address than its session's peer; the sealer counts
+	// which), or a reply it could not seal (its session ended meanwhile).
+	// Never answered.
+	DropSealed
 	// NumDropReasons bounds DropReason values.
 	NumDropReasons
 )
@@ -52,6 +58,7 @@ var dropReasonNames = [NumDropReasons]string{
 	DropShort: "short", DropMagic: "magic", DropVersion: "version", DropReply: "reply",
 	DropTruncated: "truncated", DropPacket: "packet", DropChecksum: "checksum", DropFragment: "fragment",
 	DropTxFull: "tx_full", DropDuplicate: "duplicate", DropNoFrame: "no_frame", DropSendFailed: "send_failed",
+	DropSealed: "sealed",
 }
 
 var dropReasonHelp = [NumDropReasons]string{
@@ -67,6 +74,7 @@ var dropReasonHelp = [NumDropReasons]string{
 	DropDuplicate:  "retransmissions of a request a blocking handler still works on",
 	DropNoFrame:    "replies dropped because no AF_XDP frame was free",
 	DropSendFailed: "replies the kernel refused to send",
+	DropSealed:     "sealed frames that did not open (forged, replayed, altered, unknown session, spoofed source) or replies that could not be sealed",
 }
 
 func (d DropReason) String() string {
@@ -142,10 +150,14 @@ type LoopCounters struct {
 	Expired                 atomic.Uint64 // answered DEADLINE_EXCEEDED without running the handler
 	Kicks, Rearms           atomic.Uint64
 	PartialChecksum         atomic.Uint64 // AF_XDP datagrams accepted with a CHECKSUM_PARTIAL pattern
-	Served                  [NumPaths]atomic.Uint64
-	Dropped                 [NumPaths][NumDropReasons]atomic.Uint64
-	CQEErrors               [NumCQEClasses]atomic.Uint64
-	Latency                 Histogram
+	// Sealed counts sealed requests opened; Unsealed unsealed requests a
+	// permissive sealer let through; UnsealedDenied those a strict one
+	// answered DENIED.
+	Sealed, Unsealed, UnsealedDenied atomic.Uint64
+	Served                           [NumPaths]atomic.Uint64
+	Dropped                          [NumPaths][NumDropReasons]atomic.Uint64
+	CQEErrors                        [NumCQEClasses]atomic.Uint64
+	Latency                          Histogram
 }
 
 // CQEClass groups the operations whose failures a loop counts rather
@@ -227,6 +239,7 @@ type LoopSnapshot struct {
 	RX, TX, Requests, Pings, Oneway, BadFrame, UnknownMethod uint64
 	Panics, Overloaded, TooLarge, Blocking, Expired          uint64
 	Kicks, Rearms, PartialChecksum                           uint64
+	Sealed, Unsealed, UnsealedDenied                         uint64
 	Served                                                   [NumPaths]uint64
 	Dropped                                                  [NumPaths][NumDropReasons]uint64
 	CQEErrors                                                [NumCQEClasses]uint64
@@ -242,6 +255,7 @@ func (c *LoopCounters) Snapshot() LoopSnapshot {
 		Panics: c.Panics.Load(), Overloaded: c.Overloaded.Load(),
 		TooLarge: c.TooLarge.Load(), Blocking: c.Blocking.Load(), Expired: c.Expired.Load(),
 		Kicks: c.Kicks.Load(), Rearms: c.Rearms.Load(), PartialChecksum: c.PartialChecksum.Load(),
+		Sealed: c.Sealed.Load(), Unsealed: c.Unsealed.Load(), UnsealedDenied: c.UnsealedDenied.Load(),
 		Latency: c.Latency.Snapshot(),
 	}
 	for i := range c.Served {

@@ -34,6 +34,10 @@ type Dispatcher struct {
 	req   Request
 	resp  Response
 	x     proto.ExtBuilder
+	// seal opens sealed requests and seals their replies (SetSealer);
+	// ident is the identity of the request being dispatched.
+	seal  sealing
+	ident Identity
 	// inflight holds the blocking requests a worker owns, so a client's
 	// retransmission of one is dropped instead of running the handler
 	// again (or, while draining, being refused while its reply is on the
@@ -56,8 +60,10 @@ func (d *Dispatcher) Init(srv *Server, loop, queue int, c *LoopCounters) {
 func (d *Dispatcher) Counters() *LoopCounters { return d.c }
 
 // JobFinished forgets a blocking request whose reply is going out.
+// A sealed request's reply is sealed here, on the loop.
 func (d *Dispatcher) JobFinished(j *Job) {
 	delete(d.inflight, inflightKey{j.Peer, proto.Frame(j.frame).RequestID()})
+	d.sealJob(j)
 }
 
 // Submitter hands an admitted blocking request to the worker pool,
@@ -78,6 +84,15 @@ func (d *Dispatcher) Dispatch(in []byte, peer netip.AddrPort, path Path, out []b
 // DispatchParsed is Dispatch for input already parsed (by proto.Parse or a
 // proto.Stream): in is what was received, frame and err the result.
 func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, peer netip.AddrPort, path Path, out []byte, sub Submitter) (Outcome, []byte) {
+	if d.seal.s != nil {
+		return d.dispatchSealing(in, frame, err, peer, path, out, sub)
+	}
+	return d.dispatch(in, frame, err, peer, path, out, sub)
+}
+
+// dispatch is DispatchParsed for a plaintext frame (in is what it was
+// parsed from).
+func (d *Dispatcher) dispatch(in []byte, frame proto.Frame, err error, peer netip.AddrPort, path Path, out []byte, sub Submitter) (Outcome, []byte) {
 	c := d.c
 	if err != nil {
 		perr, _ := err.(proto.Error)
@@ -179,6 +194,7 @@ func (d *Dispatcher) DispatchParsed(in []byte, frame proto.Frame, err error, pee
 // passed (DEADLINE 0 on the wire).
 func (d *Dispatcher) begin(req *Request, frame proto.Frame, peer netip.AddrPort, path Path, m *Method, arrival time.Time) bool {
 	req.frame, req.peer, req.queue, req.path, req.method = frame, peer, d.queue, path, m
+	req.ident = d.ident
 	req.arrival = arrival
 	req.deadline = time.Time{}
 	return beginExt(req)
@@ -229,8 +245,14 @@ func replyStatus(f proto.Frame, resp *Response) proto.Status {
 
 // TooLarge answers a datagram that did not fit the receive buffer: a
 // request whose header is intact gets TOO_LARGE, anything else is dropped.
+// A sealed one is dropped as DropSealed: without its whole ciphertext it
+// cannot be authenticated, so nothing about it can be believed.
 func (d *Dispatcher) TooLarge(head []byte, path Path, out []byte) (Outcome, []byte) {
 	frame := proto.Frame(head)
+	if d.seal.s != nil && len(head) >= proto.HeaderLen && frame.Sealed() {
+		d.srv.Warn.Drop(d.c, path, DropSealed, d.queue)
+		return None, nil
+	}
 	if len(head) < proto.HeaderLen || frame.Kind() != proto.KindRequest || frame.MethodID() == 0 {
 		d.srv.Warn.Drop(d.c, path, DropTruncated, d.queue)
 		return None, nil

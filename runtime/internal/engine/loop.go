@@ -143,7 +143,8 @@ func (l *Loop) Submit(m *Method, req *Request, replyCap, source int, route *Rout
 	if j == nil {
 		return false
 	}
-	j.Prepare(m, req, l.cfg.Index, &l.Counters, replyCap)
+	head, tail := l.Dispatcher.room(req.ident)
+	j.Prepare(m, req, l.cfg.Index, &l.Counters, replyCap, head, tail)
 	if route != nil {
 		j.Route = *route
 	}

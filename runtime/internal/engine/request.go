@@ -21,6 +21,7 @@ type Request struct {
 	arrival  time.Time
 	deadline time.Time // zero: the caller set none
 	admitted bool
+	ident    Identity // who sealed it; zero when it came unsealed
 
 	// ctx is made on the first Context call of a blocking handler and
 	// cancelled when it returns; base is the server's lifetime context.
@@ -47,6 +48,13 @@ func (r *Request) Method() string {
 func (r *Request) Peer() netip.AddrPort {
 	return netip.AddrPortFrom(r.peer.Addr().Unmap(), r.peer.Port())
 }
+
+// Identity is the authenticated SPIFFE ID of the peer that sealed the
+// request, "" for an unsealed one.
+func (r *Request) Identity() string { return r.ident.ID }
+
+// Sealed reports whether the request came sealed.
+func (r *Request) Sealed() bool { return r.ident.Sealed() }
 
 // Queue is the RX queue (or loop index) that received the request.
 func (r *Request) Queue() int { return r.queue }

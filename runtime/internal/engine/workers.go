@@ -45,6 +45,9 @@ type Job struct {
 
 	frame    []byte
 	out      []byte
+	ident    Identity // of a sealed request: its reply is sealed on the loop
+	head     int      // room kept before the reply in out, for sealing
+	tail     int      // and after it
 	queue    int
 	loop     int
 	arrival  time.Time
@@ -139,7 +142,7 @@ func (j *Job) release(s *Server) {
 	}
 	req := &j.req
 	req.frame, req.peer, req.queue, req.path, req.method = proto.Frame(j.frame), j.Peer, j.queue, j.Path, j.Method
-	req.arrival, req.deadline, req.base = j.arrival, j.deadline, s.ctx
+	req.arrival, req.deadline, req.base, req.ident = j.arrival, j.deadline, s.ctx, j.ident
 	j.Method.Release(req)
 	req.frame = nil
 }
@@ -150,8 +153,10 @@ func (j *Job) run(s *Server) {
 	frame := proto.Frame(j.frame)
 	req, resp := &j.req, &j.resp
 	req.frame, req.peer, req.queue, req.path, req.method = frame, j.Peer, j.queue, j.Path, m
-	req.arrival, req.deadline, req.base = j.arrival, j.deadline, s.ctx
-	resp.reset(j.out, replyPayloadOffset(frame))
+	req.arrival, req.deadline, req.base, req.ident = j.arrival, j.deadline, s.ctx, j.ident
+	// The reply is built inside the room the loop's sealer needs around
+	// it (none for an unsealed request); the loop seals it (JobFinished).
+	resp.reset(j.out[j.head:j.head:len(j.out)-j.tail], replyPayloadOffset(frame))
 	mc := &m.Counters[j.loop]
 	if !j.deadline.IsZero() && time.Now().After(j.deadline) {
 		if m.Release != nil {
@@ -189,9 +194,11 @@ func (p *Pool) Get() *Job {
 }
 
 // Prepare copies what the worker needs of req (on the loop that received
-// it) into j, with room for a reply of up to replyCap bytes.
-func (j *Job) Prepare(m *Method, req *Request, loop int, c *LoopCounters, replyCap int) {
+// it) into j, with room for a reply of up to replyCap bytes, head and
+// tail of which are kept free around the reply frame for sealing it.
+func (j *Job) Prepare(m *Method, req *Request, loop int, c *LoopCounters, replyCap, head, tail int) {
 	j.Method, j.Peer, j.Path, j.queue, j.loop, j.c = m, req.peer, req.path, req.queue, loop, c
+	j.ident, j.head, j.tail = req.ident, head, tail
 	j.arrival, j.deadline = req.arrival, req.deadline
 	j.frame = append(j.frame[:0], req.frame...)
 	if cap(j.out) < replyCap {

@@ -217,7 +217,9 @@ func (t *TCPServer) process(slot uint32) {
 			r, reply = t.Disp.TooLarge(frame, engine.PathTCP, t.scratch)
 			conn.readDone = true // the stream cannot skip the frame's body
 		} else {
-			r, reply = t.Disp.DispatchParsed(frame, frame, err, conn.peer, engine.PathTCP, t.scratch, t)
+			// Raw, not frame: a sealed frame's header view is all Parse
+			// gives back, and the sealer opens the whole of it.
+			r, reply = t.Disp.DispatchParsed(conn.stream.Raw(), frame, err, conn.peer, engine.PathTCP, t.scratch, t)
 		}
 		switch r {
 		case engine.Ready:

@@ -27,7 +27,10 @@ type Request struct {
 	// PinMaps pins the program's maps; ReusePort lets the port be shared;
 	// KeepMapped poisons the UMEM and leaves it mapped at close.
 	PinMaps, ReusePort, KeepMapped bool
-	Logger                         *slog.Logger
+	// RequireSealed: the server requires sealed frames (SealStrict); the
+	// steering program drops unsealed requests to the port.
+	RequireSealed bool
+	Logger        *slog.Logger
 }
 
 // Loop is one loop the AF_XDP path wants: the RX queues whose sockets it

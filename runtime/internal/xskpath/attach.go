@@ -35,6 +35,9 @@ type Config struct {
 	// KeepMapped poisons the UMEM and leaves it mapped at Close
 	// (WithPoisonedBuffers).
 	KeepMapped bool
+	// RequireSealed makes the program drop unsealed requests to the port
+	// (bpf.ServiceRequireSealed).
+	RequireSealed bool
 }
 
 // Attachment is a server's hold on an interface: its slot in the shared
@@ -98,6 +101,9 @@ func Join(cfg Config) (_ *Attachment, err error) {
 		return nil, fmt.Errorf("sweeping the steering program of %s: %w", cfg.Iface, err)
 	}
 	a.svc = bpf.Service{Port: cfg.Addr.Port(), ID: 1}
+	if cfg.RequireSealed {
+		a.svc.Flags |= bpf.ServiceRequireSealed
+	}
 	if !cfg.Addr.Addr().IsUnspecified() {
 		a.svc.Addr = cfg.Addr.Addr()
 	}

@@ -55,7 +55,8 @@ func Open(req xskhook.Request) (_ xskhook.Path, err error) {
 		}
 	}
 	att, err := Join(Config{Iface: iface, Addr: req.Addr, Frames: req.Frames, PinMaps: req.PinMaps,
-		AcceptPartialChecksum: qm.Virtual, OnKeepaliveError: keepaliveError(req), KeepMapped: req.KeepMapped})
+		AcceptPartialChecksum: qm.Virtual, OnKeepaliveError: keepaliveError(req), KeepMapped: req.KeepMapped,
+		RequireSealed: req.RequireSealed})
 	if err != nil {
 		if errors.Is(err, bpf.ErrAddrInUse) && !req.ReusePort {
 			return nil, &xskhook.Fatal{Err: fmt.Errorf("runtime: %s: %w: %w (give WithReusePort to every server of the address to share it; the steered traffic stays with one of them)",
