@@ -2,8 +2,8 @@ package mesh_test
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
