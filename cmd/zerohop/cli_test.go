@@ -55,6 +55,11 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:0", "--busy-poll", "-1ms"}, want: "--busy-poll"},
 			{args: []string{"--addr", "127.0.0.1:0", "--queues", "x"}, want: "--queues"},
 			{args: []string{"--addr", "127.0.0.1:0", "--bogus"}, want: "-bogus"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--service", "zerohop.Echo"}, want: "--etcd ENDPOINTS or --node-table"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--etcd", "http://127.0.0.1:9"}, want: "--service is required"},
+			{args: []string{"--addr", "0.0.0.0:7000", "--node-table", "--service", "zerohop.Echo"}, want: "--advertise"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--node-table", "--service", "a/b"}, want: "--service"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--drain-delay", "-1s"}, want: "--drain-delay"},
 		},
 		fail: []cliCase{
 			// TEST-NET-1: not an address of this machine, so bind fails.
@@ -68,9 +73,23 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:9", "--field", "6=3.14", "m"}, want: "6:double=3.14"},
 			{args: []string{"--addr", "127.0.0.1:9", "--field", "6:int32=1e3", "m"}, want: "not a valid int32"},
 			{args: []string{"--addr", "127.0.0.1:9", "--timeout", "-1s", "m"}, want: "--timeout"},
+			{args: []string{"--service", "zerohop.Echo", "m"}, want: "exactly one of --etcd"},
+			{args: []string{"--etcd", "http://127.0.0.1:9", "m"}, want: "give --service"},
+			{args: []string{"--addr", "127.0.0.1:9", "--service", "zerohop.Echo", "--endpoints", "127.0.0.1:9", "m"}, want: "exclude"},
+			{args: []string{"--service", "zerohop.Echo", "--endpoints", "nope", "m"}, want: "--endpoints"},
 		},
 		fail: []cliCase{
 			{args: []string{"--addr", "127.0.0.1:9", "--timeout", "300ms", "zerohop.Echo/Echo"}, want: "zerohop call: "},
+			{args: []string{"--service", "zerohop.Echo", "--endpoints", "127.0.0.1:9", "--timeout", "300ms", "zerohop.Echo/Echo"}, want: "zerohop call: "},
+		}},
+	{cmd: "services",
+		usage: []cliCase{
+			{args: []string{"extra"}, want: `"extra"`},
+			{args: []string{"--timeout", "0s"}, want: "--timeout"},
+			{args: []string{"--no-node-table"}, want: "nothing to list"},
+		},
+		fail: []cliCase{
+			{args: []string{"--no-node-table", "--etcd", "http://127.0.0.1:9", "--timeout", "300ms"}, want: "--etcd http://127.0.0.1:9"},
 		}},
 	{cmd: "ping",
 		usage: []cliCase{

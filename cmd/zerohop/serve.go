@@ -52,6 +52,7 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	pin := fs.Bool("pin-maps", false, "pin the XDP maps under /sys/fs/bpf/zerohop/<iface> while serving")
 	statsEvery := fs.Duration("stats", 0, "log counters at this interval (0: only at exit)")
 	pf := addPolicyFlags(fs.FlagSet) // --policy, --policy-watch, --shed, --policy-admin (servepolicy.go)
+	mf := addMeshFlags(fs.FlagSet)   // --service, --etcd, --node-table, --advertise, --drain-delay, … (servemesh.go)
 	if code, done := fs.parse(args, stdout, logOut); done {
 		return code
 	}
@@ -110,6 +111,17 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	if *pin {
 		opts = append(opts, runtime.WithPinnedMaps())
 	}
+	// Being found and leaving (servemesh.go): registration in etcd and the
+	// node table, the drain delay.
+	meshOpts, meshDone, usage, err := mf.setup(*addr, log)
+	if usage != nil {
+		return fs.usageError(logOut, "%v", usage)
+	}
+	if err != nil {
+		return fail(logOut, "serve", err, serveFlags)
+	}
+	defer meshDone()
+	opts = append(opts, meshOpts...)
 	// Signals first: from here on, a signal ends the command cleanly.
 	sig := signalContext(ctx)
 	defer sig.stop()
@@ -157,7 +169,7 @@ wait:
 		}
 	}
 	log.Info("shutting down", "signal", signalName(sig.received()))
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second+mf.drainDelay)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	logStats(log, srv)
