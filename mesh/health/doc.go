@@ -18,6 +18,14 @@
 // thresholds; a serving PONG brings it back at once. Endpoints start
 // healthy: discovery listed them as serving.
 //
+// The first failure of a run (below) also probes the endpoint at once
+// (at most every 10 ms): a timeout does not tell a lost datagram from a
+// dead server, but a PING to a port nobody serves is answered by an ICMP
+// unreachable, which ejects the endpoint at once. This is what takes a
+// killed server out within a round trip of its first failure: after
+// that failure p2c stops picking it, so the calls that would have met the
+// ICMP are not sent.
+//
 // # Passive outlier detection
 //
 // Done sees every attempt. Failures, in Envoy's sense of a 5xx for
@@ -36,11 +44,12 @@
 //
 //   - after ConsecutiveFailures failures in a row (default 5, Envoy's
 //     consecutive_5xx);
-//   - at once when an attempt fails with ECONNREFUSED, EHOSTUNREACH or
-//     ENETUNREACH: an ICMP unreachable says nothing listens there, the
-//     datagram analogue of a refused connection, on which gRPC takes a
-//     subchannel out of the picker at once (TRANSIENT_FAILURE) rather than
-//     counting;
+//   - at once when an attempt or a probe fails with ECONNREFUSED,
+//     EHOSTUNREACH or ENETUNREACH: an ICMP unreachable says nothing
+//     listens there, the datagram analogue of a refused connection, on
+//     which gRPC takes a subchannel out of the picker at once
+//     (TRANSIENT_FAILURE) rather than counting; such an ejection is not
+//     subject to the cap below;
 //   - when its success rate over the last SuccessRateWindow (default 1 s)
 //     is below SuccessRateMin (default 0.5) with at least
 //     SuccessRateMinRequests attempts (default 20). Envoy's and gRPC's

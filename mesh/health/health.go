@@ -199,6 +199,7 @@ type endpoint struct {
 	probesFailed uint64
 	lastProbeErr error
 	stop         chan struct{} // closed when the endpoint leaves
+	suspect      chan struct{} // a failure asks the prober for a probe now
 }
 
 // Detection codes in endpoint.tripped.
@@ -291,7 +292,7 @@ func (bal *balancer) UpdateState(state runtime.BalancerState) {
 	for _, sc := range state.SubConns {
 		e := old[sc]
 		if e == nil {
-			e = &endpoint{sc: sc, probeHealthy: true, healthySince: now, stop: make(chan struct{})}
+			e = &endpoint{sc: sc, probeHealthy: true, healthySince: now, stop: make(chan struct{}), suspect: make(chan struct{}, 1)}
 			if !bal.b.manual && bal.cfg.Interval > 0 && sc.Endpoint().Health != runtime.HealthUnhealthy {
 				bal.wg.Add(1)
 				go bal.probe(e)
@@ -311,13 +312,9 @@ func (bal *balancer) UpdateState(state runtime.BalancerState) {
 
 // isFailure says whether an attempt counts against its endpoint, and
 // whether it says the endpoint is unreachable (see the package doc).
-func isFailure(r *runtime.AttemptResult) (failed, unreachable bool) {
+func isFailure(r *runtime.AttemptResult) (failed, gone bool) {
 	if !r.Answered {
-		if r.Err != nil && (errors.Is(r.Err, syscall.ECONNREFUSED) || errors.Is(r.Err, syscall.EHOSTUNREACH) ||
-			errors.Is(r.Err, syscall.ENETUNREACH)) {
-			return true, true
-		}
-		return true, false
+		return true, r.Err != nil && unreachable(r.Err)
 	}
 	switch r.Status {
 	case proto.StatusInternal, proto.StatusOverloaded, proto.StatusDeadlineExceeded:
@@ -326,11 +323,17 @@ func isFailure(r *runtime.AttemptResult) (failed, unreachable bool) {
 	return false, false
 }
 
+// unreachable says whether err is an ICMP unreachable: nothing serves
+// the endpoint's port, or its host cannot be reached.
+func unreachable(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
 // Done implements runtime.Balancer. It runs on the client loop: atomics
 // only, and a signal that never blocks.
 func (bal *balancer) Done(sc *runtime.SubConn, r *runtime.AttemptResult) {
 	if e := (*bal.eps.Load())[sc]; e != nil {
-		failed, unreachable := isFailure(r)
+		failed, gone := isFailure(r)
 		if e.trial.Load() == trialTaken {
 			if failed {
 				e.trial.Store(trialFailed)
@@ -345,9 +348,16 @@ func (bal *balancer) Done(sc *runtime.SubConn, r *runtime.AttemptResult) {
 			n := e.consecutive.Add(1)
 			if n == 1 {
 				e.streakNs.Store(bal.b.nowNs())
+				// A run of failures begins: probe now. A timeout does
+				// not say whether the server is gone, a PING to a port
+				// nobody serves is answered by an ICMP unreachable.
+				select {
+				case e.suspect <- struct{}{}:
+				default:
+				}
 			}
 			switch {
-			case unreachable:
+			case gone:
 				if e.tripped.CompareAndSwap(0, tripUnreachable) {
 					bal.signal()
 				}
@@ -522,7 +532,7 @@ func (bal *balancer) eject(e *endpoint, now int64, reason string, eps map[*runti
 			out++
 		}
 	}
-	if limit := max(1, int(bal.cfg.MaxEjectedFraction*float64(len(eps)))); out >= limit {
+	if limit := max(1, int(bal.cfg.MaxEjectedFraction*float64(len(eps)))); out >= limit && reason != ReasonUnreachable {
 		e.capRefused++
 		return false
 	}
@@ -610,12 +620,19 @@ func (bal *balancer) probe(e *endpoint) {
 	}()
 	t := time.NewTimer(wait)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-e.suspect:
+			if time.Since(last) < suspectGap {
+				continue // probed just now; the timer brings the next
+			}
+			t.Stop()
 		}
+		last = time.Now()
 		pctx, pcancel := context.WithTimeout(ctx, cfg.Timeout)
 		status, err := e.sc.Ping(pctx)
 		pcancel()
@@ -628,6 +645,10 @@ func (bal *balancer) probe(e *endpoint) {
 	}
 }
 
+// suspectGap is the least time between two probes of one endpoint that
+// failures ask for.
+const suspectGap = 10 * time.Millisecond
+
 // onProbe folds one probe's result into e's health.
 func (bal *balancer) onProbe(e *endpoint, status proto.Status, err error) {
 	bal.mu.Lock()
@@ -636,6 +657,10 @@ func (bal *balancer) onProbe(e *endpoint, status proto.Status, err error) {
 		return
 	}
 	changed := false
+	if err != nil && unreachable(err) {
+		// Nothing listens there: out now, whatever the thresholds.
+		changed = bal.eject(e, bal.b.nowNs(), ReasonUnreachable, *bal.eps.Load())
+	}
 	if err != nil {
 		e.probesFailed++
 		e.lastProbeErr = err

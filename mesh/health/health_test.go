@@ -352,12 +352,13 @@ func TestProbationTimeout(t *testing.T) {
 	}
 }
 
-// At most 10 % of the endpoints (at least one) are ejected at a time.
+// At most 10 % of the endpoints (at least one) are ejected at a time for
+// their failures; an ICMP unreachable is not capped (nothing is there).
 func TestEjectionCap(t *testing.T) {
 	for _, tc := range []struct{ n, out int }{{3, 1}, {10, 1}, {30, 3}} {
 		f := newFixture(t, tc.n, Config{})
 		for i := range tc.n {
-			f.done(i, runtime.AttemptResult{Err: syscall.ECONNREFUSED})
+			f.fail(i, DefaultConsecutiveFailures)
 		}
 		f.bal.process()
 		out, refused := 0, uint64(0)
@@ -371,6 +372,13 @@ func TestEjectionCap(t *testing.T) {
 		if out != tc.out || refused != uint64(tc.n-tc.out) {
 			t.Errorf("%d endpoints all failing: %d ejected, %d refused by the cap; want %d and %d", tc.n, out, refused, tc.out, tc.n-tc.out)
 		}
+	}
+	f := newFixture(t, 3, Config{})
+	f.fail(0, DefaultConsecutiveFailures)
+	f.done(1, runtime.AttemptResult{Err: syscall.ECONNREFUSED})
+	f.bal.process()
+	if f.stats(0).State != Ejected || f.stats(1).State != Ejected {
+		t.Errorf("one ejected for failures, one unreachable: %v, %v; want both ejected", f.stats(0).State, f.stats(1).State)
 	}
 }
 
@@ -544,4 +552,67 @@ func closedPort(t *testing.T) netip.AddrPort {
 	ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.Close()
 	return ap
+}
+
+// The first failure of a run probes at once: against a port that closed,
+// the PING's ICMP unreachable ejects the endpoint long before the next
+// regular probe (10 s away here) or four more failures.
+func TestFailureProbesAtOnce(t *testing.T) {
+	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	other := closedPort(t)
+	rec := &recorder{}
+	b, err := Wrap(rec, Config{Interval: 10 * time.Second, Timeout: time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := runtime.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	cli, err := runtime.DialService("test.Suspect", runtime.WithEngine(eng),
+		runtime.WithResolver(static.New(runtime.Endpoint{Addr: srv.Addr()}, runtime.Endpoint{Addr: other})), runtime.WithBalancer(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for len(rec.handed()) != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	srv.Shutdown(context.Background())
+	var bal *balancer
+	b.mu.Lock()
+	for x := range b.balancers {
+		bal = x
+	}
+	b.mu.Unlock()
+	var sc *runtime.SubConn
+	for _, s := range cli.Endpoints() {
+		if s.Addr() == srv.Addr() {
+			sc = s
+		}
+	}
+	start := time.Now()
+	bal.Done(sc, &runtime.AttemptResult{Err: runtime.ErrNoReply}) // a timeout: says nothing yet
+	for {
+		st := b.Stats()
+		i := slices.IndexFunc(st, func(s EndpointStats) bool { return s.Addr == srv.Addr() })
+		if st[i].State == Ejected {
+			if st[i].Reason != ReasonUnreachable {
+				t.Errorf("ejected for %q, want %q", st[i].Reason, ReasonUnreachable)
+			}
+			t.Logf("one timeout, then the probe it caused: ejected %v after the failure", st[i].EjectedAt.Sub(st[i].FirstFailure))
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("not ejected 5 s after a failure against a closed port: %+v", st[i])
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
