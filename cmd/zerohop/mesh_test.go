@@ -83,7 +83,9 @@ func newMeshEnv(t *testing.T, servers int) *meshEnv {
 	return m
 }
 
-func (m *meshEnv) addr(i int) netip.AddrPort { return netip.AddrPortFrom(m.tp.Links[i-1].B.Addr4, 7000) }
+func (m *meshEnv) addr(i int) netip.AddrPort {
+	return netip.AddrPortFrom(m.tp.Links[i-1].B.Addr4, 7000)
+}
 
 // serve starts `zerohop serve` in server host i, registered in etcd.
 func (m *meshEnv) serve(i int, extra ...string) *serveProc {
@@ -468,7 +470,9 @@ func TestMeshEtcdUnreachable(t *testing.T) {
 	}
 	defer eng.Close()
 	ports := []int{etcdtest.FreePort(t, "127.0.0.1"), etcdtest.FreePort(t, "127.0.0.1"), etcdtest.FreePort(t, "127.0.0.1")}
-	addr := func(i int) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ports[i])) }
+	addr := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ports[i]))
+	}
 	serveLocal := func(i int) *serveProc {
 		return startServeHere(t, fmt.Sprintf("server %d", i), "--addr", addr(i).String(), "--backend", "uring", "--busy-poll", "0",
 			"--service", meshService, "--etcd", e.Endpoint, "--stats", "50ms")
@@ -586,5 +590,3 @@ func startServeHere(t *testing.T, name string, args ...string) *serveProc {
 	}
 	return p
 }
-
-
