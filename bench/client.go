@@ -26,6 +26,10 @@ import (
 const (
 	LoadGWIR = "gwir"
 	LoadHTTP = "http"
+	// LoadDial and LoadDialService load a GWIR server through zerohop's
+	// own client, by address and by service name (runtimeclient.go).
+	LoadDial        = "dial"
+	LoadDialService = "dialservice"
 )
 
 // Markers a client prints on stdout, one per line, before its JSON result.
@@ -37,7 +41,7 @@ const (
 
 // ClientConfig configures one load point of a client.
 type ClientConfig struct {
-	Kind         string // LoadGWIR or LoadHTTP
+	Kind         string // LoadGWIR, LoadHTTP, LoadDial or LoadDialService
 	Addr         string // IP:PORT of the server
 	Outstanding  int
 	Warmup       time.Duration
@@ -92,6 +96,8 @@ func RunClient(ctx context.Context, cfg ClientConfig, out io.Writer) error {
 		res, err = runGWIRClient(ctx, cfg, out)
 	case LoadHTTP:
 		res, err = runHTTPClient(ctx, cfg, out)
+	case LoadDial, LoadDialService:
+		res, err = runRuntimeClient(ctx, cfg, out, cfg.Kind == LoadDialService)
 	default:
 		return fmt.Errorf("bench client: unknown load kind %q", cfg.Kind)
 	}

@@ -8,7 +8,11 @@
 // the same run.
 //
 // Variants: zerohop on AF_XDP ("zerohop-xsk"), the same with the mesh
-// policies on ("zerohop-xsk+policies": BenchPolicy and the shedder), zerohop on io_uring sockets
+// policies on ("zerohop-xsk+policies": BenchPolicy and the shedder), the
+// same server loaded through zerohop's own client by address
+// ("zerohop-xsk+dial", runtime.Dial) and by service name
+// ("zerohop-xsk+dialservice", mesh.DialService over a static resolver of
+// the one endpoint, p2c and health checks on), zerohop on io_uring sockets
 // ("zerohop-uring"), a plain Go net.UDPConn server speaking GWIR
 // ("netudp", the baseline for the same protocol without zerohop), a
 // keep-alive net/http server ("nethttp"), the same

@@ -331,7 +331,7 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	cfg := h.cfg
 	gwirAddr := netip.AddrPortFrom(h.serverIP, gwirPort).String()
 	httpAddr := netip.AddrPortFrom(h.serverIP, httpPort).String()
-	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantRawXSK
+	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantXSKDial || name == VariantXSKDialService || name == VariantRawXSK
 	if needNIC && h.topology == nil {
 		if !h.root {
 			return nil, "", "", "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF) for the veth topology and AF_XDP"
@@ -356,7 +356,7 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		return true
 	}
 	switch name {
-	case VariantXSK, VariantXSKPolicies, VariantUring:
+	case VariantXSK, VariantXSKPolicies, VariantXSKDial, VariantXSKDialService, VariantUring:
 		backend := "xsk"
 		if name == VariantUring {
 			backend = "uring"
@@ -378,6 +378,12 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 			args = append([]string{"bench-server", "--kind", "zerohop", "--cpuprofile", prof, "--"}, args...)
 		}
 		launch(h.server.command(cores, cfg.Exe, args...))
+		switch name {
+		case VariantXSKDial:
+			return procs, LoadDial, gwirAddr, skip
+		case VariantXSKDialService:
+			return procs, LoadDialService, gwirAddr, skip
+		}
 		return procs, LoadGWIR, gwirAddr, skip
 	case VariantNetUDP:
 		launch(h.server.command(cores, cfg.Exe, "bench-server", "--kind", "netudp", "--addr", gwirAddr))

@@ -17,6 +17,12 @@ const (
 	// authorization policy that allows the load, a rate limit it never
 	// reaches, the load shedder (BenchPolicy).
 	VariantXSKPolicies = "zerohop-xsk+policies"
+	// VariantXSKDial and VariantXSKDialService serve like zerohop-xsk and
+	// load it through zerohop's own client: runtime.Dial, and
+	// mesh.DialService over a static resolver of the one endpoint (p2c,
+	// health checks on). Their ratio is the cost of calling by name.
+	VariantXSKDial        = "zerohop-xsk+dial"
+	VariantXSKDialService = "zerohop-xsk+dialservice"
 	VariantUring       = "zerohop-uring"
 	VariantNetUDP      = "netudp"
 	VariantNetHTTP     = "nethttp"
@@ -26,7 +32,7 @@ const (
 )
 
 // AllVariants lists the variants in the order the harness runs them.
-var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantXSKDial, VariantXSKDialService, VariantUring, VariantNetUDP, VariantNetHTTP, VariantSidecar, VariantRawXSK}
 
 // Report is one run of the harness; it marshals to the JSON of --json.
 type Report struct {

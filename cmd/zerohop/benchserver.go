@@ -77,7 +77,7 @@ func serveProfiled(path string, args []string) int {
 func runBenchClient(args []string) int {
 	fs := newFlags("bench-client", "usage: zerohop bench-client --kind gwir|http --addr IP:PORT [--n N] …\n\nInternal to `zerohop bench`: drives one load point and prints its result.")
 	var cfg bench.ClientConfig
-	fs.StringVar(&cfg.Kind, "kind", bench.LoadGWIR, "gwir or http")
+	fs.StringVar(&cfg.Kind, "kind", bench.LoadGWIR, "gwir, http, dial or dialservice")
 	fs.StringVar(&cfg.Addr, "addr", "", "IP:PORT of the server")
 	fs.IntVar(&cfg.Outstanding, "n", 1, "outstanding requests")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "warm-up before the measured window")

@@ -590,3 +590,32 @@ func startServeHere(t *testing.T, name string, args ...string) *serveProc {
 	}
 	return p
 }
+
+// `zerohop serve --node-table`: the server is in the node table for as
+// long as it serves, `zerohop services` lists it, and a client in another
+// namespace calls it by name with `zerohop call --service --node-table`.
+func TestServeNodeTable(t *testing.T) {
+	topo.RequireRoot(t)
+	link := topo.Pair(t, topo.Config{})
+	svc := fmt.Sprintf("test.NodeServe%d", os.Getpid())
+	addr := netip.AddrPortFrom(link.A.Addr4, 7000)
+	p := startServe(t, link.A.Host, "server", false, "--addr", addr.String(), "--backend", "uring", "--busy-poll", "0",
+		"--node-table", "--service", svc, "--weight", "7", "--zone", "z9")
+	code, out, errOut := runCmd(t, link.B.Host.Command(t.Context(), os.Args[0], "services", "--service", svc))
+	if code != 0 || !strings.Contains(out, addr.String()) || !strings.Contains(out, fmt.Sprintf("pid=%d", p.cmd.Process.Pid)) ||
+		!regexp.MustCompile(`serving\s+7\s+z9`).MatchString(out) {
+		t.Errorf("zerohop services --service %s: exit %d, stdout:\n%s\nstderr: %s", svc, code, out, errOut)
+	}
+	t.Logf("zerohop services:\n%s", out)
+	code, out, errOut = runCmd(t, link.B.Host.Command(t.Context(), os.Args[0], "call", "--service", svc, "--node-table",
+		"--field", "1:string=node", echo.EchoMethod))
+	if code != 0 || !strings.Contains(out, `"node"`) {
+		t.Errorf("zerohop call --service --node-table: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.exited
+	code, out, _ = runCmd(t, link.B.Host.Command(t.Context(), os.Args[0], "services", "--service", svc))
+	if code != 0 || strings.Contains(out, addr.String()) {
+		t.Errorf("after SIGTERM the node table still lists the server (exit %d):\n%s", code, out)
+	}
+}
