@@ -23,12 +23,12 @@ const (
 	// health checks on). Their ratio is the cost of calling by name.
 	VariantXSKDial        = "zerohop-xsk+dial"
 	VariantXSKDialService = "zerohop-xsk+dialservice"
-	VariantUring       = "zerohop-uring"
-	VariantNetUDP      = "netudp"
-	VariantNetHTTP     = "nethttp"
-	VariantSidecar     = "nethttp-sidecar"
-	VariantRawXSK      = "raw-xsk"
-	baselineVariant    = VariantNetHTTP
+	VariantUring          = "zerohop-uring"
+	VariantNetUDP         = "netudp"
+	VariantNetHTTP        = "nethttp"
+	VariantSidecar        = "nethttp-sidecar"
+	VariantRawXSK         = "raw-xsk"
+	baselineVariant       = VariantNetHTTP
 )
 
 // AllVariants lists the variants in the order the harness runs them.
