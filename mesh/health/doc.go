@@ -48,8 +48,8 @@
 //     EHOSTUNREACH or ENETUNREACH: an ICMP unreachable says nothing
 //     listens there, the datagram analogue of a refused connection, on
 //     which gRPC takes a subchannel out of the picker at once
-//     (TRANSIENT_FAILURE) rather than counting; such an ejection is not
-//     subject to the cap below;
+//     (TRANSIENT_FAILURE) rather than counting; such an ejection is
+//     neither subject to the cap below nor counted in it;
 //   - when its success rate over the last SuccessRateWindow (default 1 s)
 //     is below SuccessRateMin (default 0.5) with at least
 //     SuccessRateMinRequests attempts (default 20). Envoy's and gRPC's

@@ -526,9 +526,11 @@ func (bal *balancer) eject(e *endpoint, now int64, reason string, eps map[*runti
 	if e.ejected || e.probation {
 		return false
 	}
+	// Endpoints out because nothing answers there do not use up the cap:
+	// it bounds how many this client judges outliers.
 	out := 0
 	for _, o := range eps {
-		if o.ejected || o.probation {
+		if (o.ejected || o.probation) && o.reason != ReasonUnreachable {
 			out++
 		}
 	}
