@@ -18,8 +18,8 @@
 // thresholds; a serving PONG brings it back at once. Endpoints start
 // healthy: discovery listed them as serving.
 //
-// The first failure of a run (below) also probes the endpoint at once
-// (at most every 10 ms): a timeout does not tell a lost datagram from a
+// A failed call (below) also probes the endpoint at once (at most every
+// 10 ms): a timeout does not tell a lost datagram from a
 // dead server, but a PING to a port nobody serves is answered by an ICMP
 // unreachable, which ejects the endpoint at once. This is what takes a
 // killed server out within a round trip of its first failure: after

@@ -348,13 +348,13 @@ func (bal *balancer) Done(sc *runtime.SubConn, r *runtime.AttemptResult) {
 			n := e.consecutive.Add(1)
 			if n == 1 {
 				e.streakNs.Store(bal.b.nowNs())
-				// A run of failures begins: probe now. A timeout does
-				// not say whether the server is gone, a PING to a port
-				// nobody serves is answered by an ICMP unreachable.
-				select {
-				case e.suspect <- struct{}{}:
-				default:
-				}
+			}
+			// Probe now (the prober keeps 10 ms between such probes): a
+			// timeout does not say whether the server is gone, a PING to
+			// a port nobody serves is answered by an ICMP unreachable.
+			select {
+			case e.suspect <- struct{}{}:
+			default:
 			}
 			switch {
 			case gone:
