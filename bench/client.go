@@ -73,6 +73,11 @@ type ClientConfig struct {
 	// Identity is an identity directory with which the runtime-client load
 	// seals its calls (the sealed variant, sealed.go); "" for none.
 	Identity string
+
+	// Service, when set, makes the runtime-client load call by this
+	// service name, mesh.DialService over a static resolver of Addr (the
+	// dialservice variant), instead of runtime.Dial of Addr.
+	Service string
 }
 
 // ClientResult is what a client measured over its window; it is the JSON

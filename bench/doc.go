@@ -19,7 +19,12 @@
 // Variants: zerohop on AF_XDP ("zerohop-xsk"), the same with the mesh
 // policies on ("zerohop-xsk+policies": BenchPolicy and the shedder), the
 // same with its admin endpoint scraped (GET /metrics) once a second during
-// the run ("zerohop-xsk-telemetry", the cost of telemetry), zerohop on io_uring sockets
+// the run ("zerohop-xsk-telemetry", the cost of telemetry), the same server
+// called by service name through the runtime-client load
+// ("zerohop-xsk+dialservice": mesh.DialService over a static resolver of
+// the one endpoint, p2c and health checks on; its ratio to zerohop-xsk
+// under the same load, which dials by address, is the cost of calling by
+// name), zerohop on io_uring sockets
 // ("zerohop-uring"), a plain Go net.UDPConn server speaking GWIR
 // ("netudp", the baseline for the same protocol without zerohop), the
 // same echo on gnet's UDP event loop ("gnet"), a keep-alive net/http

@@ -151,6 +151,7 @@ type harness struct {
 	tmp            string
 	progress       *progressBar
 	clientIdentity string // the sealed variant's load identity (sealed.go)
+	clientService  string // the dialservice variant's service name
 }
 
 // Run runs every configured variant and returns the report. It removes
@@ -459,7 +460,8 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 	cfg := h.cfg
 	gwirAddr := netip.AddrPortFrom(h.serverIP, gwirPort).String()
 	httpAddr := netip.AddrPortFrom(h.serverIP, httpPort).String()
-	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantXSKTelemetry || name == VariantRawXSK
+	h.clientIdentity, h.clientService = "", "" // set below for the variants whose load needs them
+	needNIC := name == VariantXSK || name == VariantXSKPolicies || name == VariantXSKTelemetry || name == VariantXSKDialService || name == VariantRawXSK
 	if needNIC && h.topology == nil {
 		if !h.root {
 			return nil, "", "", "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF) for the veth topology and AF_XDP"
@@ -487,7 +489,7 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		return true
 	}
 	switch name {
-	case VariantXSK, VariantXSKPolicies, VariantXSKTelemetry, VariantUring:
+	case VariantXSK, VariantXSKPolicies, VariantXSKTelemetry, VariantXSKDialService, VariantUring:
 		backend := "xsk"
 		if name == VariantUring {
 			backend = "uring"
@@ -510,6 +512,9 @@ func (h *harness) startServers(ctx context.Context, name string) (procs []*serve
 		if cfg.CPUProfileDir != "" {
 			prof, _ := filepath.Abs(filepath.Join(cfg.CPUProfileDir, name+".pprof"))
 			args = append([]string{"bench-server", "--kind", "zerohop", "--cpuprofile", prof, "--"}, args...)
+		}
+		if name == VariantXSKDialService {
+			h.clientService = dialServiceName
 		}
 		launch(h.server.command(cores, cfg.Exe, args...))
 		return procs, LoadGWIR, gwirAddr, skip

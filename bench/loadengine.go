@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/zerohop/zerohop/examples/echo"
+	"github.com/zerohop/zerohop/mesh"
+	"github.com/zerohop/zerohop/mesh/discovery/static"
 	zr "github.com/zerohop/zerohop/runtime"
 )
 
@@ -37,7 +40,16 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 		}
 		dialOpts = append(dialOpts, zr.WithClientSealer(sealer))
 	}
-	client, err := zr.Dial("udp", cfg.Addr, dialOpts...)
+	var client *zr.Client
+	if cfg.Service != "" {
+		var ap netip.AddrPort
+		if ap, err = netip.ParseAddrPort(cfg.Addr); err != nil {
+			return res, fmt.Errorf("bench runtime-client load: --addr %q: %w", cfg.Addr, err)
+		}
+		client, err = mesh.DialService(cfg.Service, static.New(zr.Endpoint{Addr: ap}), dialOpts...)
+	} else {
+		client, err = zr.Dial("udp", cfg.Addr, dialOpts...)
+	}
 	if err != nil {
 		return res, fmt.Errorf("bench runtime-client load: dialling %s: %w", cfg.Addr, err)
 	}
@@ -49,6 +61,9 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 	fmt.Fprintln(out, markerReady)
 	res.LoadDetail = fmt.Sprintf("zerohop client engine, loop on core(s) %v, %d calls outstanding from one goroutine with Client.Go",
 		cfg.EngineCores, cfg.Outstanding)
+	if cfg.Service != "" {
+		res.LoadDetail += ", by service name (mesh.DialService: p2c, health checks)"
+	}
 
 	epoch := time.Now()
 	now := func() time.Duration { return time.Since(epoch) }

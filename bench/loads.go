@@ -89,7 +89,7 @@ func loadsFor(name, serverLoad string, selected []string) []string {
 	}
 	var out []string
 	for _, l := range selected {
-		if l == LoadEngine && !contains(EngineLoadVariants, name) || !sealedOnlyLoad(name, l) {
+		if l == LoadEngine && !contains(EngineLoadVariants, name) || !engineOnlyLoad(name, l) {
 			continue
 		}
 		out = append(out, l)

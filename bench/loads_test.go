@@ -42,6 +42,11 @@ func TestLoadsForVariants(t *testing.T) {
 	if got := loadsFor(VariantUring, LoadGWIR, []string{LoadEngine}); len(got) != 0 {
 		t.Errorf("zerohop-uring under runtime-client only: %v", got)
 	}
+	for _, only := range []string{VariantXSKSealed, VariantXSKDialService} {
+		if got := loadsFor(only, LoadGWIR, all); !slices.Equal(got, []string{LoadEngine}) {
+			t.Errorf("%s: %v, want only the runtime-client load", only, got)
+		}
+	}
 	if clientKind(LoadKernelUDP) != LoadGWIR || clientKind(LoadXSK) != LoadXSK {
 		t.Error("bench-client kinds")
 	}

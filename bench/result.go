@@ -20,16 +20,22 @@ const (
 	// VariantXSKTelemetry is zerohop-xsk with its admin endpoint scraped
 	// (GET /metrics) once a second during the run: the cost of telemetry.
 	VariantXSKTelemetry = "zerohop-xsk-telemetry"
-	VariantUring        = "zerohop-uring"
-	VariantNetUDP       = "netudp"
-	VariantNetHTTP      = "nethttp"
-	VariantSidecar      = "nethttp-sidecar"
-	VariantRawXSK       = "raw-xsk"
-	baselineVariant     = VariantNetHTTP
+	// VariantXSKDialService serves like zerohop-xsk; only the
+	// runtime-client load drives it, calling by service name
+	// (mesh.DialService over a static resolver of the one endpoint, p2c,
+	// health checks on). Its ratio to zerohop-xsk under the same load,
+	// which dials by address, is the cost of calling by name.
+	VariantXSKDialService = "zerohop-xsk+dialservice"
+	VariantUring          = "zerohop-uring"
+	VariantNetUDP         = "netudp"
+	VariantNetHTTP        = "nethttp"
+	VariantSidecar        = "nethttp-sidecar"
+	VariantRawXSK         = "raw-xsk"
+	baselineVariant       = VariantNetHTTP
 )
 
 // AllVariants lists the variants in the order the harness runs them.
-var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantXSKTelemetry, VariantUring, VariantNetUDP, VariantGnet, VariantNetHTTP, VariantSidecar, VariantRawXSK}
+var AllVariants = []string{VariantXSK, VariantXSKPolicies, VariantXSKTelemetry, VariantXSKDialService, VariantUring, VariantNetUDP, VariantGnet, VariantNetHTTP, VariantSidecar, VariantRawXSK}
 
 // Report is one run of the harness; it marshals to the JSON of --json.
 type Report struct {

@@ -22,11 +22,15 @@ const VariantXSKSealed = "zerohop-xsk-sealed"
 
 func init() {
 	AllVariants = append(AllVariants, VariantXSKSealed)
-	EngineLoadVariants = append(EngineLoadVariants, VariantXSKSealed)
+	EngineLoadVariants = append(EngineLoadVariants, VariantXSKSealed, VariantXSKDialService)
 }
 
-// sealedOnlyLoad is the one load that can drive the sealed variant.
-func sealedOnlyLoad(name, load string) bool { return name != VariantXSKSealed || load == LoadEngine }
+// engineOnlyLoad is false for a load other than the runtime-client one
+// on the variants only it can drive: the sealed one (no other load seals)
+// and the dialservice one (no other load calls by name).
+func engineOnlyLoad(name, load string) bool {
+	return name != VariantXSKSealed && name != VariantXSKDialService || load == LoadEngine
+}
 
 // benchIdentities writes a test CA's identity directories for the sealed
 // variant's server and load into dir: what `serve --identity` and
@@ -92,11 +96,19 @@ func (h *harness) startSealedServers(name, gwirAddr string, cores, queues []int)
 // clientArgs are the bench-client flags a load kind needs beyond the
 // common ones.
 func (h *harness) clientArgs(load string) []string {
+	var args []string
 	if load == LoadEngine && h.clientIdentity != "" {
-		return []string{"--identity", h.clientIdentity}
+		args = append(args, "--identity", h.clientIdentity)
 	}
-	return nil
+	if load == LoadEngine && h.clientService != "" {
+		args = append(args, "--service", h.clientService)
+	}
+	return args
 }
+
+// dialServiceName is the service the dialservice variant's load calls by
+// name: the echo service's.
+const dialServiceName = "zerohop.Echo"
 
 // engineSealer is the runtime-client load's sealer for an identity
 // directory: a client of any server of the same trust domain.

@@ -44,7 +44,11 @@ func (sc *SubConn) SRTT() time.Duration { return time.Duration(sc.ep.srttNs.Load
 // (proto.PongServing or proto.PongDraining), for active health checks.
 // It retransmits like a call and honours ctx.
 func (sc *SubConn) Ping(ctx context.Context) (proto.Status, error) {
-	return sc.svc.pinger(sc).Ping(ctx)
+	p := sc.svc.pinger(sc)
+	if p == nil {
+		return 0, ErrClientClosed
+	}
+	return p.Ping(ctx)
 }
 
 // BalancerConn is the Client's side of a Balancer.

@@ -328,6 +328,9 @@ type clientSource struct {
 	closedClient []*Client
 	delivered    bool
 	taking       bool
+	// result is where the loop reports an attempt's end (report): one at
+	// a time, so one suffices, and a pointer to it escapes nothing.
+	result AttemptResult
 }
 
 func newClientSource(cl *clientLoop) (*clientSource, error) {
@@ -653,7 +656,7 @@ func (s *clientSource) expire(now int64) {
 			s.complete(call, nil, 0)
 			continue
 		}
-		s.attemptEnded(call, &AttemptResult{Err: ErrNoReply})
+		s.report(call, AttemptResult{Err: ErrNoReply})
 		if !call.ep.key.tcp && s.failover(call, now) {
 			continue
 		}
@@ -722,11 +725,17 @@ func (s *clientSource) complete(call *Call, f proto.Frame, rttNs int64) {
 		}
 	}
 	if f != nil && rttNs >= 0 && (len(call.client.cfg.interceptors) > 0 || call.sc != nil) {
-		r := AttemptResult{Answered: true, Status: f.Status(), RTT: time.Duration(rttNs),
-			ServiceTime: call.Reply.ServiceTime, RetryAfter: call.Reply.RetryAfter}
-		s.attemptEnded(call, &r)
+		s.report(call, AttemptResult{Answered: true, Status: f.Status(), RTT: time.Duration(rttNs),
+			ServiceTime: call.Reply.ServiceTime, RetryAfter: call.Reply.RetryAfter})
 	}
 	s.release(call)
+}
+
+// report is attemptEnded with r held in the loop's own result, so that
+// handing its address to interceptors and balancers allocates nothing.
+func (s *clientSource) report(call *Call, r AttemptResult) {
+	s.result = r
+	s.attemptEnded(call, &s.result)
 }
 
 // attemptEnded tells the interceptors and, for a DialService call, the
@@ -913,7 +922,7 @@ func (s *clientSource) socketError(fd int, err error) {
 			now := s.now()
 			for _, call := range s.calls {
 				if call.ep == ep && !call.finished {
-					s.attemptEnded(call, &AttemptResult{Err: errno})
+					s.report(call, AttemptResult{Err: errno})
 					if !s.failover(call, now) {
 						s.fail(call, call.client.callErrorOn(call, errno))
 					}
@@ -1053,7 +1062,7 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 		r := AttemptResult{Answered: true, Status: st, RTT: time.Duration(rtt)}
 		r.RetryAfter, _ = f.RetryAfter()
 		r.ServiceTime, _ = f.ServiceTime()
-		s.attemptEnded(call, &r)
+		s.report(call, r)
 		if s.failover(call, s.now()) {
 			return
 		}

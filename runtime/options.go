@@ -67,6 +67,7 @@ type config struct {
 	registry      Registry
 	service       string
 	sealer        ServerSealer
+	drainDelay    time.Duration
 }
 
 // DefaultBusyPoll is how long a loop spins after its last packet before it
@@ -317,6 +318,23 @@ func WithRegistry(reg Registry, service string) Option {
 			return fmt.Errorf("runtime: WithRegistry: need a registry and a service name")
 		}
 		c.registry, c.service = reg, service
+		return nil
+	}
+}
+
+// WithDrainDelay makes Shutdown keep draining for at least d after it
+// withdrew the registration (WithRegistry): PINGs are answered draining
+// and requests OVERLOADED for that long before the sockets close, so that
+// clients learn from discovery and from their health probes that the
+// server is going, and stop picking it, before its port is gone. Bounded
+// by Shutdown's context. Default 0: close as soon as in-flight requests
+// are done.
+func WithDrainDelay(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("runtime: WithDrainDelay(%v): negative; give 0 for none", d)
+		}
+		c.drainDelay = d
 		return nil
 	}
 }

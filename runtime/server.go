@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/zerohop/zerohop/proto"
 	"github.com/zerohop/zerohop/runtime/internal/engine"
@@ -244,7 +245,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // the port stops being steered to AF_XDP sockets (its datagrams reach the
 // same loops through the kernel sockets), PINGs are answered "draining" and
 // new requests OVERLOADED while requests already handed to blocking
-// handlers finish, until ctx is done. Then blocking requests still queued
+// handlers finish (and for at least WithDrainDelay), until ctx is done. Then blocking requests still queued
 // never start (Stats.Abandoned counts them), the loops stop, and every
 // socket, ring, XDP attachment and pinned map is released. It returns
 // ctx's error when in-flight requests were abandoned, nil otherwise; a
@@ -272,6 +273,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.core.Draining.Store(true)
 	var drainErr error
+	if started && s.cfg.drainDelay > 0 {
+		t := time.NewTimer(s.cfg.drainDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	if started {
 		drainErr = s.core.Pool.Drain(ctx, s.owesReplies)
 	}

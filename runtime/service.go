@@ -158,10 +158,15 @@ func (s *service) ReportError(err error) {
 		"service", s.name, "err", err, "errors", s.resolveErrs.Load())
 }
 
-// pinger is a Client on sc's endpoint, for SubConn.Ping.
+// pinger is a Client on sc's endpoint, for SubConn.Ping; nil once the
+// service is closed or sc no longer one of its endpoints (a pinger made
+// then would never be closed).
 func (s *service) pinger(sc *SubConn) *Client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed || s.subconns[sc.Addr()] != sc {
+		return nil
+	}
 	if p := s.pingers[sc]; p != nil {
 		return p
 	}
@@ -170,7 +175,7 @@ func (s *service) pinger(sc *SubConn) *Client {
 	}
 	ep, err := s.eng.acquireOn(sc.ep.key, s.loop)
 	if err != nil {
-		return s.client // closed: its Ping fails with ErrClientClosed
+		return nil
 	}
 	p := &Client{eng: s.eng, ep: ep, cfg: defaultClientConfig()}
 	p.calls.New = func() any { return &Call{client: p, ownCh: make(chan *Call, 1), heapIndex: -1} }

@@ -93,6 +93,7 @@ func runBenchClient(args []string) int {
 	fs.IntVar(&cfg.Queues, "queues", 1, "queues of --iface to bind (xsk)")
 	core := fs.Int("core", -1, "core to pin the engine's loop to (runtime-client; -1: the engine's default)")
 	fs.StringVar(&cfg.Identity, "identity", "", "with --kind runtime-client: seal the calls with this identity directory")
+	fs.StringVar(&cfg.Service, "service", "", "with --kind runtime-client: call by this service name (mesh.DialService over a static resolver of --addr)")
 	if code, done := fs.parse(args, os.Stdout, os.Stderr); done {
 		return code
 	}

@@ -26,12 +26,14 @@ func init() {
 
 func runCall(args []string) int { return callCommand(context.Background(), os.Stdout, os.Stderr, args) }
 
-const callUsage = `usage: zerohop call --addr IP:PORT METHOD [--hex PAYLOAD | --field N[:TYPE]=VALUE ...] [--timeout D]
+const callUsage = `usage: zerohop call (--addr IP:PORT | --service NAME (--etcd ENDPOINTS | --node-table | --endpoints IP:PORT,…)) METHOD [--hex PAYLOAD | --field N[:TYPE]=VALUE ...] [--timeout D]
                     [--identity DIR [--allow SPIFFE_GLOB,...] [--handshake-port N]]
 
 Sends one GWIR request for METHOD ("pkg.Service/Method"), retransmitting
 until a reply or --timeout, and prints the reply's status and payload
-fields (number, wire type, value).
+fields (number, wire type, value). With --service the request goes to an
+endpoint of the service that discovery names, picked by p2c among the
+healthy ones and failed over to another if it does not answer.
 
 A --field is N=INTEGER (a varint; a negative one as int64), or
 N:TYPE=VALUE with a protobuf scalar type, which says how VALUE is read
@@ -65,6 +67,7 @@ func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int 
 	var fields fieldFlags
 	fs.Var(&fields, "field", "payload field N=INTEGER or N:TYPE=VALUE (repeatable)")
 	idf := addIdentityFlags(fs.FlagSet, false) // --identity, --allow, --handshake-port (sealing.go)
+	sf := addServiceFlags(fs.FlagSet)          // --service, --etcd, --node-table, --endpoints (callservice.go)
 	// Flags may come before and after METHOD.
 	var positional []string
 	for {
@@ -77,9 +80,12 @@ func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int 
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+	if err := sf.check(*addr); err != nil {
+		return fs.usageError(errOut, "%v", err)
+	}
 	switch {
-	case *addr == "":
-		return fs.usageError(errOut, "--addr is required: give the server's IP:PORT")
+	case *addr == "" && sf.service == "":
+		return fs.usageError(errOut, "--addr is required: give the server's IP:PORT (or --service NAME to call a service by name)")
 	case len(positional) != 1:
 		return fs.usageError(errOut, "want exactly one METHOD (\"pkg.Service/Method\"), got %d arguments", len(positional))
 	case *hexPayload != "" && len(fields) > 0:
@@ -117,7 +123,14 @@ func callCommand(ctx context.Context, out, errOut io.Writer, args []string) int 
 	if sealOpt != nil {
 		dialOpts = append(dialOpts, sealOpt)
 	}
-	client, err := runtime.Dial("udp", *addr, dialOpts...)
+	var client *runtime.Client
+	if sf.service != "" { // by name (callservice.go)
+		var done func()
+		client, done, err = sf.dial(dialOpts...)
+		defer done()
+	} else {
+		client, err = runtime.Dial("udp", *addr, dialOpts...)
+	}
 	if err != nil {
 		return fail(errOut, "call", err, nil)
 	}

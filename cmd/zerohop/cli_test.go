@@ -64,6 +64,11 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:0", "--identity", "/nonexistent", "--allow", "spiffe://td/a/**/b"}, want: "--allow"},
 			{args: []string{"--addr", "127.0.0.1:0", "--identity", "/nonexistent", "--tcp"}, want: "--handshake-port"},
 			{args: []string{"--addr", "127.0.0.1:0", "--identity", "/nonexistent", "--handshake-port", "70000"}, want: "--handshake-port 70000"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--service", "zerohop.Echo"}, want: "--etcd ENDPOINTS or --node-table"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--etcd", "http://127.0.0.1:9"}, want: "--service is required"},
+			{args: []string{"--addr", "0.0.0.0:7000", "--node-table", "--service", "zerohop.Echo"}, want: "--advertise"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--node-table", "--service", "a/b"}, want: "--service"},
+			{args: []string{"--addr", "127.0.0.1:7000", "--drain-delay", "-1s"}, want: "--drain-delay"},
 		},
 		fail: []cliCase{
 			// TEST-NET-1: not an address of this machine, so bind fails.
@@ -81,10 +86,24 @@ var cliRows = []cliRow{
 			{args: []string{"--addr", "127.0.0.1:9", "--field", "6:int32=1e3", "m"}, want: "not a valid int32"},
 			{args: []string{"--addr", "127.0.0.1:9", "--timeout", "-1s", "m"}, want: "--timeout"},
 			{args: []string{"--addr", "127.0.0.1:9", "--handshake-port", "7001", "m"}, want: "--handshake-port needs --identity DIR"},
+			{args: []string{"--service", "zerohop.Echo", "m"}, want: "exactly one of --etcd"},
+			{args: []string{"--etcd", "http://127.0.0.1:9", "m"}, want: "give --service"},
+			{args: []string{"--addr", "127.0.0.1:9", "--service", "zerohop.Echo", "--endpoints", "127.0.0.1:9", "m"}, want: "exclude"},
+			{args: []string{"--service", "zerohop.Echo", "--endpoints", "nope", "m"}, want: "--endpoints"},
 		},
 		fail: []cliCase{
 			{args: []string{"--addr", "127.0.0.1:9", "--timeout", "300ms", "zerohop.Echo/Echo"}, want: "zerohop call: "},
 			{args: []string{"--addr", "127.0.0.1:9", "--identity", "/nonexistent/id", "zerohop.Echo/Echo"}, want: "--identity"},
+			{args: []string{"--service", "zerohop.Echo", "--endpoints", "127.0.0.1:9", "--timeout", "300ms", "zerohop.Echo/Echo"}, want: "zerohop call: "},
+		}},
+	{cmd: "services",
+		usage: []cliCase{
+			{args: []string{"extra"}, want: `"extra"`},
+			{args: []string{"--timeout", "0s"}, want: "--timeout"},
+			{args: []string{"--no-node-table"}, want: "nothing to list"},
+		},
+		fail: []cliCase{
+			{args: []string{"--no-node-table", "--etcd", "http://127.0.0.1:9", "--timeout", "300ms"}, want: "--etcd http://127.0.0.1:9"},
 		}},
 	{cmd: "ping",
 		usage: []cliCase{

@@ -59,6 +59,7 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	tel := addTelemetryFlags(fs.FlagSet) // --admin, --otlp, --trace-ratio (telemetry.go)
 	// Peer identity and sealed frames: --identity, --require-sealed, --allow, --handshake-port (sealing.go).
 	idf := addIdentityFlags(fs.FlagSet, true)
+	mf := addMeshFlags(fs.FlagSet) // --service, --etcd, --node-table, --advertise, --drain-delay, … (servemesh.go)
 	if code, done := fs.parse(args, stdout, logOut); done {
 		return code
 	}
@@ -123,6 +124,17 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	if err := idf.check(*tcp); err != nil {
 		return fs.usageError(logOut, "%v", err)
 	}
+	// Being found and leaving (servemesh.go): registration in etcd and the
+	// node table, the drain delay.
+	meshOpts, meshDone, usage, err := mf.setup(*addr, log)
+	if usage != nil {
+		return fs.usageError(logOut, "%v", usage)
+	}
+	if err != nil {
+		return fail(logOut, "serve", err, serveFlags)
+	}
+	defer meshDone()
+	opts = append(opts, meshOpts...)
 	// Signals first: from here on, a signal ends the command cleanly.
 	sig := signalContext(ctx)
 	defer sig.stop()
@@ -196,7 +208,7 @@ wait:
 		}
 	}
 	log.Info("shutting down", "signal", signalName(sig.received()))
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second+mf.drainDelay)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	logStats(log, srv)

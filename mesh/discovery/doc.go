@@ -11,7 +11,9 @@
 //   - static: a fixed list, or a file watched for changes;
 //   - etcd: a Registry (lease, keep-alive, re-registration) and a resolver
 //     doing a prefix get and a watch;
-//   - kubernetes: EndpointSlices of a Service through a shared informer.
+//   - kubernetes: EndpointSlices of a Service through a shared informer;
+//   - node: the node's BPF service table (a resolver and a Registry), for
+//     same-node calls with no control plane.
 //
 // Contract shared by those resolvers (and expected of any built on Conn):
 // every update is a complete state (never a delta), pushed from the

@@ -25,6 +25,10 @@ type BinaryConfig struct {
 	// Prefix is put before the etcd command, such as
 	// {"ip", "netns", "exec", NAME} to run etcd in a namespace.
 	Prefix []string
+	// Enter, when etcd runs in another network namespace, runs fn inside
+	// it (topo.Host.Do does): the ports are picked and the readiness
+	// check connects from there.
+	Enter func(fn func() error) error
 }
 
 // Process is an etcd binary the test started.
@@ -73,7 +77,23 @@ func StartBinary(t testing.TB, cfg BinaryConfig) *Process {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	client, peer := hostURL(host, FreePort(t, host)), hostURL(host, FreePort(t, host))
+	enter := cfg.Enter
+	if enter == nil {
+		enter = func(fn func() error) error { return fn() }
+	}
+	var ports [2]int
+	if err := enter(func() error {
+		for i := range ports {
+			var err error
+			if ports[i], err = freePort(host); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	client, peer := hostURL(host, ports[0]), hostURL(host, ports[1])
 	p := &Process{Endpoint: client.String(), Dir: t.TempDir(), exited: make(chan struct{}), out: new(syncBuffer)}
 	args := append(append([]string(nil), cfg.Prefix...), path,
 		"--name", "etcdtest",
@@ -102,7 +122,7 @@ func StartBinary(t testing.TB, cfg BinaryConfig) *Process {
 			t.Logf("etcd output:\n%s", p.out.String())
 		}
 	})
-	if err := waitReady(p.Endpoint, p.exited, &p.waitErr); err != nil {
+	if err := waitReady(p.Endpoint, p.exited, &p.waitErr, cfg.Enter); err != nil {
 		t.Fatalf("etcdtest: %v\netcd output:\n%s", err, p.out.String())
 	}
 	return p

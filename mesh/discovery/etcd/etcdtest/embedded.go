@@ -60,7 +60,7 @@ func (s *Embedded) Start() {
 		s.t.Fatalf("etcdtest: embedded etcd not ready within %v", startTimeout)
 	}
 	s.e = e
-	if err := waitReady(s.Endpoint, nil, nil); err != nil {
+	if err := waitReady(s.Endpoint, nil, nil, nil); err != nil {
 		s.t.Fatalf("etcdtest: embedded etcd at %s: %v", s.Endpoint, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/zerohop/zerohop/mesh/discovery/etcd"
 )
@@ -21,12 +22,20 @@ const startTimeout = 20 * time.Second
 // that nobody listens on now.
 func FreePort(t testing.TB, host string) int {
 	t.Helper()
+	port, err := freePort(host)
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	return port
+}
+
+func freePort(host string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		t.Fatalf("etcdtest: pick a free port on %s: %v", host, err)
+		return 0, fmt.Errorf("pick a free port on %s: %w", host, err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func hostURL(host string, port int) url.URL {
@@ -49,9 +58,21 @@ func Client(t testing.TB, endpoint string) *clientv3.Client {
 
 // waitReady polls endpoint with a Get until it answers or the start
 // timeout passes; exited, once closed, says the server is gone, and
-// *exitErr why.
-func waitReady(endpoint string, exited <-chan struct{}, exitErr *error) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()})
+// *exitErr why. With enter, connections are made inside it.
+func waitReady(endpoint string, exited <-chan struct{}, exitErr *error, enter func(func() error) error) error {
+	cfg := clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()}
+	if enter != nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := enter(func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		})}
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return err
 	}
