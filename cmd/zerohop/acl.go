@@ -18,6 +18,7 @@ import (
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/mesh/policy"
 	"github.com/zerohop/zerohop/mesh/policy/authz"
+	"github.com/zerohop/zerohop/mesh/telemetry"
 )
 
 func init() {
@@ -27,19 +28,21 @@ func init() {
 func runACL(args []string) int { return aclCommand(os.Stdout, os.Stderr, args) }
 
 const aclUsage = `usage: zerohop acl list|add|del|load [flags]
-  zerohop acl list --admin URL [--json]       the server's rules with their hits and XDP drops
+  zerohop acl list --admin ADDR [--json]       the server's rules with their hits and XDP drops
   zerohop acl list --iface IF [--json]        the XDP ACL entries on IF with their hit counts
-  zerohop acl add  --admin URL --action allow|deny [--name N] [--at I] [--source P,...]
+  zerohop acl add  --admin ADDR --action allow|deny [--name N] [--at I] [--source P,...]
                    [--caller C,...] [--service S,...] [--method M,...] [--message TEXT]
   zerohop acl add  --iface IF --source PREFIX [--port P] [--action deny|allow]
-  zerohop acl del  --admin URL --name NAME
+  zerohop acl del  --admin ADDR --name NAME
   zerohop acl del  --iface IF --source PREFIX [--port P]
-  zerohop acl load --admin URL FILE           replace the server's policy with FILE
+  zerohop acl load --admin ADDR FILE           replace the server's policy with FILE
   zerohop acl load --iface IF --port P [--methods M,...] FILE
                                               write FILE's source rules for port P into the XDP ACL
 
---admin is the policy admin API of a server (zerohop serve --policy-admin ADDR);
-it works from anywhere that reaches it. --iface edits the XDP program's maps,
+--admin is a server's admin endpoint, as zerohop stat takes it (HOST:PORT or
+unix:PATH of serve --admin, or the URL of serve --policy-admin); the policy API
+is its /policy/ path. Without --admin or --iface, acl uses the only admin
+socket of this network namespace, as stat and top do. --iface edits the XDP program's maps,
 found through the interface by id: run it in the interface's network namespace
 (ip netns exec NS zerohop acl ...), from any mount namespace. Entries written
 with --iface for a port whose server has a policy are replaced at its next
@@ -47,6 +50,7 @@ reload: change that server's policy with --admin instead.`
 
 type aclFlags struct {
 	admin, iface string
+	endpoint     telemetry.Endpoint // where the policy API is, for every verb but --iface
 	json         bool
 	port         uint
 	name, action string
@@ -69,7 +73,7 @@ func aclCommand(out, errOut io.Writer, args []string) int {
 	}
 	verb := args[0]
 	var f aclFlags
-	fs.StringVar(&f.admin, "admin", "", "URL (or host:port) of the server's policy admin API")
+	fs.StringVar(&f.admin, "admin", "", "the server's admin endpoint: HOST:PORT, unix:PATH|@NAME, or the http:// URL of serve --policy-admin (default: the only admin socket in this network namespace)")
 	fs.StringVar(&f.iface, "iface", "", "interface whose XDP ACL to read or edit")
 	fs.BoolVar(&f.json, "json", false, "print JSON")
 	fs.UintVar(&f.port, "port", 0, "destination port of the XDP entry (0: any port)")
@@ -85,23 +89,31 @@ func aclCommand(out, errOut io.Writer, args []string) int {
 	if code, done := fs.parse(args[1:], out, errOut); done {
 		return code
 	}
-	if (f.admin == "") == (f.iface == "") {
-		return fs.usageError(errOut, "give exactly one of --admin URL or --iface IF")
+	if f.admin != "" && f.iface != "" {
+		return fs.usageError(errOut, "--admin and --iface exclude each other: give the server's admin endpoint or the interface whose XDP ACL to edit")
 	}
+	if f.iface == "" {
+		ep, err := aclEndpoint(f.admin)
+		if err != nil {
+			return fs.usageError(errOut, "%v", err)
+		}
+		f.endpoint = ep
+	}
+	useAdmin := f.iface == ""
 	if f.port > 65535 {
 		return fs.usageError(errOut, "--port %d: give 0..65535", f.port)
 	}
 	var err error
 	switch {
-	case verb == "list" && f.admin != "":
+	case verb == "list" && useAdmin:
 		err = aclListAdmin(out, f)
 	case verb == "list":
 		err = aclListIface(out, f)
-	case verb == "add" && f.admin != "":
+	case verb == "add" && useAdmin:
 		err = aclAddAdmin(out, f)
 	case verb == "add":
 		err = aclEditIface(out, f, true)
-	case verb == "del" && f.admin != "":
+	case verb == "del" && useAdmin:
 		err = aclDelAdmin(out, f)
 	case verb == "del":
 		err = aclEditIface(out, f, false)
@@ -109,7 +121,7 @@ func aclCommand(out, errOut io.Writer, args []string) int {
 		if fs.NArg() != 1 {
 			return fs.usageError(errOut, "give the policy file: zerohop acl load ... FILE")
 		}
-		if f.admin != "" {
+		if useAdmin {
 			err = aclLoadAdmin(out, f, fs.Arg(0))
 		} else {
 			err = aclLoadIface(out, f, fs.Arg(0))
@@ -132,39 +144,45 @@ type aclUsageError struct{ error }
 
 func usagef(format string, args ...any) error { return aclUsageError{fmt.Errorf(format, args...)} }
 
-// adminURL turns --admin into the API's base URL and path.
-func adminURL(base, path string) (string, error) {
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+// aclEndpoint is the admin endpoint --admin names (an http:// URL is
+// serve --policy-admin's), or the only admin socket here.
+func aclEndpoint(admin string) (telemetry.Endpoint, error) {
+	if rest, ok := strings.CutPrefix(admin, "http://"); ok {
+		admin = strings.TrimSuffix(rest, "/")
 	}
-	u, err := url.Parse(base)
-	if err != nil || u.Host == "" {
-		return "", usagef("--admin %q: give the admin API's URL, e.g. http://127.0.0.1:9901", base)
+	if admin == "" {
+		ep, err := adminEndpoint("")
+		if err != nil {
+			return ep, usagef("no --admin or --iface, and %v: give --admin ADDR (serve --admin) or --iface IF", err)
+		}
+		return ep, nil
 	}
-	return strings.TrimSuffix(u.String(), "/") + path, nil
+	ep, err := telemetry.ParseEndpoint(admin)
+	if err != nil {
+		return ep, usagef("--admin %q: give HOST:PORT, unix:PATH or http://HOST:PORT", admin)
+	}
+	return ep, nil
 }
 
-var adminClient = &http.Client{Timeout: 10 * time.Second}
-
-// adminDo sends a request to the API and decodes its JSON answer into v;
-// an answer other than 200 becomes an error with the server's message.
-func adminDo(method, base, path string, body []byte, v any) error {
-	u, err := adminURL(base, path)
+// adminDo sends a request to the policy API at path (under /policy) and
+// decodes its JSON answer into v; an answer other than 200 becomes an
+// error with the server's message.
+func adminDo(method string, ep telemetry.Endpoint, path string, body []byte, v any) error {
+	req, err := http.NewRequest(method, "http://zerohop/policy"+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	resp, err := ep.HTTPClient(10 * time.Second).Do(req)
 	if err != nil {
-		return err
-	}
-	resp, err := adminClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("policy admin API: %w (is the server running with --policy-admin?)", err)
+		return fmt.Errorf("admin endpoint %s: %w (is the server running?)", ep, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("policy admin API: reading the answer: %w", err)
+	}
+	if resp.StatusCode == http.StatusNotFound && path == "/" {
+		return fmt.Errorf("admin endpoint %s has no policy API: start the server with --policy FILE, --shed or --policy-admin", ep)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
@@ -184,7 +202,7 @@ func adminDo(method, base, path string, body []byte, v any) error {
 
 func aclListAdmin(out io.Writer, f aclFlags) error {
 	var st policy.Stats
-	if err := adminDo(http.MethodGet, f.admin, "/", nil, &st); err != nil {
+	if err := adminDo(http.MethodGet, f.endpoint, "/", nil, &st); err != nil {
 		return err
 	}
 	if f.json {
@@ -309,7 +327,7 @@ func aclAddAdmin(out io.Writer, f aclFlags) error {
 	}
 	body, _ := json.Marshal(rule)
 	var res policy.LoadResult
-	if err := adminDo(http.MethodPost, f.admin, "/rules?at="+strconv.Itoa(f.at), body, &res); err != nil {
+	if err := adminDo(http.MethodPost, f.endpoint, "/rules?at="+strconv.Itoa(f.at), body, &res); err != nil {
 		return err
 	}
 	return printLoad(out, res)
@@ -320,7 +338,7 @@ func aclDelAdmin(out io.Writer, f aclFlags) error {
 		return usagef("--name NAME is required (the rule's name, as acl list shows it)")
 	}
 	var res policy.LoadResult
-	if err := adminDo(http.MethodDelete, f.admin, "/rules/"+url.PathEscape(f.name), nil, &res); err != nil {
+	if err := adminDo(http.MethodDelete, f.endpoint, "/rules/"+url.PathEscape(f.name), nil, &res); err != nil {
 		return err
 	}
 	return printLoad(out, res)
@@ -336,7 +354,7 @@ func aclLoadAdmin(out io.Writer, f aclFlags, path string) error {
 		return err
 	}
 	var res policy.LoadResult
-	if err := adminDo(http.MethodPut, f.admin, "/spec", body, &res); err != nil {
+	if err := adminDo(http.MethodPut, f.endpoint, "/spec", body, &res); err != nil {
 		return err
 	}
 	return printLoad(out, res)

@@ -117,9 +117,9 @@ func TestServePolicyAndACLThroughTheAdminAPI(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
 	writeFile(t, path, "rules:\n  - name: no-sum\n    action: deny\n    services: [zerohop.Echo]\n    methods: [Sum]\n    message: sums are off\n")
-	admin := freeTCPAddr(t)
+	admin, endpoint := freeTCPAddr(t), freeTCPAddr(t)
 	srv, logs := startServeInProcess(t, nil, "--addr", "127.0.0.1:0", "--backend", "uring", "--policy", path,
-		"--policy-watch", "5ms", "--policy-admin", admin)
+		"--policy-watch", "5ms", "--policy-admin", admin, "--admin", endpoint)
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
 	if err != nil {
 		t.Fatal(err)
@@ -189,8 +189,24 @@ func TestServePolicyAndACLThroughTheAdminAPI(t *testing.T) {
 	if s := status(7, echo.SumMethod); !strings.HasPrefix(s, "DENIED") {
 		t.Fatalf("Sum after the file changed: %s\n%s", s, logs.String())
 	}
-	if out, code = acl(t, "list"); code != 2 {
-		t.Fatalf("acl list without --admin or --iface: exit %d\n%s", code, out)
+	// The admin endpoint serves the same API under /policy/.
+	out, code = acl(t, "list", "--admin", endpoint)
+	if code != 0 || !strings.Contains(out, "no-sum-again") {
+		t.Fatalf("acl list through serve --admin (exit %d):\n%s", code, out)
+	}
+	if out, code = acl(t, "list", "--admin", admin, "--iface", "lo"); code != 2 || !strings.Contains(out, "exclude") {
+		t.Fatalf("acl list with --admin and --iface: exit %d\n%s", code, out)
+	}
+}
+
+// A server without a policy has no policy API: acl says which flag
+// gives it one.
+func TestACLOnAServerWithoutPolicy(t *testing.T) {
+	endpoint := freeTCPAddr(t)
+	startServeInProcess(t, nil, "--addr", "127.0.0.1:0", "--backend", "uring", "--admin", endpoint)
+	out, code := acl(t, "list", "--admin", endpoint)
+	if code != 1 || !strings.Contains(out, "no policy API") || !strings.Contains(out, "--policy FILE") {
+		t.Fatalf("acl list on a server without a policy (exit %d):\n%s", code, out)
 	}
 }
 

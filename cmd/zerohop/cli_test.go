@@ -40,7 +40,8 @@ var cliRows = []cliRow{
 	{cmd: "acl",
 		usage: []cliCase{
 			{args: nil, want: "give a verb"},
-			{args: []string{"list"}, want: "--admin URL or --iface IF"},
+			{args: []string{"list", "--admin", "127.0.0.1:9", "--iface", "lo"}, want: "exclude each other"},
+			{args: []string{"list", "--admin", "nonsense"}, want: "--admin \"nonsense\""},
 			{args: []string{"nope", "--iface", "lo"}, want: "unknown verb"},
 			{args: []string{"add", "--iface", "lo", "--port", "70000"}, want: "--port"},
 			{args: []string{"load", "--admin", "127.0.0.1:9"}, want: "policy file"},

@@ -24,6 +24,8 @@ func runServe(args []string) int {
 }
 
 const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
+                     [--service NAME (--etcd ENDPOINTS | --node-table) [--advertise IP:PORT] [--weight N] [--zone Z] [--drain-delay D]]
+                     [--policy FILE [--policy-watch D]] [--shed]
                      [--admin HOST:PORT|unix:PATH] [--otlp URL [--trace-ratio F]]
                      [--identity DIR [--require-sealed] [--allow SPIFFE_GLOB,...] [--handshake-port N]]
 
@@ -182,7 +184,7 @@ func serve(ctx context.Context, stdout, logOut io.Writer, args []string, started
 	}
 	defer sealing.stop() // after Shutdown: sealed calls in flight still get their replies
 	tel.sessions = sealing.sessions()
-	stopTelemetry, err := tel.start(srv, *iface, log)
+	stopTelemetry, err := tel.start(srv, *iface, pol.handler(), log)
 	if err != nil {
 		code := fail(logOut, "serve", err, serveFlags)
 		srv.Shutdown(context.Background())

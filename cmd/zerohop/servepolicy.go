@@ -135,7 +135,12 @@ func (p *servePolicy) start(srv *runtime.Server, iface string) error {
 			return fmt.Errorf("--policy-admin %s: %w", p.flags.admin, err)
 		}
 		p.adminLn = ln
-		p.admin = &http.Server{Handler: p.pol.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		// At / as before, and at /policy/ as on the admin endpoint, where
+		// zerohop acl asks.
+		mux := http.NewServeMux()
+		mux.Handle("/", p.pol.Handler())
+		mux.Handle("/policy/", p.handler())
+		p.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		goDone(func() {
 			if err := p.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				p.log.Error("policy admin API stopped", "err", err)
@@ -144,6 +149,15 @@ func (p *servePolicy) start(srv *runtime.Server, iface string) error {
 		p.log.Info("policy admin API", "addr", ln.Addr().String())
 	}
 	return nil
+}
+
+// handler is the policy API for the admin endpoint's /policy/ path (nil
+// without a policy).
+func (p *servePolicy) handler() http.Handler {
+	if p == nil {
+		return nil
+	}
+	return http.StripPrefix("/policy", p.pol.Handler())
 }
 
 // stop ends the watch and the admin API and leaves the port's ACL entries

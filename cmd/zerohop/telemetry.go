@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -72,7 +73,8 @@ func (f *telemetryFlags) serverOptions(opts []runtime.Option) ([]runtime.Option,
 
 // start serves the admin endpoint of srv; the returned stop closes it and
 // flushes the last spans, after the server's shutdown.
-func (f *telemetryFlags) start(srv *runtime.Server, iface string, log *slog.Logger) (stop func(), err error) {
+// policy, when not nil, is mounted at /policy/ (zerohop acl's API).
+func (f *telemetryFlags) start(srv *runtime.Server, iface string, policy http.Handler, log *slog.Logger) (stop func(), err error) {
 	if iface == "" && srv.Backend() == runtime.BackendXSK {
 		iface = interfaceOf(srv.Addr().Addr().String())
 	}
@@ -82,6 +84,9 @@ func (f *telemetryFlags) start(srv *runtime.Server, iface string, log *slog.Logg
 	}
 	a, err := telemetry.NewAdmin(telemetry.AdminConfig{Listen: *f.admin, Logger: log}, src)
 	if err == nil {
+		if policy != nil {
+			a.Handle("/policy/", policy)
+		}
 		err = a.Start()
 	}
 	if err != nil {
