@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zerohop/zerohop/internal/topo"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -36,16 +37,13 @@ func buildZerohop(t *testing.T) string {
 	return bin
 }
 
-// requireTool returns the path of tool; it skips without it, except in CI,
-// where scripts/test installs it (package pkg).
+// requireTool returns the path of tool; it skips without it, except under
+// scripts/test (CI), which installs it (package pkg): see topo.SkipMissing.
 func requireTool(t *testing.T, tool, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(tool)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is missing in CI: scripts/test installs Debian's %s", tool, pkg)
-		}
-		t.Skipf("needs %s (apt-get install %s; scripts/test does)", tool, pkg)
+		topo.SkipMissing(t, "needs %s (apt-get install %s; scripts/test does)", tool, pkg)
 	}
 	return p
 }
