@@ -77,7 +77,8 @@ func replyStatus(err error) (gwir.Status, string) {
 
 // Invoke calls method on c with in and decodes the reply into out. Its
 // error is nil, an *Error (application status), a *runtime.StatusError
-// (protocol status), or the runtime.Client's error wrapped with the method.
+// (protocol status), or the runtime.Client's error as it is (a call that
+// got no answer is a *runtime.CallError, which names the method already).
 func Invoke(ctx context.Context, c *zrt.Client, method string, in, out proto.Message) error {
 	pp := buffers.Get().(*[]byte)
 	defer buffers.Put(pp)
