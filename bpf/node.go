@@ -78,8 +78,12 @@ const (
 type NodeHealth uint32
 
 const (
-	NodeServing    NodeHealth = 1
-	NodeDraining   NodeHealth = 2 // finishing its calls: send it no new ones
+	// NodeServing: taking calls.
+	NodeServing NodeHealth = 1
+	// NodeDraining: finishing its calls: send it no new ones.
+	NodeDraining NodeHealth = 2
+	// NodeNotServing: registered but not taking calls; resolvers report
+	// it unhealthy.
 	NodeNotServing NodeHealth = 3
 )
 

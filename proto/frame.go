@@ -42,10 +42,16 @@ const Magic uint32 = 0x47574952
 type Kind uint8
 
 const (
-	KindRequest  Kind = 1
+	// KindRequest calls MethodID; the server answers with a KindResponse
+	// carrying the same RequestID (none for a ONEWAY request).
+	KindRequest Kind = 1
+	// KindResponse answers a request: Status, and the reply payload.
 	KindResponse Kind = 2
-	KindPing     Kind = 3
-	KindPong     Kind = 4
+	// KindPing asks a server whether it serves (no method, no payload).
+	KindPing Kind = 3
+	// KindPong answers a PING: Status PongServing, or PongDraining during
+	// a graceful stop.
+	KindPong Kind = 4
 )
 
 func (k Kind) String() string {
