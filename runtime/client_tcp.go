@@ -54,6 +54,9 @@ type tcpClientConn struct {
 	chunk      int // provided buffer the stream reads, -1 for none
 	pending    []byte
 	inflight   []byte
+	// The ids of the oneway calls whose frames lie in pending and in
+	// inflight: such a call is done once its bytes are written.
+	onewayPending, onewayInflight []uint64
 	sent       int
 	sending    bool
 	recving    bool
@@ -101,6 +104,9 @@ func (t *tcpClients) send(call *Call, now int64) {
 		conn.pending = conn.pending[:n+len(sealed)]
 	} else {
 		conn.pending = append(conn.pending, call.frame...)
+	}
+	if call.oneway {
+		conn.onewayPending = append(conn.onewayPending, call.id)
 	}
 	s.timers.push(call)
 	t.process(conn)
@@ -178,6 +184,12 @@ func (t *tcpClients) complete(c *uring.CQE, data uint64) {
 		conn.sent += int(c.Res)
 		if conn.sent == len(conn.inflight) {
 			conn.inflight, conn.sent = conn.inflight[:0], 0
+			for _, id := range conn.onewayInflight {
+				if call := t.s.calls[id]; call != nil && !call.finished && call.oneway {
+					t.s.complete(call, nil, 0) // written to the stream: all a oneway call waits for
+				}
+			}
+			conn.onewayInflight = conn.onewayInflight[:0]
 		}
 	case tcpOpRecv:
 		conn.recving = false
@@ -238,6 +250,7 @@ func (t *tcpClients) process(conn *tcpClientConn) {
 	if !conn.sending && (len(conn.inflight) > 0 || len(conn.pending) > 0) {
 		if len(conn.inflight) == 0 {
 			conn.inflight, conn.pending = conn.pending, conn.inflight[:0]
+			conn.onewayInflight, conn.onewayPending = conn.onewayPending, conn.onewayInflight[:0]
 		}
 		if _, err := ring.PrepSend(conn.fd, conn.inflight[conn.sent:], unix.MSG_NOSIGNAL, s.tag.With(cudTCP|tcpOpSend|uint64(conn.slot))); err == nil {
 			conn.sending = true
