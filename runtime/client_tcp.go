@@ -46,21 +46,21 @@ type tcpClients struct {
 }
 
 type tcpClientConn struct {
-	ep         *endpoint
-	slot       uint32
-	fd         int
-	connected  bool
-	stream     *proto.Stream
-	chunk      int // provided buffer the stream reads, -1 for none
-	pending    []byte
-	inflight   []byte
+	ep        *endpoint
+	slot      uint32
+	fd        int
+	connected bool
+	stream    *proto.Stream
+	chunk     int // provided buffer the stream reads, -1 for none
+	pending   []byte
+	inflight  []byte
 	// The ids of the oneway calls whose frames lie in pending and in
 	// inflight: such a call is done once its bytes are written.
 	onewayPending, onewayInflight []uint64
-	sent       int
-	sending    bool
-	recving    bool
-	connecting bool
+	sent                          int
+	sending                       bool
+	recving                       bool
+	connecting                    bool
 }
 
 func (t *tcpClients) setup(s *clientSource) error {
