@@ -471,3 +471,35 @@ func TestOnewayReturnsOnceSent(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPConnectionSlotReuse: a connection closed while the ring still
+// holds operations on it (its Client closed with a receive armed) frees
+// its slot; the next connection, often in that same slot, must not be
+// hit by the old one's late completions (a receive ended by the
+// shutdown reads as "the server closed the connection").
+func TestTCPConnectionSlotReuse(t *testing.T) {
+	addr, conns := tcpGWIRServer(t)
+	e := testEngine(t)
+	ctx := testContext(t)
+	const n = 200
+	failed := 0
+	for i := range n {
+		c, err := Dial("tcp", addr, WithEngine(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := payloadFor(i)
+		r, err := c.Call(ctx, methodEcho, p, nil)
+		if err != nil || !bytes.Equal(r.Payload, p) {
+			failed++
+			if failed <= 3 {
+				t.Logf("call %d: %x, %v", i, r.Payload, err)
+			}
+		}
+		c.Close()
+	}
+	t.Logf("%d connections accepted", conns.Load())
+	if failed > 0 {
+		t.Fatalf("%d/%d calls on fresh connections failed", failed, n)
+	}
+}
