@@ -278,7 +278,8 @@ func (c *Client) Ping(ctx context.Context) (proto.Status, error) {
 // Oneway sends method with payload flagged ONEWAY: the server runs the
 // handler and sends no reply, and the request is sent once, never
 // retransmitted. Oneway returns once the datagram has been handed to the
-// kernel (or with why it could not be).
+// kernel, or over TCP once its bytes are written to the stream (or with
+// why they could not be); it never waits for a retransmission timeout.
 func (c *Client) Oneway(ctx context.Context, method string, payload []byte) error {
 	_, err := c.roundTripFlags(ctx, proto.KindRequest, true, method, payload, nil)
 	return err

@@ -405,3 +405,101 @@ func TestEngineTCP(t *testing.T) {
 		t.Errorf("server served %d requests over TCP, want ≥ %d", st.Served["tcp"], n)
 	}
 }
+
+// TestOnewayReturnsOnceSent: a oneway call completes once its datagram
+// or stream write is done, not after a retransmission timeout — on the
+// caller's direct send (the loop asleep), on the loop's sends (calls
+// queued while it runs) and over TCP. The RTO is an hour, so a Oneway
+// that waits for it is still waiting when the generous bound below ends.
+func TestOnewayReturnsOnceSent(t *testing.T) {
+	srv, err := Listen("udp", "127.0.0.1:0", WithBackend(BackendUring), WithTCP(), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	srv.Handle("test.O/Note", func(req *Request, resp *Response) { got.Add(1) })
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	e := testEngine(t, WithClientBusyPoll(0))
+	ctx := context.Background() // no deadline: nothing but the send may end a oneway
+	for _, network := range []string{"udp", "tcp"} {
+		c, err := Dial(network, srv.Addr().String(), WithEngine(e), WithRetransmission(time.Hour, time.Hour, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		before := got.Load()
+		done := make(chan error, 1)
+		go func() {
+			for i := range 5 {
+				time.Sleep(5 * time.Millisecond) // let the loop fall asleep: the caller sends itself
+				if err := c.Oneway(ctx, "test.O/Note", payloadFor(i)); err != nil {
+					done <- err
+					return
+				}
+			}
+			errs := make(chan error, 20)
+			for i := range 20 { // concurrent: most are queued while the loop runs
+				go func() { errs <- c.Oneway(ctx, "test.O/Note", payloadFor(i)) }()
+			}
+			for range 20 {
+				if err := <-errs; err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: Oneway: %v", network, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: 25 Oneway calls not all returned after 20 s at a 1 h RTO: they wait for the timer", network)
+		}
+		for i := 0; i < 2000 && got.Load()-before < 25; i++ {
+			time.Sleep(time.Millisecond)
+		}
+		if n := got.Load() - before; n != 25 {
+			t.Errorf("%s: %d oneway calls reached the handler, want 25", network, n)
+		}
+		if st := c.Stats(); st.Retransmits != 0 || st.InFlight != 0 {
+			t.Errorf("%s: stats %+v: want no retransmission and nothing in flight", network, st)
+		}
+	}
+}
+
+// TestTCPConnectionSlotReuse: a connection closed while the ring still
+// holds operations on it (its Client closed with a receive armed) frees
+// its slot; the next connection, often in that same slot, must not be
+// hit by the old one's late completions (a receive ended by the
+// shutdown reads as "the server closed the connection").
+func TestTCPConnectionSlotReuse(t *testing.T) {
+	addr, conns := tcpGWIRServer(t)
+	e := testEngine(t)
+	ctx := testContext(t)
+	const n = 200
+	failed := 0
+	for i := range n {
+		c, err := Dial("tcp", addr, WithEngine(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := payloadFor(i)
+		r, err := c.Call(ctx, methodEcho, p, nil)
+		if err != nil || !bytes.Equal(r.Payload, p) {
+			failed++
+			if failed <= 3 {
+				t.Logf("call %d: %x, %v", i, r.Payload, err)
+			}
+		}
+		c.Close()
+	}
+	t.Logf("%d connections accepted", conns.Load())
+	if failed > 0 {
+		t.Fatalf("%d/%d calls on fresh connections failed", failed, n)
+	}
+}

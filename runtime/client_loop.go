@@ -127,6 +127,7 @@ const (
 	opCloseClient               // fail every call of client, then signal done
 	opForget                    // the endpoint has no Client any more
 	opResend                    // the caller's own first copy of call id failed: send it now
+	opDirectSent                // the caller's own copy of oneway call id left: it is done
 )
 
 type loopOp struct {
@@ -208,6 +209,7 @@ func (cl *clientLoop) startCall(call *Call) bool {
 		call.directNs = max(cl.src.now(), 1)
 		call.direct.Store(directPending)
 	}
+	id, oneway := call.id, call.oneway // read before the loop owns the call
 	if !cl.enqueue(loopOp{kind: opCall, call: call}) {
 		return false
 	}
@@ -232,6 +234,11 @@ func (cl *clientLoop) startCall(call *Call) bool {
 			cl.enqueue(loopOp{kind: opResend, id: call.id})
 		} else {
 			call.direct.Store(directSent)
+			if oneway {
+				// Sent is all a oneway call waits for; the loop, which
+				// owns it, completes it (queued after its opCall).
+				cl.enqueue(loopOp{kind: opDirectSent, id: id})
+			}
 		}
 	}
 	cl.wakeIfAsleep()
@@ -513,6 +520,10 @@ func (s *clientSource) takeOps() bool {
 				if s.transmit(call, now) {
 					s.timers.fix(call)
 				}
+			}
+		case opDirectSent:
+			if call := s.calls[op.id]; call != nil && !call.finished && call.oneway {
+				s.complete(call, nil, 0)
 			}
 		case opForget:
 			if op.ep.inflight.Load() == 0 && s.byAddr[op.ep.key.addr] == op.ep {

@@ -40,25 +40,33 @@ type tcpClients struct {
 	bufs  *uring.BufferRing
 	conns []*tcpClientConn // by slot; nil when free
 	free  []uint32
-	// closing holds sockets of dropped connections that operations in the
-	// ring may still name; they close with the loop.
-	closing []int
 }
 
 type tcpClientConn struct {
-	ep         *endpoint
-	slot       uint32
-	fd         int
-	connected  bool
-	stream     *proto.Stream
-	chunk      int // provided buffer the stream reads, -1 for none
-	pending    []byte
-	inflight   []byte
-	sent       int
-	sending    bool
-	recving    bool
-	connecting bool
+	ep        *endpoint
+	slot      uint32
+	fd        int
+	connected bool
+	stream    *proto.Stream
+	chunk     int // provided buffer the stream reads, -1 for none
+	pending   []byte
+	inflight  []byte
+	// The ids of the oneway calls whose frames lie in pending and in
+	// inflight: such a call is done once its bytes are written.
+	onewayPending, onewayInflight []uint64
+	sent                          int
+	sending                       bool
+	recving                       bool
+	connecting                    bool
+	// dropped: the connection failed but the ring still holds operations
+	// on it; it keeps its slot until they have all completed, so that
+	// none of them is taken for an operation of the slot's next
+	// connection.
+	dropped bool
 }
+
+// busy reports whether the ring holds an operation on the connection.
+func (conn *tcpClientConn) busy() bool { return conn.sending || conn.recving || conn.connecting }
 
 func (t *tcpClients) setup(s *clientSource) error {
 	t.s = s
@@ -102,6 +110,9 @@ func (t *tcpClients) send(call *Call, now int64) {
 	} else {
 		conn.pending = append(conn.pending, call.frame...)
 	}
+	if call.oneway {
+		conn.onewayPending = append(conn.onewayPending, call.id)
+	}
 	s.timers.push(call)
 	t.process(conn)
 }
@@ -141,6 +152,7 @@ func (t *tcpClients) conn(ep *endpoint) (*tcpClientConn, error) {
 	t.conns[slot] = conn
 	ep.tcp = conn
 	if _, err := t.s.l.Ring().PrepPollAdd(fd, unix.POLLOUT, false, t.s.tag.With(cudTCP|tcpOpConnect|uint64(slot))); err != nil {
+		conn.connecting = false // nothing in the ring names it: drop frees the slot
 		t.drop(conn, err)
 		return nil, err
 	}
@@ -151,6 +163,10 @@ func (t *tcpClients) conn(ep *endpoint) (*tcpClientConn, error) {
 func (t *tcpClients) complete(c *uring.CQE, data uint64) {
 	conn := t.conns[uint32(data&^tcpOpMask)]
 	if conn == nil {
+		return
+	}
+	if conn.dropped {
+		t.retire(conn, c, data&tcpOpMask)
 		return
 	}
 	switch data & tcpOpMask {
@@ -178,6 +194,12 @@ func (t *tcpClients) complete(c *uring.CQE, data uint64) {
 		conn.sent += int(c.Res)
 		if conn.sent == len(conn.inflight) {
 			conn.inflight, conn.sent = conn.inflight[:0], 0
+			for _, id := range conn.onewayInflight {
+				if call := t.s.calls[id]; call != nil && !call.finished && call.oneway {
+					t.s.complete(call, nil, 0) // written to the stream: all a oneway call waits for
+				}
+			}
+			conn.onewayInflight = conn.onewayInflight[:0]
 		}
 	case tcpOpRecv:
 		conn.recving = false
@@ -238,6 +260,7 @@ func (t *tcpClients) process(conn *tcpClientConn) {
 	if !conn.sending && (len(conn.inflight) > 0 || len(conn.pending) > 0) {
 		if len(conn.inflight) == 0 {
 			conn.inflight, conn.pending = conn.pending, conn.inflight[:0]
+			conn.onewayInflight, conn.onewayPending = conn.onewayPending, conn.onewayInflight[:0]
 		}
 		if _, err := ring.PrepSend(conn.fd, conn.inflight[conn.sent:], unix.MSG_NOSIGNAL, s.tag.With(cudTCP|tcpOpSend|uint64(conn.slot))); err == nil {
 			conn.sending = true
@@ -253,15 +276,18 @@ func (t *tcpClients) process(conn *tcpClientConn) {
 // poll re-arms receives that found no buffer.
 func (t *tcpClients) poll() {
 	for _, conn := range t.conns {
-		if conn != nil && conn.connected && !conn.recving && conn.chunk < 0 {
+		if conn != nil && !conn.dropped && conn.connected && !conn.recving && conn.chunk < 0 {
 			t.process(conn)
 		}
 	}
 }
 
 // drop closes a failed connection and fails the calls waiting on it; the
-// next call to the endpoint opens a new one. An operation still in
-// flight on it completes against the closed slot and is ignored.
+// next call to the endpoint opens a new one. While the ring still holds
+// operations on it, the socket is shut down (so that they complete) and
+// the connection keeps its slot, marked dropped, until retire has seen
+// the last of them: a slot is reused only once nothing in the ring names
+// it any more.
 func (t *tcpClients) drop(conn *tcpClientConn, err error) {
 	s := t.s
 	ep := conn.ep
@@ -270,22 +296,48 @@ func (t *tcpClients) drop(conn *tcpClientConn, err error) {
 		t.bufs.Recycle(uint16(conn.chunk))
 		conn.chunk = -1
 	}
-	t.conns[conn.slot] = nil
-	ep.tcp = nil
-	if conn.sending || conn.recving || conn.connecting {
-		// The ring still holds operations on the socket: shut it down so
-		// they complete, and close it when the slot is reused by cleanup.
-		_ = unix.Shutdown(conn.fd, unix.SHUT_RDWR)
-		t.closing = append(t.closing, conn.fd)
-	} else {
-		sockpath.CloseFd(&conn.fd)
+	if ep.tcp == conn {
+		ep.tcp = nil
 	}
-	t.free = append(t.free, conn.slot)
+	conn.dropped = true
+	if conn.busy() {
+		_ = unix.Shutdown(conn.fd, unix.SHUT_RDWR)
+	} else {
+		t.freeSlot(conn)
+	}
 	for _, call := range s.calls {
 		if call.ep == ep && !call.finished {
 			s.fail(call, call.client.callErrorOn(call, err))
 		}
 	}
+}
+
+// retire takes a late completion of operation op on a dropped
+// connection: a receive's buffer goes back to the ring, and the last
+// completion frees the slot.
+func (t *tcpClients) retire(conn *tcpClientConn, c *uring.CQE, op uint64) {
+	switch op {
+	case tcpOpConnect:
+		conn.connecting = false
+	case tcpOpSend:
+		conn.sending = false
+	case tcpOpRecv:
+		conn.recving = false
+		if id, ok := c.BufferID(); ok && c.Res > 0 {
+			t.bufs.Recycle(id)
+		}
+	}
+	if !conn.busy() {
+		t.freeSlot(conn)
+	}
+}
+
+// freeSlot closes a dropped connection that the ring no longer names and
+// frees its slot.
+func (t *tcpClients) freeSlot(conn *tcpClientConn) {
+	sockpath.CloseFd(&conn.fd)
+	t.conns[conn.slot] = nil
+	t.free = append(t.free, conn.slot)
 }
 
 // forget closes ep's connection when its last Client is gone.
@@ -301,8 +353,5 @@ func (t *tcpClients) cleanup() {
 		if conn != nil {
 			sockpath.CloseFd(&conn.fd)
 		}
-	}
-	for i := range t.closing {
-		sockpath.CloseFd(&t.closing[i])
 	}
 }
