@@ -16,7 +16,11 @@
 // fast path and probes the slow, sure one). A PONG with status draining
 // (proto.PongDraining) takes the endpoint out at once, whatever the
 // thresholds; a serving PONG brings it back at once. Endpoints start
-// healthy: discovery listed them as serving.
+// healthy: discovery listed them as serving. Probing follows discovery's
+// verdict from update to update: an endpoint it calls unhealthy is not
+// probed (its prober stops), and one it calls serving again is probed
+// from then on and starts healthy again, what probes said before being
+// stale; an endpoint that leaves has its prober stopped.
 //
 // A failed call (below) also probes the endpoint at once (at most every
 // 10 ms): a timeout does not tell a lost datagram from a

@@ -198,8 +198,15 @@ type endpoint struct {
 	probesOK     uint64
 	probesFailed uint64
 	lastProbeErr error
-	stop         chan struct{} // closed when the endpoint leaves
-	suspect      chan struct{} // a failure asks the prober for a probe now
+	// listedUnhealthy is discovery's verdict in the last UpdateState:
+	// read there, where the runtime has just set it, and nowhere else
+	// (the runtime rewrites a SubConn's Endpoint on every update).
+	listedUnhealthy bool
+	// probeStop is closed to stop the prober running for the endpoint;
+	// nil when none runs (discovery calls it unhealthy, it left, or the
+	// builder is manual).
+	probeStop chan struct{}
+	suspect   chan struct{} // a failure asks the prober for a probe now
 }
 
 // Detection codes in endpoint.tripped.
@@ -277,9 +284,13 @@ func (p *picker) Pick(info *runtime.PickInfo) (*runtime.SubConn, error) {
 }
 
 // UpdateState implements runtime.Balancer: it keeps the health of the
-// endpoints that stay, starts probing new ones, stops probing the gone.
-// It must not wait for a probe: the runtime holds its own lock, which a
-// probe's Ping takes.
+// endpoints that stay, and probes those discovery does not call
+// unhealthy: it starts a prober for an endpoint that is new or that
+// discovery no longer calls unhealthy (the runtime keeps an endpoint's
+// SubConn across updates, so one that turns serving is not new), and
+// stops the prober of one that leaves or that discovery now calls
+// unhealthy. It must not wait for a probe: the runtime holds its own
+// lock, which a probe's Ping takes.
 func (bal *balancer) UpdateState(state runtime.BalancerState) {
 	bal.mu.Lock()
 	defer bal.mu.Unlock()
@@ -290,24 +301,43 @@ func (bal *balancer) UpdateState(state runtime.BalancerState) {
 	next := make(map[*runtime.SubConn]*endpoint, len(state.SubConns))
 	now := bal.b.nowNs()
 	for _, sc := range state.SubConns {
+		unhealthy := sc.Endpoint().Health == runtime.HealthUnhealthy
 		e := old[sc]
-		if e == nil {
-			e = &endpoint{sc: sc, probeHealthy: true, healthySince: now, stop: make(chan struct{}), suspect: make(chan struct{}, 1)}
-			if !bal.b.manual && bal.cfg.Interval > 0 && sc.Endpoint().Health != runtime.HealthUnhealthy {
-				bal.wg.Add(1)
-				go bal.probe(e)
-			}
+		switch {
+		case e == nil:
+			e = &endpoint{sc: sc, probeHealthy: true, healthySince: now, suspect: make(chan struct{}, 1)}
+		case e.listedUnhealthy && !unhealthy:
+			// Back in discovery's eyes (restarted, re-registered): what
+			// probes said before it was called unhealthy is stale, and it
+			// starts healthy as a new endpoint does.
+			e.probeHealthy, e.draining, e.okStreak, e.failStreak = true, false, 0, 0
 		}
+		e.listedUnhealthy = unhealthy
+		bal.setProbingLocked(e, !unhealthy)
 		next[sc] = e
 	}
 	for sc, e := range old {
 		if next[sc] == nil {
-			close(e.stop)
+			bal.setProbingLocked(e, false)
 		}
 	}
 	bal.eps.Store(&next)
 	bal.all = append(bal.all[:0:0], state.SubConns...)
 	bal.publishLocked()
+}
+
+// setProbingLocked starts or stops e's prober; mu is held.
+func (bal *balancer) setProbingLocked(e *endpoint, want bool) {
+	want = want && !bal.b.manual && bal.cfg.Interval > 0
+	switch {
+	case want && e.probeStop == nil:
+		e.probeStop = make(chan struct{})
+		bal.wg.Add(1)
+		go bal.probe(e, e.probeStop)
+	case !want && e.probeStop != nil:
+		close(e.probeStop)
+		e.probeStop = nil
+	}
 }
 
 // isFailure says whether an attempt counts against its endpoint, and
@@ -568,11 +598,11 @@ func (bal *balancer) publishLocked() {
 	var healthy, draining, listed []*runtime.SubConn
 	var trials []*endpoint
 	for _, sc := range bal.all {
-		if sc.Endpoint().Health == runtime.HealthUnhealthy {
+		e := eps[sc]
+		if e.listedUnhealthy {
 			continue
 		}
 		listed = append(listed, sc)
-		e := eps[sc]
 		switch {
 		case e.draining:
 			draining = append(draining, sc)
@@ -605,8 +635,9 @@ func (bal *balancer) publishLocked() {
 	bal.pickMu.Unlock()
 }
 
-// probe PINGs e until it leaves or the balancer closes.
-func (bal *balancer) probe(e *endpoint) {
+// probe PINGs e until stop closes (e left, or discovery calls it
+// unhealthy) or the balancer closes.
+func (bal *balancer) probe(e *endpoint, stop chan struct{}) {
 	defer bal.wg.Done()
 	cfg := bal.cfg
 	wait := time.Duration(rand.Int64N(int64(cfg.Interval))) // the first within one interval
@@ -615,7 +646,7 @@ func (bal *balancer) probe(e *endpoint) {
 	go func() {
 		select {
 		case <-bal.closing:
-		case <-e.stop:
+		case <-stop:
 		case <-ctx.Done():
 		}
 		cancel()
@@ -641,7 +672,7 @@ func (bal *balancer) probe(e *endpoint) {
 		if ctx.Err() != nil {
 			return
 		}
-		bal.onProbe(e, status, err)
+		bal.onProbeFrom(e, stop, status, err)
 		j := (rand.Float64()*2 - 1) * cfg.Jitter
 		t.Reset(time.Duration(float64(cfg.Interval) * (1 + j)))
 	}
@@ -651,10 +682,27 @@ func (bal *balancer) probe(e *endpoint) {
 // failures ask for.
 const suspectGap = 10 * time.Millisecond
 
+// onProbeFrom is onProbe for the prober that stop belongs to: a prober
+// stopped while its PING was out does not fold its result into the
+// health of an endpoint that discovery called unhealthy, or serving
+// again, meanwhile.
+func (bal *balancer) onProbeFrom(e *endpoint, stop chan struct{}, status proto.Status, err error) {
+	bal.mu.Lock()
+	defer bal.mu.Unlock()
+	if e.probeStop == stop {
+		bal.onProbeLocked(e, status, err)
+	}
+}
+
 // onProbe folds one probe's result into e's health.
 func (bal *balancer) onProbe(e *endpoint, status proto.Status, err error) {
 	bal.mu.Lock()
 	defer bal.mu.Unlock()
+	bal.onProbeLocked(e, status, err)
+}
+
+// onProbeLocked is onProbe with mu held.
+func (bal *balancer) onProbeLocked(e *endpoint, status proto.Status, err error) {
 	if bal.closed {
 		return
 	}
@@ -717,7 +765,7 @@ func (bal *balancer) stats() []EndpointStats {
 // state is e's State; discovery's unhealthy first, then the checker's.
 func (e *endpoint) state() State {
 	switch {
-	case e.sc.Endpoint().Health == runtime.HealthUnhealthy || !e.probeHealthy:
+	case e.listedUnhealthy || !e.probeHealthy:
 		return Unhealthy
 	case e.draining:
 		return Draining

@@ -616,3 +616,146 @@ func TestFailureProbesAtOnce(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// pushResolver hands the client whatever set the test pushes.
+type pushResolver struct {
+	mu sync.Mutex
+	cc runtime.ResolverConn
+	// first is pushed from Build.
+	first []runtime.Endpoint
+}
+
+func (r *pushResolver) Build(_ string, cc runtime.ResolverConn) (runtime.Resolver, error) {
+	r.mu.Lock()
+	r.cc = cc
+	r.mu.Unlock()
+	cc.UpdateState(runtime.ResolverState{Endpoints: r.first})
+	return r, nil
+}
+
+func (r *pushResolver) push(eps ...runtime.Endpoint) {
+	r.mu.Lock()
+	cc := r.cc
+	r.mu.Unlock()
+	cc.UpdateState(runtime.ResolverState{Endpoints: eps})
+}
+
+func (r *pushResolver) ResolveNow() {}
+func (r *pushResolver) Close()      {}
+
+// probers is how many probe goroutines run now, in every balancer of the
+// test binary (the tests of this package do not run in parallel).
+func probers() int { return leak.Goroutines("health.(*balancer).probe") }
+
+// An endpoint discovery first calls unhealthy and later serving is probed
+// from then on: its server dying is seen by the prober. Discovery calling
+// it unhealthy again, or dropping it, stops the prober.
+func TestProberFollowsDiscoveryHealth(t *testing.T) {
+	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	other, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Shutdown(context.Background()) })
+	if n := probers(); n != 0 {
+		t.Fatalf("%d probe goroutines before the test", n)
+	}
+	serving := runtime.Endpoint{Addr: srv.Addr()}
+	unhealthy := runtime.Endpoint{Addr: srv.Addr(), Health: runtime.HealthUnhealthy}
+	stay := runtime.Endpoint{Addr: other.Addr()}
+	res := &pushResolver{first: []runtime.Endpoint{unhealthy, stay}}
+	rec := &recorder{}
+	b, err := Wrap(rec, Config{Interval: 20 * time.Millisecond, Timeout: 15 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := runtime.NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	cli, err := runtime.DialService("test.Rediscover", runtime.WithEngine(eng), runtime.WithResolver(res), runtime.WithBalancer(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			cli.Close()
+		}
+	}()
+	state := func(addr netip.AddrPort) (EndpointStats, bool) {
+		for _, st := range b.Stats() {
+			if st.Addr == addr {
+				return st, true
+			}
+		}
+		return EndpointStats{}, false
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > 5*time.Second {
+				st, _ := state(srv.Addr())
+				t.Fatalf("timed out waiting for %s: %+v, %d probe goroutines", what, st, probers())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Logf("%s after %v", what, time.Since(start).Round(time.Millisecond))
+	}
+	// One prober (two goroutines: the loop and its canceller) for the
+	// serving endpoint only.
+	waitUntil("the serving endpoint probed", func() bool { st, _ := state(other.Addr()); return st.ProbesOK > 0 })
+	perEndpoint := probers()
+	if perEndpoint == 0 {
+		t.Fatal("no probe goroutines for the serving endpoint")
+	}
+	if st, _ := state(srv.Addr()); st.ProbesOK+st.ProbesFailed != 0 {
+		t.Fatalf("an endpoint discovery calls unhealthy was probed: %+v", st)
+	}
+
+	res.push(serving, stay)
+	waitUntil("the endpoint now serving probed", func() bool { st, _ := state(srv.Addr()); return st.ProbesOK > 0 })
+	if n := probers(); n != 2*perEndpoint {
+		t.Errorf("%d probe goroutines for 2 serving endpoints, want %d", n, 2*perEndpoint)
+	}
+	// Its server dies; no call goes to it, so only the prober can tell.
+	srv.Shutdown(context.Background())
+	waitUntil("the dead server out", func() bool {
+		st, _ := state(srv.Addr())
+		return st.ProbesFailed > 0 && (st.State == Ejected || st.State == Unhealthy) && !slices.ContainsFunc(rec.handed(), func(sc *runtime.SubConn) bool { return sc.Addr() == srv.Addr() })
+	})
+
+	// Unhealthy again: its prober stops; serving again: it starts again.
+	res.push(unhealthy, stay)
+	waitUntil("the prober of the endpoint now unhealthy stopped", func() bool { return probers() == perEndpoint })
+	st, _ := state(srv.Addr())
+	res.push(serving, stay)
+	waitUntil("the prober restarted", func() bool {
+		now, _ := state(srv.Addr())
+		return now.ProbesOK+now.ProbesFailed > st.ProbesOK+st.ProbesFailed
+	})
+	if n := probers(); n != 2*perEndpoint {
+		t.Errorf("%d probe goroutines after the endpoint turned serving again, want %d", n, 2*perEndpoint)
+	}
+	// Dropped by discovery: its prober stops; the other's goes on.
+	res.push(stay)
+	waitUntil("the prober of the dropped endpoint stopped", func() bool { return probers() == perEndpoint })
+	if _, ok := state(srv.Addr()); ok {
+		t.Error("the dropped endpoint still has stats")
+	}
+	cli.Close()
+	closed = true
+	waitUntil("every prober stopped after Close", func() bool { return probers() == 0 })
+}
