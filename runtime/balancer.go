@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerohop/zerohop/proto"
@@ -21,8 +22,10 @@ import (
 // compared by identity: the same endpoint keeps its SubConn across
 // resolver updates for as long as the resolver lists it.
 type SubConn struct {
-	ep   *endpoint
-	info Endpoint
+	ep *endpoint
+	// info is replaced by each resolver update while balancers (and their
+	// decorators, from their own goroutines) read it.
+	info atomic.Pointer[Endpoint]
 	svc  *service
 }
 
@@ -31,7 +34,12 @@ func (sc *SubConn) Addr() netip.AddrPort { return sc.ep.key.addr }
 
 // Endpoint is what discovery said of the endpoint (weight, zone, version,
 // health) in the update that made or last refreshed this SubConn.
-func (sc *SubConn) Endpoint() Endpoint { return sc.info }
+func (sc *SubConn) Endpoint() Endpoint {
+	if e := sc.info.Load(); e != nil {
+		return *e
+	}
+	return Endpoint{}
+}
 
 // InFlight is the number of calls waiting for the endpoint's reply now.
 func (sc *SubConn) InFlight() int64 { return sc.ep.inflight.Load() }

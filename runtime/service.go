@@ -126,7 +126,7 @@ func (s *service) UpdateState(state ResolverState) {
 			}
 			sc = &SubConn{ep: ep, svc: s}
 		}
-		sc.info = e
+		sc.info.Store(&e)
 		next[ap] = sc
 		list = append(list, sc)
 	}
