@@ -54,6 +54,13 @@ func heapInUse() uint64 {
 // client's.
 func tcpGWIRServer(t testing.TB) (addr string, conns *atomic.Int64) {
 	t.Helper()
+	return tcpGWIRServerV1(t, false)
+}
+
+// tcpGWIRServerV1 is tcpGWIRServer; with v1 it answers BAD_FRAME to an
+// extension block, as a server built before it does.
+func tcpGWIRServerV1(t testing.TB, v1 bool) (addr string, conns *atomic.Int64) {
+	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +91,16 @@ func tcpGWIRServer(t testing.TB) (addr string, conns *atomic.Int64) {
 					f, err := proto.Parse(frame)
 					if err != nil {
 						return
+					}
+					if v1 && f.HasExt() {
+						reply, err := proto.EncodeError(out, f.RequestID(), f.MethodID(), proto.StatusBadFrame, "reserved flags set")
+						if err != nil {
+							return
+						}
+						if _, err := c.Write(reply); err != nil {
+							return
+						}
+						continue
 					}
 					reply, err := proto.EncodeResponse(out, f.RequestID(), f.MethodID(), proto.StatusOK, f.Payload())
 					if err != nil {
@@ -501,5 +518,28 @@ func TestTCPConnectionSlotReuse(t *testing.T) {
 	t.Logf("%d connections accepted", conns.Load())
 	if failed > 0 {
 		t.Fatalf("%d/%d calls on fresh connections failed", failed, n)
+	}
+}
+
+// TestExtFallbackTCP: the resend without the extension block to a TCP
+// server that refused it goes on the endpoint's connection (not as a UDP
+// datagram to the same address, which nobody answers).
+func TestExtFallbackTCP(t *testing.T) {
+	addr, _ := tcpGWIRServerV1(t, true)
+	c, err := Dial("tcp", addr, WithEngine(testEngine(t)), WithCaller("svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		p := payloadFor(i)
+		if r, err := c.Call(ctx, methodEcho, p, nil); err != nil || !bytes.Equal(r.Payload, p) {
+			t.Fatalf("call %d to a v1 TCP server: %x, %v", i, r.Payload, err)
+		}
+	}
+	if st := c.Stats(); st.Replies != 3 {
+		t.Errorf("stats %+v: want 3 replies", st)
 	}
 }

@@ -1059,7 +1059,11 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
 			call.frame, call.stripped = stripped, true
 			call.ep.retransmits.Add(1)
-			if s.transmit(call, s.now()) {
+			if call.ep.key.tcp {
+				// On the endpoint's connection, as the first copy went.
+				s.timers.remove(call)
+				s.tcp.send(call, s.now())
+			} else if s.transmit(call, s.now()) {
 				s.timers.fix(call)
 			}
 			return
