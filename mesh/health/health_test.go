@@ -477,15 +477,7 @@ func TestActiveProbesAgainstRealServers(t *testing.T) {
 	var servers []*runtime.Server
 	var eps []runtime.Endpoint
 	for range 2 {
-		srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0),
-			runtime.WithLogger(quiet), runtime.WithDrainDelay(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Shutdown(context.Background()) })
+		srv := startServer(t, runtime.WithDrainDelay(time.Second))
 		servers = append(servers, srv)
 		eps = append(eps, runtime.Endpoint{Addr: srv.Addr()})
 	}
@@ -543,6 +535,23 @@ func TestActiveProbesAgainstRealServers(t *testing.T) {
 	}
 }
 
+// startServer starts an io_uring server on loopback with no methods
+// (PINGs are answered by the runtime), shut down at the end of the test
+// if the test has not done it.
+func startServer(t *testing.T, opts ...runtime.Option) *runtime.Server {
+	t.Helper()
+	opts = append([]runtime.Option{runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet)}, opts...)
+	srv, err := runtime.Listen("udp", "127.0.0.1:0", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
+}
+
 // closedPort is a loopback UDP port nobody listens on.
 func closedPort(t *testing.T) netip.AddrPort {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -558,13 +567,7 @@ func closedPort(t *testing.T) netip.AddrPort {
 // the PING's ICMP unreachable ejects the endpoint long before the next
 // regular probe (10 s away here) or four more failures.
 func TestFailureProbesAtOnce(t *testing.T) {
-	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	srv := startServer(t)
 	other := closedPort(t)
 	rec := &recorder{}
 	b, err := Wrap(rec, Config{Interval: 10 * time.Second, Timeout: time.Second, Logger: quiet})
@@ -651,22 +654,7 @@ func probers() int { return leak.Goroutines("health.(*balancer).probe") }
 // from then on: its server dying is seen by the prober. Discovery calling
 // it unhealthy again, or dropping it, stops the prober.
 func TestProberFollowsDiscoveryHealth(t *testing.T) {
-	srv, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	other, err := runtime.Listen("udp", "127.0.0.1:0", runtime.WithBackend(runtime.BackendUring), runtime.WithBusyPoll(0), runtime.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { other.Shutdown(context.Background()) })
+	srv, other := startServer(t), startServer(t)
 	if n := probers(); n != 0 {
 		t.Fatalf("%d probe goroutines before the test", n)
 	}
