@@ -231,7 +231,7 @@ func (cl *clientLoop) startCall(call *Call) bool {
 		}
 		if err != nil {
 			call.direct.Store(directFailed)
-			cl.enqueue(loopOp{kind: opResend, id: call.id})
+			cl.enqueue(loopOp{kind: opResend, id: id})
 		} else {
 			call.direct.Store(directSent)
 			if oneway {
