@@ -23,7 +23,7 @@ import (
 // is the shared program with slots, heartbeats and per-slot counters;
 // version 3 adds the service flag ServiceRequireSealed and its counter
 // (UnsealedDropped).
-const ABIVersion = 3
+const ABIVersion = 4
 
 // The program's fixed dimensions (ZH_MAX_QUEUES and ZH_MAX_SLOTS in
 // steer.c). The XSKMAP index of a socket is slot*MaxQueues + queue.
@@ -75,7 +75,7 @@ func newSpec() (*ebpf.CollectionSpec, error) {
 // under (map names are kept whole: all are shorter than 16 bytes).
 var mapNames = []string{
 	steerMapXsks, steerMapServices, steerMapSlots, steerMapSlotCounters, steerMapMeta,
-	steerMapAcl, steerMapCounters, steerMapSettings,
+	steerMapAcl, steerMapAclHits, steerMapCounters, steerMapSettings,
 }
 
 // checkMeta verifies the contents of an attached program's meta map.

@@ -85,7 +85,7 @@ func TestPinnedMaps(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"acl", "counters", "meta", "services", "settings", "slot_counters", "slots", "xsks"}; !slices.Equal(names, want) {
+	if want := []string{"acl", "acl_hits", "counters", "meta", "services", "settings", "slot_counters", "slots", "xsks"}; !slices.Equal(names, want) {
 		t.Fatalf("%s holds %v, want %v", dir, names, want)
 	}
 

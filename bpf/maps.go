@@ -166,6 +166,7 @@ type Maps struct {
 	slotCounters *ebpf.Map
 	meta         *ebpf.Map
 	acl          *ebpf.Map
+	aclHits      *ebpf.Map
 	counters     *ebpf.Map
 	settings     *ebpf.Map
 }
@@ -179,6 +180,7 @@ func newMaps(iface string, objs *steerMaps) *Maps {
 		slotCounters: objs.SlotCounters,
 		meta:         objs.Meta,
 		acl:          objs.Acl,
+		aclHits:      objs.AclHits,
 		counters:     objs.Counters,
 		settings:     objs.Settings,
 	}
@@ -189,7 +191,7 @@ func newMaps(iface string, objs *steerMaps) *Maps {
 }
 
 func (m *Maps) all() []*ebpf.Map {
-	return []*ebpf.Map{m.xsks, m.services, m.slots, m.slotCounters, m.meta, m.acl, m.counters, m.settings}
+	return []*ebpf.Map{m.xsks, m.services, m.slots, m.slotCounters, m.meta, m.acl, m.aclHits, m.counters, m.settings}
 }
 
 // named pairs each map with its name in the ELF, the kernel and a pin
@@ -202,6 +204,7 @@ func (m *Maps) named() map[string]*ebpf.Map {
 		steerMapSlotCounters: m.slotCounters,
 		steerMapMeta:         m.meta,
 		steerMapAcl:          m.acl,
+		steerMapAclHits:      m.aclHits,
 		steerMapCounters:     m.counters,
 		steerMapSettings:     m.settings,
 	}
@@ -382,7 +385,12 @@ func (m *Maps) AddACLRule(r ACLRule) error {
 		if err != nil {
 			return err
 		}
-		value := steerAclRule{Action: uint32(r.Action)}
+		// The counter first: a packet matching the rule finds it.
+		zeros := make([]uint64, ebpf.MustPossibleCPU())
+		if err := m.aclHits.Update(&key, zeros, ebpf.UpdateAny); err != nil {
+			return mapError(err)
+		}
+		value := steerAclRule{Action: uint32(r.Action), Prefixlen: key.Prefixlen}
 		return mapError(m.acl.Update(&key, &value, ebpf.UpdateAny))
 	})
 }
@@ -395,7 +403,13 @@ func (m *Maps) RemoveACLRule(source netip.Prefix, port uint16) error {
 		if err != nil {
 			return err
 		}
-		return mapError(m.acl.Delete(&key))
+		if err := m.acl.Delete(&key); err != nil {
+			return mapError(err)
+		}
+		if err := m.aclHits.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return mapError(err)
+		}
+		return nil
 	})
 }
 
@@ -405,8 +419,17 @@ func (m *Maps) ACLRules() ([]ACLRule, error) {
 	err := m.use("list ACL rules", func() error {
 		var key steerAclKey
 		var value steerAclRule
+		var perCPU []uint64
 		it := m.acl.Iterate()
 		for it.Next(&key, &value) {
+			var hits uint64
+			if err := m.aclHits.Lookup(&key, &perCPU); err == nil {
+				for _, v := range perCPU {
+					hits += v
+				}
+			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return mapError(err)
+			}
 			bits := int(key.Prefixlen) - aclPortBits
 			addr := netip.AddrFrom16(key.Addr)
 			if addr.Is4In6() && bits >= v4MappedBits {
@@ -416,7 +439,7 @@ func (m *Maps) ACLRules() ([]ACLRule, error) {
 				Source: netip.PrefixFrom(addr, bits),
 				Port:   uint16(key.Port[0])<<8 | uint16(key.Port[1]),
 				Action: Action(value.Action),
-				Hits:   value.Hits,
+				Hits:   hits,
 			})
 		}
 		return mapError(it.Err())

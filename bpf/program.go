@@ -372,7 +372,7 @@ func checkMaps(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
 func mapsOf(maps map[string]*ebpf.Map) *steerMaps {
 	return &steerMaps{
 		Xsks: maps[steerMapXsks], Services: maps[steerMapServices], Slots: maps[steerMapSlots],
-		SlotCounters: maps[steerMapSlotCounters], Meta: maps[steerMapMeta], Acl: maps[steerMapAcl],
+		SlotCounters: maps[steerMapSlotCounters], Meta: maps[steerMapMeta], Acl: maps[steerMapAcl], AclHits: maps[steerMapAclHits],
 		Counters: maps[steerMapCounters], Settings: maps[steerMapSettings],
 	}
 }

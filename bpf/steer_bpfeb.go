@@ -22,10 +22,9 @@ type steerAclKey struct {
 }
 
 type steerAclRule struct {
-	_      structs.HostLayout
-	Action uint32
-	Pad    uint32
-	Hits   uint64
+	_         structs.HostLayout
+	Action    uint32
+	Prefixlen uint32
 }
 
 type steerMeta struct {
@@ -82,6 +81,7 @@ type steerSlotCounters struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	steerMapAcl           = "acl"
+	steerMapAclHits       = "acl_hits"
 	steerMapCounters      = "counters"
 	steerMapMeta          = "meta"
 	steerMapServices      = "services"
@@ -142,6 +142,7 @@ type steerProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
 	Acl          *ebpf.MapSpec `ebpf:"acl"`
+	AclHits      *ebpf.MapSpec `ebpf:"acl_hits"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Meta         *ebpf.MapSpec `ebpf:"meta"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
@@ -178,6 +179,7 @@ func (o *steerObjects) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
 	Acl          *ebpf.Map `ebpf:"acl"`
+	AclHits      *ebpf.Map `ebpf:"acl_hits"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Meta         *ebpf.Map `ebpf:"meta"`
 	Services     *ebpf.Map `ebpf:"services"`
@@ -190,6 +192,7 @@ type steerMaps struct {
 func (m *steerMaps) Close() error {
 	return _SteerClose(
 		m.Acl,
+		m.AclHits,
 		m.Counters,
 		m.Meta,
 		m.Services,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -185,6 +186,11 @@ func TestACL(t *testing.T) {
 	check(t, "deny v4 /24, traffic over v6", link.A.Addr6, false)
 	mustAdd(t, p, ACLRule{Source: host4, Port: 7200, Action: Allow})
 	check(t, "allow /32 inside deny /24", link.A.Addr4, false)
+	// Each rule counts what it decided, the /24 from a source that is not
+	// its base address; rewriting a rule starts its count again.
+	wantHits(t, p, map[netip.Prefix]uint64{subnet4: 3, host4: 3})
+	mustAdd(t, p, ACLRule{Source: host4, Port: 7200, Action: Allow})
+	wantHits(t, p, map[netip.Prefix]uint64{subnet4: 3, host4: 0})
 	mustRemove(t, p, host4, 7200)
 	check(t, "allow /32 removed", link.A.Addr4, true)
 	mustRemove(t, p, subnet4, 7200)
@@ -250,5 +256,21 @@ func TestACLKeyMapsIPv4(t *testing.T) {
 	}
 	if a != b || a.Prefixlen != 16+96+24 || a.Port != [2]uint8{0, 53} {
 		t.Fatalf("keys %+v and %+v", a, b)
+	}
+}
+
+// wantHits checks the hit counts of p's rules, by source prefix.
+func wantHits(t *testing.T, p *Program, want map[netip.Prefix]uint64) {
+	t.Helper()
+	rules, err := p.ACLRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(map[netip.Prefix]uint64, len(rules))
+	for _, r := range rules {
+		got[r.Source] = r.Hits
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("ACL hits by rule = %v, want %v", got, want)
 	}
 }
