@@ -339,3 +339,42 @@ func TestChildFinishKillsBeforeReading(t *testing.T) {
 		t.Error("finishWithin returned before the child was reaped")
 	}
 }
+
+// A second signal during serve's drain (here a ten-minute --drain-delay)
+// stops it at once: exit 128+signal, a note saying so, and the XDP
+// program detached by the same cleanup as a graceful stop.
+func TestServeStopsOnSecondSignal(t *testing.T) {
+	for _, sigs := range [][2]syscall.Signal{{syscall.SIGINT, syscall.SIGINT}, {syscall.SIGTERM, syscall.SIGINT}} {
+		t.Run(signalName(sigs[0])+"-"+signalName(sigs[1]), func(t *testing.T) {
+			link := topo.Pair(t, topo.Config{TxChecksumOff: true})
+			addr := link.A.Addr4.String() + ":7000"
+			c := startChild(t, link.A.Host.Command(context.Background(), os.Args[0], "serve", "--addr", addr, "--iface", link.A.Iface,
+				"--backend", "xsk", "--drain-delay", "10m"))
+			if !waitLine(c.stderr, "zerohop serving", c.errLog) {
+				t.Fatalf("serve never served:\n%s", c.errLog.String())
+			}
+			c.cmd.Process.Signal(sigs[0])
+			if !waitLine(c.stderr, "shutting down", c.errLog) {
+				t.Fatalf("serve did not start draining on %v:\n%s", signalName(sigs[0]), c.errLog.String())
+			}
+			c.cmd.Process.Signal(sigs[1])
+			// Without the second signal serve would drain for ten
+			// minutes; 30 s is only a bound for a stuck child.
+			start := time.Now()
+			code, logs, err := c.finishWithin(30 * time.Second)
+			if err != nil {
+				t.Fatalf("%v: the second %v did not stop the drain; stderr:\n%s", err, signalName(sigs[1]), logs)
+			}
+			t.Logf("exited %v after the second signal", time.Since(start))
+			if code != 128+int(sigs[1]) || !strings.Contains(logs, "stopped at once by a second "+signalName(sigs[1])) {
+				t.Errorf("exit %d, want %d and a note:\n%s", code, 128+int(sigs[1]), logs)
+			}
+			if !strings.Contains(logs, "press Ctrl-C again") {
+				t.Errorf("the drain's log line does not say how to stop at once:\n%s", logs)
+			}
+			if xdpAttached(t, link.A.Host, link.A.Iface) {
+				t.Errorf("XDP program still attached to %s after the forced stop", link.A.Iface)
+			}
+		})
+	}
+}
