@@ -26,7 +26,7 @@ func runServe(args []string) int {
 }
 
 const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
-                     [--service NAME (--etcd ENDPOINTS | --node-table) [--advertise IP:PORT] [--weight N] [--zone Z] [--drain-delay D]]
+                     [--service NAME (--etcd ENDPOINTS | --node-table) [--advertise IP:PORT] [--weight N] [--zone Z]] [--drain-delay D]
                      [--policy FILE [--policy-watch D]] [--shed]
                      [--admin HOST:PORT|unix:PATH] [--otlp URL [--trace-ratio F]]
                      [--identity DIR [--require-sealed] [--allow SPIFFE_GLOB,...] [--handshake-port N]]
