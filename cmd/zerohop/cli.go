@@ -24,7 +24,9 @@ import (
 //     SIGINT, SIGTERM, SIGHUP and SIGPIPE. One interrupted before its job
 //     was done (bench, demo, call, ping) exits 128+signal, as a shell
 //     reports a process killed by it; serve, for which a signal is the
-//     normal end, exits 0 after a clean shutdown.
+//     normal end, exits 0 after a clean shutdown. A second signal during
+//     serve's drain stops it at once (still releasing what it holds)
+//     with 128+that signal.
 const (
 	exitOK      = 0
 	exitFailure = 1
@@ -100,11 +102,16 @@ func withFlagNames(msg string, flagOf map[string]string) string {
 // instead of being killed mid-way; its writes then fail with EPIPE.
 var signals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE}
 
-// interrupt is a context ended by the first of signals.
+// interrupt is a context ended by the first of signals. A second one
+// (SIGINT, SIGTERM or SIGHUP) closes again, for commands whose clean end
+// takes a while (serve's drain) and that stop at once when asked twice;
+// the others ignore it and finish their cleanup.
 type interrupt struct {
 	context.Context
 	stop   func()
 	signal atomic.Value // os.Signal
+	second atomic.Value // os.Signal
+	again  chan struct{}
 }
 
 // signalContext returns a context that ends at the first of signals;
@@ -113,7 +120,7 @@ func signalContext(parent context.Context) *interrupt {
 	ctx, cancel := context.WithCancel(parent)
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, signals...)
-	in := &interrupt{Context: ctx}
+	in := &interrupt{Context: ctx, again: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -121,6 +128,26 @@ func signalContext(parent context.Context) *interrupt {
 			in.signal.Store(s)
 			cancel()
 		case <-done:
+			return
+		}
+		// Signals keep being caught (and, after the second, dropped)
+		// until stop, so that a third Ctrl-C does not kill the command
+		// in the middle of its cleanup.
+		for {
+			select {
+			case s := <-ch:
+				// SIGPIPE comes from the command's own writes to a
+				// closed pipe (its logs, during the drain), not from a
+				// user asking twice.
+				if s == syscall.SIGPIPE {
+					continue
+				}
+				in.second.Store(s)
+				close(in.again)
+				return
+			case <-done:
+				return
+			}
 		}
 	}()
 	in.stop = func() {
@@ -138,6 +165,12 @@ func signalContext(parent context.Context) *interrupt {
 // received returns the signal that ended the context, or nil.
 func (in *interrupt) received() os.Signal {
 	s, _ := in.signal.Load().(os.Signal)
+	return s
+}
+
+// repeated returns the second signal, or nil.
+func (in *interrupt) repeated() os.Signal {
+	s, _ := in.second.Load().(os.Signal)
 	return s
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"syscall"
@@ -109,6 +110,7 @@ func demoNamespaces(ctx context.Context, out, errOut io.Writer, exe string, env 
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = demoServerAttr()
 	logs, err := cmd.StderrPipe()
 	if err != nil {
 		fmt.Fprintln(errOut, "zerohop demo:", err)
@@ -126,15 +128,7 @@ func demoNamespaces(ctx context.Context, out, errOut io.Writer, exe string, env 
 			lines <- sc.Text()
 		}
 	}()
-	stopServer := func() []string {
-		cmd.Process.Signal(syscall.SIGTERM)
-		var rest []string
-		for l := range lines {
-			rest = append(rest, l)
-		}
-		cmd.Wait()
-		return rest
-	}
+	stopServer := func() []string { return stopDemoServer(cmd, lines, demoStopGrace, errOut) }
 	// Wait for the server to say it serves (and on which backend).
 	ready := false
 	for !ready {
@@ -181,6 +175,52 @@ func demoNamespaces(ctx context.Context, out, errOut io.Writer, exe string, env 
 		fmt.Fprintln(out, "   server:", l)
 	}
 	return code
+}
+
+// demoServerAttr is how the demo's server is started: killed with the demo
+// (Pdeathsig: an interrupted or crashed demo leaves no server holding the
+// XDP attachment in a namespace nobody removes), in a process group of its
+// own, so that a Ctrl-C at the terminal reaches only the demo, which
+// stops the server itself (one SIGTERM: the terminal's SIGINT and the
+// demo's SIGTERM would be two signals, and the second cuts serve's drain
+// short), and so that SIGKILL reaches whatever it started.
+func demoServerAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// demoStopGrace is how long the server has to exit after SIGTERM: serve
+// drains for at most 5 s (no --drain-delay) before it closes.
+const demoStopGrace = 10 * time.Second
+
+// stopDemoServer stops cmd (started with demoServerAttr) with SIGTERM and
+// returns the rest of its log lines. A server still running grace later
+// is killed, with its process group, and said so on errOut; one whose
+// stderr stays open 5 s after that is waited for without its last lines.
+func stopDemoServer(cmd *exec.Cmd, lines <-chan string, grace time.Duration, errOut io.Writer) []string {
+	cmd.Process.Signal(syscall.SIGTERM)
+	var rest []string
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	for killed := false; ; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				cmd.Wait()
+				return rest
+			}
+			rest = append(rest, l)
+		case <-timer.C:
+			if killed {
+				fmt.Fprintln(errOut, "zerohop demo: the server's log stayed open after SIGKILL; not reading the rest")
+				cmd.Wait() // the process is gone: Wait closes the pipe
+				return rest
+			}
+			fmt.Fprintf(errOut, "zerohop demo: the server did not stop within %v of SIGTERM; killing it (SIGKILL)\n", grace)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			killed = true
+			timer.Reset(5 * time.Second)
+		}
+	}
 }
 
 func demoLoopback(ctx context.Context, out io.Writer) int {

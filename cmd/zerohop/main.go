@@ -8,6 +8,7 @@
 //	zerohop stat      show a running server's loops, methods, drops, XDP counters and ACL rules
 //	zerohop acl       list, add, delete or load a server's authorization rules and XDP ACL
 //	zerohop top       a live view of a running server (over its admin endpoint)
+//	zerohop services  list the services the node table and an etcd registry hold
 //	zerohop bench     compare zerohop with net/http, a sidecar and raw AF_XDP
 //	zerohop version   the module version and VCS revision of this binary
 //
@@ -15,7 +16,8 @@
 // function that follows the convention of cli.go (newFlags/fs.parse for
 // -h and flag errors, usageError for exit 2, fail for exit 1,
 // signalContext for anything that runs until interrupted), and a row in
-// cliRows (cli_test.go), which checks the convention for every command.
+// cliRows (cli_test.go), which checks the convention for every command,
+// and a line above (TestPackageDocListsEveryCommand checks there is one).
 package main
 
 import (

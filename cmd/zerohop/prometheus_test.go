@@ -51,7 +51,7 @@ func startPrometheus(t *testing.T, target string) string {
 	listen := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+listen, "--log.level=warn")
-	var logs lockedWriter
+	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -134,7 +134,7 @@ func TestPrometheusScrapesServe(t *testing.T) {
 	base := startPrometheus(t, adminAddr)
 	cmd := exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--backend", "uring", "--admin", adminAddr)
 	cmd.Env = append(os.Environ(), benchChildEnv+"=1")
-	var logs lockedWriter
+	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zerohop/zerohop/examples/echo"
@@ -24,14 +26,16 @@ func runServe(args []string) int {
 }
 
 const serveUsage = `usage: zerohop serve --addr IP:PORT [--iface IFACE] [--queues 0,1] [--cores 0,1] [--backend auto|xsk|uring] [--tcp] [--reuse-port]
-                     [--service NAME (--etcd ENDPOINTS | --node-table) [--advertise IP:PORT] [--weight N] [--zone Z] [--drain-delay D]]
+                     [--service NAME (--etcd ENDPOINTS | --node-table) [--advertise IP:PORT] [--weight N] [--zone Z]] [--drain-delay D]
                      [--policy FILE [--policy-watch D]] [--shed]
                      [--admin HOST:PORT|unix:PATH] [--otlp URL [--trace-ratio F]]
                      [--identity DIR [--require-sealed] [--allow SPIFFE_GLOB,...] [--handshake-port N]]
 
 Serves the demo Echo service (zerohop.Echo/Echo, zerohop.Echo/Sum) until
 SIGINT, SIGTERM, SIGHUP or SIGPIPE, then drains and releases every socket,
-ring and XDP attachment. Logs go to stderr. Its admin endpoint (/metrics,
+ring and XDP attachment. A second SIGINT, SIGTERM or SIGHUP during the
+drain (Ctrl-C again) cuts it short: what is held is still released, and
+the exit status is 128+that signal. Logs go to stderr. Its admin endpoint (/metrics,
 /stat, /healthz, /debug/pprof) always listens on an abstract socket that
 zerohop stat and zerohop top find; --admin adds a listener.`
 
@@ -209,11 +213,34 @@ wait:
 			break wait
 		}
 	}
-	log.Info("shutting down", "signal", signalName(sig.received()))
+	log.Info("shutting down: draining; press Ctrl-C again to stop now", "signal", signalName(sig.received()), "drain_delay", mf.drainDelay)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second+mf.drainDelay)
 	defer cancel()
+	// A second signal ends the drain: Shutdown's context is cancelled, so
+	// it stops waiting (drain delay, in-flight calls) and goes straight
+	// to releasing the sockets, rings and XDP attachment; the deferred
+	// cleanup above runs as on a clean stop.
+	var forced atomic.Bool
+	shutDown, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-sig.again:
+			forced.Store(true)
+			cancel()
+		case <-shutDown:
+		}
+	}()
 	err = srv.Shutdown(shutdownCtx)
+	close(shutDown)
+	<-watched
 	logStats(log, srv)
+	if forced.Load() {
+		abandoned := srv.Stats().Abandoned
+		fmt.Fprintf(logOut, "zerohop serve: stopped at once by a second %s: the drain was cut short (%d queued calls never ran, calls still running get no reply); sockets and XDP attachment released\n",
+			signalName(sig.repeated()), abandoned)
+		return 128 + int(sig.repeated().(syscall.Signal))
+	}
 	if err != nil {
 		return fail(logOut, "serve", fmt.Errorf("shutdown: %w", err), serveFlags)
 	}

@@ -44,7 +44,10 @@ func addMeshFlags(fs *flag.FlagSet) *meshFlags {
 	fs.StringVar(&f.advertise, "advertise", "", "IP:PORT to announce (default --addr; required when --addr's IP is 0.0.0.0 or ::)")
 	fs.UintVar(&f.weight, "weight", 0, "weight to announce (0 counts as 1)")
 	fs.StringVar(&f.zone, "zone", "", "zone to announce")
-	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, answer PING draining and calls OVERLOADED this long before closing, so clients move away first")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 0, "once a signal starts the shutdown and the registration is withdrawn, keep the port open this long answering\n"+
+		"PING draining and new calls OVERLOADED, so that clients learn from discovery and health probes and move away\n"+
+		"before it closes; calls in flight then get up to 5s more. Also without --service. Ctrl-C again cuts it short\n"+
+		"(default 0: close as soon as the calls in flight are done)")
 	return f
 }
 

@@ -38,8 +38,10 @@ key's lease).
 Reading the node table needs CAP_SYS_ADMIN (root); without it the table is
 skipped with a warning when --etcd is given.
 
-Exit status: 0 when every source asked was read, 1 when one could not be,
-2 for bad flags.`
+Exit status: 0 when every source asked was read, 1 when one could not be
+(a line on stderr per source says why and what to change; the table lists
+what the others hold, and is left out when none was read), 2 for bad
+flags.`
 
 type serviceRow struct {
 	source, service string
@@ -72,31 +74,41 @@ func servicesCommand(ctx context.Context, out, errOut io.Writer, args []string) 
 	defer sig.stop()
 	var rows []serviceRow
 	var failed []error
+	read := 0 // sources read, if only in part
 	if !*noNode {
 		r, err := nodeRows(*only)
 		if err != nil {
 			failed = append(failed, err)
+		} else {
+			read++
 		}
 		rows = append(rows, r...)
 	}
 	if *endpoints != "" {
 		ectx, cancel := context.WithTimeout(sig, *timeout)
-		r, err := etcdRows(ectx, strings.Split(*endpoints, ","), *prefix, *only)
+		r, got, err := etcdRows(ectx, strings.Split(*endpoints, ","), *prefix, *only)
 		cancel()
 		if sig.received() != nil {
 			return sig.interrupted(errOut, "services", "")
 		}
+		if got {
+			read++
+		}
 		if err != nil {
-			failed = append(failed, fmt.Errorf("--etcd %s: %w", *endpoints, err))
+			failed = append(failed, etcdError(*endpoints, *prefix, *timeout, got, err))
 		}
 		rows = append(rows, r...)
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tSERVICE\tENDPOINT\tHEALTH\tWEIGHT\tZONE\tVERSION\tDETAIL")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.source, r.service, r.addr, r.health, max(r.weight, 1), dash(r.zone), dash(r.version), r.detail)
+	// With no source read an empty table would read as "nothing is
+	// registered": only the errors are printed then.
+	if read > 0 {
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SOURCE\tSERVICE\tENDPOINT\tHEALTH\tWEIGHT\tZONE\tVERSION\tDETAIL")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.source, r.service, r.addr, r.health, max(r.weight, 1), dash(r.zone), dash(r.version), r.detail)
+		}
+		tw.Flush()
 	}
-	tw.Flush()
 	if len(failed) > 0 {
 		return fail(errOut, "services", errors.Join(failed...), nil)
 	}
@@ -137,14 +149,27 @@ func nodeRows(only string) ([]serviceRow, error) {
 	return rows, nil
 }
 
-// etcdRows reads every key under prefix.
-func etcdRows(ctx context.Context, endpoints []string, prefix, only string) ([]serviceRow, error) {
+// etcdError words a failure to read the registry for the user: which
+// flag to look at and what to change.
+func etcdError(endpoints, prefix string, timeout time.Duration, got bool, err error) error {
+	switch {
+	case got: // the registry answered; some keys did not decode
+		return fmt.Errorf("--etcd %s: %w (is --etcd-prefix %s the prefix the servers register under?)", endpoints, err, prefix)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("--etcd %s: no answer within --timeout %v (%v): give etcd client URLs reachable from this network namespace, e.g. --etcd http://10.0.0.10:2379, or a longer --timeout", endpoints, timeout, err)
+	}
+	return fmt.Errorf("--etcd %s: %w: give etcd client URLs reachable from this network namespace, e.g. --etcd http://10.0.0.10:2379", endpoints, err)
+}
+
+// etcdRows reads every key under prefix. got reports whether the registry
+// answered (the error is then about keys that do not decode).
+func etcdRows(ctx context.Context, endpoints []string, prefix, only string) (rows []serviceRow, got bool, err error) {
 	cfg := etcd.ClientConfig(endpoints...)
 	cfg.Logger = zap.NewNop()
 	cfg.Context = ctx
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer cli.Close()
 	want := prefix
@@ -153,9 +178,8 @@ func etcdRows(ctx context.Context, endpoints []string, prefix, only string) ([]s
 	}
 	resp, err := cli.Get(ctx, want, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", want, err)
+		return nil, false, fmt.Errorf("get %s: %w", want, err)
 	}
-	var rows []serviceRow
 	var bad []error
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
@@ -178,7 +202,7 @@ func etcdRows(ctx context.Context, endpoints []string, prefix, only string) ([]s
 		rows = append(rows, serviceRow{source: "etcd", service: svc, addr: ep.Addr.String(), health: healthName(ep.Health),
 			weight: ep.Weight, zone: ep.Zone, version: ep.Version, detail: detail})
 	}
-	return rows, errors.Join(bad...)
+	return rows, true, errors.Join(bad...)
 }
 
 func healthName(h runtime.EndpointHealth) string { return h.String() }

@@ -28,9 +28,12 @@ type child struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Scanner
 	stderr *bufio.Scanner
-	errLog *strings.Builder
+	errLog *syncBuffer // stderr so far; waitLine and finish add to it
 	done   chan struct{}
 	outR   io.Closer // the read end of stdout
+	// waiting is set once finish owns cmd.Wait: cleanup then waits for
+	// done instead of calling Wait a second time.
+	waiting bool
 }
 
 func startChild(t *testing.T, cmd *exec.Cmd) *child {
@@ -47,23 +50,30 @@ func startChild(t *testing.T, cmd *exec.Cmd) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, stdout: bufio.NewScanner(out), stderr: bufio.NewScanner(errOut), errLog: &strings.Builder{}, done: make(chan struct{}), outR: out}
+	c := &child{cmd: cmd, stdout: bufio.NewScanner(out), stderr: bufio.NewScanner(errOut), errLog: &syncBuffer{}, done: make(chan struct{}), outR: out}
 	t.Cleanup(func() {
 		select {
 		case <-c.done:
-		default: // the test failed before finish
+		default: // the test failed before finish, or finish gave up
 			cmd.Process.Kill()
-			cmd.Wait()
+			if !c.waiting {
+				cmd.Wait()
+				return
+			}
+			select {
+			case <-c.done:
+			case <-time.After(10 * time.Second): // something else holds its stderr open
+			}
 		}
 	})
 	return c
 }
 
 // waitLine reads s until a line contains want; false if s ends first.
-func waitLine(s *bufio.Scanner, want string, log *strings.Builder) bool {
+func waitLine(s *bufio.Scanner, want string, log io.Writer) bool {
 	for s.Scan() {
 		if log != nil {
-			log.WriteString(s.Text() + "\n")
+			io.WriteString(log, s.Text()+"\n")
 		}
 		if strings.Contains(s.Text(), want) {
 			return true
@@ -75,6 +85,20 @@ func waitLine(s *bufio.Scanner, want string, log *strings.Builder) bool {
 // finish drains the child's output and waits for it, at most a minute.
 func (c *child) finish(t *testing.T) (int, string) {
 	t.Helper()
+	code, logs, err := c.finishWithin(time.Minute)
+	if err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, logs)
+	}
+	return code, logs
+}
+
+// finishWithin drains the child's output and waits at most d for it to
+// exit. If it does not, it is killed, and its stderr is read only once
+// the reader has seen the end of it (or after 10 s more, when something
+// else holds the pipe open): read before, it would race the reader and
+// miss the last lines.
+func (c *child) finishWithin(d time.Duration) (code int, logs string, err error) {
+	c.waiting = true
 	go func() {
 		for c.stdout.Scan() {
 		}
@@ -82,25 +106,30 @@ func (c *child) finish(t *testing.T) (int, string) {
 	rest := make(chan struct{})
 	go func() {
 		for c.stderr.Scan() {
-			c.errLog.WriteString(c.stderr.Text() + "\n")
+			io.WriteString(c.errLog, c.stderr.Text()+"\n")
 		}
 		close(rest)
 	}()
 	exited := make(chan error, 1)
-	go func() { <-rest; exited <- c.cmd.Wait(); close(c.done) }()
+	go func() {
+		<-rest
+		err := c.cmd.Wait()
+		close(c.done) // before exited: whoever hears of the exit sees done closed
+		exited <- err
+	}()
 	select {
 	case err := <-exited:
 		if ee, ok := err.(*exec.ExitError); ok {
-			return ee.ExitCode(), c.errLog.String()
+			return ee.ExitCode(), c.errLog.String(), nil
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, c.errLog.String()
-	case <-time.After(time.Minute):
+		return 0, c.errLog.String(), err
+	case <-time.After(d):
 		c.cmd.Process.Kill()
-		t.Fatalf("still running a minute after the signal; stderr:\n%s", c.errLog.String())
-		return 0, ""
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+		}
+		return 0, c.errLog.String(), fmt.Errorf("still running %v after the signal (killed)", d)
 	}
 }
 
@@ -286,5 +315,66 @@ func TestCallAndPingStopOnSignals(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A child that outlives finishWithin's bound while it writes stderr is
+// killed and reaped before its log is read: the log holds its output and,
+// under -race, reading it does not race the reader goroutine.
+func TestChildFinishKillsBeforeReading(t *testing.T) {
+	c := startChild(t, exec.Command("sh", "-c", `echo started >&2; while :; do echo more >&2; done`))
+	if !waitLine(c.stderr, "started", c.errLog) {
+		t.Fatal("the child never started")
+	}
+	_, logs, err := c.finishWithin(200 * time.Millisecond)
+	if err == nil {
+		t.Fatalf("finishWithin returned no error for a child that runs until killed; stderr %d bytes", len(logs))
+	}
+	if !strings.HasPrefix(logs, "started\n") || !strings.Contains(logs, "more\n") {
+		t.Errorf("stderr lacks the child's lines: %.200q", logs)
+	}
+	select {
+	case <-c.done:
+	default:
+		t.Error("finishWithin returned before the child was reaped")
+	}
+}
+
+// A second signal during serve's drain (here a ten-minute --drain-delay)
+// stops it at once: exit 128+signal, a note saying so, and the XDP
+// program detached by the same cleanup as a graceful stop.
+func TestServeStopsOnSecondSignal(t *testing.T) {
+	for _, sigs := range [][2]syscall.Signal{{syscall.SIGINT, syscall.SIGINT}, {syscall.SIGTERM, syscall.SIGINT}} {
+		t.Run(signalName(sigs[0])+"-"+signalName(sigs[1]), func(t *testing.T) {
+			link := topo.Pair(t, topo.Config{TxChecksumOff: true})
+			addr := link.A.Addr4.String() + ":7000"
+			c := startChild(t, link.A.Host.Command(context.Background(), os.Args[0], "serve", "--addr", addr, "--iface", link.A.Iface,
+				"--backend", "xsk", "--drain-delay", "10m"))
+			if !waitLine(c.stderr, "zerohop serving", c.errLog) {
+				t.Fatalf("serve never served:\n%s", c.errLog.String())
+			}
+			c.cmd.Process.Signal(sigs[0])
+			if !waitLine(c.stderr, "shutting down", c.errLog) {
+				t.Fatalf("serve did not start draining on %v:\n%s", signalName(sigs[0]), c.errLog.String())
+			}
+			c.cmd.Process.Signal(sigs[1])
+			// Without the second signal serve would drain for ten
+			// minutes; 30 s is only a bound for a stuck child.
+			start := time.Now()
+			code, logs, err := c.finishWithin(30 * time.Second)
+			if err != nil {
+				t.Fatalf("%v: the second %v did not stop the drain; stderr:\n%s", err, signalName(sigs[1]), logs)
+			}
+			t.Logf("exited %v after the second signal", time.Since(start))
+			if code != 128+int(sigs[1]) || !strings.Contains(logs, "stopped at once by a second "+signalName(sigs[1])) {
+				t.Errorf("exit %d, want %d and a note:\n%s", code, 128+int(sigs[1]), logs)
+			}
+			if !strings.Contains(logs, "press Ctrl-C again") {
+				t.Errorf("the drain's log line does not say how to stop at once:\n%s", logs)
+			}
+			if xdpAttached(t, link.A.Host, link.A.Iface) {
+				t.Errorf("XDP program still attached to %s after the forced stop", link.A.Iface)
+			}
+		})
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -134,7 +133,7 @@ func startServeProcess(t *testing.T, h *topo.Host, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := h.Command(context.Background(), os.Args[0], append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), benchChildEnv+"=1")
-	var logs lockedWriter
+	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -249,22 +248,4 @@ func TestStatWithoutServer(t *testing.T) {
 		t.Errorf("no XDP program: exit %d, %q", code, errOut.String())
 	}
 	// Usage errors (exit 2) are checked for every command in cli_test.go.
-}
-
-// lockedWriter collects a subprocess's output, read while it runs.
-type lockedWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
 }

@@ -6,7 +6,9 @@ import (
 )
 
 // syncBuffer is a log destination that a server or subprocess writes
-// while the test reads it.
+// while the test reads it. It is the one such buffer of this package's
+// tests: a subprocess's or an in-process server's output is read while it
+// may still be written, so a bare bytes.Buffer or strings.Builder races.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

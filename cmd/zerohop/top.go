@@ -30,7 +30,9 @@ finds the server's abstract socket in this network namespace. q, Ctrl-C,
 SIGINT, SIGTERM, SIGHUP or SIGPIPE quit (exit 0) with the terminal restored;
 --once prints one view without touching the terminal.`
 
-// top redraws a server's /stat once per interval until q or Ctrl-C. The
+// top redraws a server's /stat once per interval until q or Ctrl-C; the
+// fetches run in the background (topModel), so a slow or unreachable
+// server shows as a status line and never delays a key. The
 // terminal is put in raw mode (no echo, keys one by one, Ctrl-C as a key)
 // on the alternate screen, and restored on every way out. Like serve, a
 // signal is its normal end (exit 0), except under --once, where one
@@ -65,9 +67,23 @@ func top(in *os.File, out *os.File, errOut io.Writer, args []string) int {
 	}
 	c := ep.HTTPClient(*interval + 2*time.Second)
 	defer c.CloseIdleConnections()
-	prev, err := fetchStat(c, ep)
-	if err != nil {
-		return fail(errOut, "top", err, nil)
+	fetch := func() (telemetry.StatReport, error) { return fetchStat(c, ep) }
+	// The first report is fetched before the terminal is touched; a
+	// signal meanwhile ends top without waiting for the client's timeout.
+	first := make(chan statMsg, 1)
+	go func() { first <- fetchMsg(fetch) }()
+	var prev telemetry.StatReport
+	select {
+	case r := <-first:
+		if r.err != nil {
+			return fail(errOut, "top", r.err, nil)
+		}
+		prev = r.rep
+	case <-sig.Done():
+		if *once {
+			return sig.interrupted(errOut, "top", "")
+		}
+		return exitOK
 	}
 	if *once {
 		select {
@@ -108,10 +124,10 @@ func top(in *os.File, out *os.File, errOut io.Writer, args []string) int {
 	tick := time.NewTicker(*interval)
 	defer tick.Stop()
 
-	cur, status := prev, "waiting for the first interval…"
-	draw := func() {
+	m := newTopModel(prev, ep.String(), fetch)
+	runTopLoop(m, keys, sig.Done(), tick.C, func() {
 		width, height := terminalSize(out)
-		lines := renderTop(&prev, &cur, width, status)
+		lines := m.view(width)
 		if height > 0 && len(lines) > height {
 			lines = lines[:height]
 		}
@@ -123,25 +139,102 @@ func top(in *os.File, out *os.File, errOut io.Writer, args []string) int {
 		}
 		b.WriteString("\x1b[J")
 		out.WriteString(b.String())
+	})
+	return exitOK
+}
+
+// topModel is the live view's state. Its update handles one message (a
+// key, a tick, a fetched report) and never blocks: fetching /stat, which
+// takes as long as the server takes to answer, is handed back as a
+// command to run elsewhere, whose result comes back as a statMsg. So q
+// quits at once also while a server is slow or gone.
+type topModel struct {
+	prev, cur telemetry.StatReport
+	status    string
+	admin     string // the endpoint, for the status line
+	fetch     func() (telemetry.StatReport, error)
+	// fetching is when the fetch in flight started (zero: none is): a
+	// tick meanwhile starts no second one.
+	fetching time.Time
+}
+
+type (
+	keyMsg  byte
+	tickMsg struct{}
+	statMsg struct {
+		rep telemetry.StatReport
+		err error
 	}
+)
+
+func fetchMsg(fetch func() (telemetry.StatReport, error)) statMsg {
+	rep, err := fetch()
+	return statMsg{rep, err}
+}
+
+func newTopModel(first telemetry.StatReport, admin string, fetch func() (telemetry.StatReport, error)) *topModel {
+	return &topModel{prev: first, cur: first, admin: admin, fetch: fetch, status: "waiting for the first interval…"}
+}
+
+// update applies msg. It returns quit to end top, or a command to run in
+// the background whose result is the next message.
+func (m *topModel) update(msg any) (quit bool, cmd func() any) {
+	switch msg := msg.(type) {
+	case keyMsg:
+		return msg == 'q' || msg == 'Q' || msg == 3, nil // 3: Ctrl-C in raw mode
+	case tickMsg:
+		if !m.fetching.IsZero() {
+			m.status = fmt.Sprintf("waiting for %s to answer /stat (%.0f s)…", m.admin, time.Since(m.fetching).Seconds())
+			return false, nil
+		}
+		m.fetching = time.Now()
+		fetch := m.fetch
+		return false, func() any { return fetchMsg(fetch) }
+	case statMsg:
+		m.fetching = time.Time{}
+		if msg.err != nil {
+			m.status = "error: " + msg.err.Error()
+		} else {
+			m.prev, m.cur, m.status = m.cur, msg.rep, ""
+		}
+	}
+	return false, nil
+}
+
+// view renders the model, width columns wide (0: unbounded).
+func (m *topModel) view(width int) []string { return renderTop(&m.prev, &m.cur, width, m.status) }
+
+// runTopLoop feeds m keys and ticks until a key quits, keys closes or
+// done, drawing after every message. The commands update returns run in
+// goroutines of their own (one at a time: update starts no fetch while
+// one is in flight); one still running at the end delivers into a
+// buffered channel nobody reads and exits.
+func runTopLoop(m *topModel, keys <-chan byte, done <-chan struct{}, tick <-chan time.Time, draw func()) {
+	results := make(chan any, 1)
 	draw()
 	for {
+		var msg any
 		select {
 		case k, ok := <-keys:
-			if !ok || k == 'q' || k == 'Q' || k == 3 { // 3: Ctrl-C in raw mode
-				return exitOK
+			if !ok {
+				return
 			}
-		case <-sig.Done():
-			return exitOK
-		case <-tick.C:
-			next, err := fetchStat(c, ep)
-			if err != nil {
-				status = "error: " + err.Error()
-			} else {
-				prev, cur, status = cur, next, ""
-			}
-			draw()
+			msg = keyMsg(k)
+		case <-done:
+			return
+		case <-tick:
+			msg = tickMsg{}
+		case r := <-results:
+			msg = r
 		}
+		quit, cmd := m.update(msg)
+		if quit {
+			return
+		}
+		if cmd != nil {
+			go func() { results <- cmd() }()
+		}
+		draw()
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -267,5 +269,116 @@ func TestTopAndStatShowClientEndpoints(t *testing.T) {
 	}
 	if f := strings.Fields(statRow); len(f) != 9 || f[2] != "-" || f[3] != "-" || f[4] != "2" || f[5] != "160" || f[6] != "5" || f[8] != "250µs" {
 		t.Errorf("stat endpoint row %q, want state and breaker -, 2 in flight, 160 requests, 5 retransmits, srtt 250µs", statRow)
+	}
+}
+
+// slowAdmin is an admin endpoint whose /stat never answers (until the
+// test ends): a server that hangs, or one behind a dead link.
+func slowAdmin(t *testing.T) telemetry.Endpoint {
+	t.Helper()
+	gone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-gone:
+		}
+	}))
+	t.Cleanup(func() { close(gone); srv.Close() })
+	return telemetry.Endpoint{Network: "tcp", Address: srv.Listener.Addr().String()}
+}
+
+// topLoopRun runs the live loop on m in the background with keys and
+// ticks the test sends; its views are kept for the test to read.
+type topLoopRun struct {
+	keys  chan byte
+	tick  chan time.Time
+	ended chan struct{}
+	views syncBuffer // every drawn view, one after the other
+}
+
+func startTopLoop(t *testing.T, m *topModel) *topLoopRun {
+	r := &topLoopRun{keys: make(chan byte), tick: make(chan time.Time), ended: make(chan struct{})}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); <-r.ended })
+	go func() {
+		defer close(r.ended)
+		runTopLoop(m, r.keys, done, r.tick, func() { io.WriteString(&r.views, strings.Join(m.view(0), "\n")+"\n--\n") })
+	}()
+	return r
+}
+
+// send hands the loop a key or tick; false if it did not take it within
+// 10 s (it is stuck, or ended).
+func (r *topLoopRun) send(k byte, tick bool) bool {
+	timeout := time.After(10 * time.Second)
+	if tick {
+		select {
+		case r.tick <- time.Now():
+			return true
+		case <-timeout:
+			return false
+		}
+	}
+	select {
+	case r.keys <- k:
+		return true
+	case <-timeout:
+		return false
+	}
+}
+
+// While a /stat fetch hangs (here for a minute: the client's timeout),
+// ticks and keys are still handled: a second tick says what top waits
+// for, and q quits at once.
+func TestTopQuitsWhileTheServerHangs(t *testing.T) {
+	ep := slowAdmin(t)
+	c := ep.HTTPClient(time.Minute)
+	defer c.CloseIdleConnections()
+	m := newTopModel(telemetry.StatReport{Time: time.Now()}, ep.String(), func() (telemetry.StatReport, error) { return fetchStat(c, ep) })
+	r := startTopLoop(t, m)
+	if !r.send(0, true) {
+		t.Fatal("the loop did not take the first tick")
+	}
+	if !r.send(0, true) {
+		t.Fatal("the loop did not take a tick while /stat was being fetched: it waits for the fetch")
+	}
+	if !r.send('q', false) {
+		t.Fatal("the loop did not take q while /stat was being fetched: it waits for the fetch")
+	}
+	select {
+	case <-r.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("q did not end the loop")
+	}
+	if views := r.views.String(); !strings.Contains(views, "waiting for "+ep.String()+" to answer /stat") {
+		t.Errorf("no view said top waits for the server:\n%s", views)
+	}
+}
+
+// A server that does not answer within the client's timeout shows as an
+// error line, and the view goes on (q still quits).
+func TestTopShowsAServerThatDoesNotAnswer(t *testing.T) {
+	ep := slowAdmin(t)
+	c := ep.HTTPClient(200 * time.Millisecond)
+	defer c.CloseIdleConnections()
+	m := newTopModel(telemetry.StatReport{Time: time.Now()}, ep.String(), func() (telemetry.StatReport, error) { return fetchStat(c, ep) })
+	r := startTopLoop(t, m)
+	if !r.send(0, true) {
+		t.Fatal("the loop did not take the tick")
+	}
+	want := "error: admin endpoint " + ep.String()
+	for i := 0; !strings.Contains(r.views.String(), want); i++ {
+		if i == 1000 { // 10 s
+			t.Fatalf("no error line %q within 10 s of a timeout of 200ms:\n%s", want, r.views.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !r.send('q', false) {
+		t.Fatal("the loop did not take q after the error")
+	}
+	select {
+	case <-r.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("q did not end the loop")
 	}
 }
