@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	goruntime "runtime"
 	"strconv"
@@ -541,5 +542,103 @@ func TestExtFallbackTCP(t *testing.T) {
 	}
 	if st := c.Stats(); st.Replies != 3 {
 		t.Errorf("stats %+v: want 3 replies", st)
+	}
+}
+
+// silentTCPServer accepts GWIR connections on 127.0.0.1 and reads them
+// without ever answering, until the test ends.
+func silentTCPServer(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// waitFor polls cond (bounded: 10 s) and reports whether it came true.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestForgetWithCallsInFlight: an endpoint whose last user lets go of it
+// while calls to it are still in flight (here a DialService endpoint the
+// resolver removed) leaves the loop's table once those calls have ended,
+// and over TCP its connection is closed; it used to stay for good.
+func TestForgetWithCallsInFlight(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		name := "udp"
+		if tcp {
+			name = "tcp"
+		}
+		t.Run(name, func(t *testing.T) { testForgetWithCallsInFlight(t, tcp) })
+	}
+}
+
+func testForgetWithCallsInFlight(t *testing.T, tcp bool) {
+	e := testEngine(t)
+	opts := []ClientOption{WithEngine(e), WithRetransmission(time.Second, time.Second, 0)}
+	var addr netip.AddrPort
+	if tcp {
+		addr = silentTCPServer(t)
+		opts = append(opts, WithStreamTransport())
+	} else {
+		addr = startGWIRServer(t, serverConfig{}).addr
+	}
+	r := &fixedResolver{eps: endpointsOf(addr)}
+	c, err := DialService("test.Echo", append(opts, WithResolver(r))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	const n = 16
+	done := make(chan *Call, n)
+	for i := range n {
+		c.Go(ctx, methodSilent, payloadFor(i), nil, done) // never answered
+	}
+	scs := c.Endpoints()
+	if len(scs) != 1 {
+		t.Fatalf("%d SubConns, want 1", len(scs))
+	}
+	ep := scs[0].ep
+	if !waitFor(func() bool { return ep.inflight.Load() == n }) {
+		t.Fatalf("%d calls in flight, want %d", ep.inflight.Load(), n)
+	}
+	cl := ep.loop
+	r.Set() // the endpoint leaves the service, its calls still in flight
+	cancel()
+	for range n {
+		call := <-done
+		if !errors.Is(call.Err, context.Canceled) {
+			t.Errorf("call ended with %v, want context.Canceled", call.Err)
+		}
+		call.Release()
+	}
+	if !waitFor(func() bool { return cl.addrs.Load() == 0 && cl.tcpConns.Load() == 0 }) {
+		t.Fatalf("after its calls ended, the forgotten endpoint is still known: %d addresses in the loop's table, %d TCP connections open",
+			cl.addrs.Load(), cl.tcpConns.Load())
+	}
+	if st := e.Stats(); st.Endpoints != 0 {
+		t.Errorf("engine holds %d endpoints, want 0", st.Endpoints)
 	}
 }

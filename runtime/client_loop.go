@@ -44,6 +44,10 @@ type endpoint struct {
 	unopened      atomic.Uint64
 
 	tcp *tcpClientConn // the stream transport's connection, loop-owned
+	// forgotten: no Client uses the endpoint any more (opForget), but
+	// calls to it were still in flight; the loop lets go of it when the
+	// last of them ends. Loop-owned.
+	forgotten bool
 
 	name []byte // the address as a struct sockaddr, for direct sends
 }
@@ -155,6 +159,10 @@ type clientLoop struct {
 
 	delayed, undelivered atomic.Uint64
 	local4, local6       netip.AddrPort
+	// addrs is how many UDP endpoints the loop's table (byAddr) holds,
+	// tcpConns how many TCP connections it has open; the loop writes
+	// them, tests read them.
+	addrs, tcpConns atomic.Int64
 }
 
 func newClientLoop(e *Engine, idx, core int, warn *engine.Warnings) (*clientLoop, error) {
@@ -332,6 +340,7 @@ type clientSource struct {
 	tcp          tcpClients
 	clock        time.Time // the loop's time origin
 	closing      bool
+	cleaning     bool // in Cleanup: the ring is gone, tcp.cleanup closes the connections
 	closedClient []*Client
 	delivered    bool
 	taking       bool
@@ -526,14 +535,41 @@ func (s *clientSource) takeOps() bool {
 				s.complete(call, nil, 0)
 			}
 		case opForget:
-			if op.ep.inflight.Load() == 0 && s.byAddr[op.ep.key.addr] == op.ep {
-				delete(s.byAddr, op.ep.key.addr)
-			}
-			s.tcp.forget(op.ep)
+			op.ep.forgotten = true
+			if op.ep.inflight.Load() == 0 {
+				s.letGo(op.ep)
+			} // else the end of its last call lets go of it (callEnded)
 		}
 		*op = loopOp{}
 	}
 	return true
+}
+
+// letGo removes a forgotten endpoint without calls from the loop: from
+// the table by address, and over TCP its connection closes.
+func (s *clientSource) letGo(ep *endpoint) {
+	if s.byAddr[ep.key.addr] == ep {
+		delete(s.byAddr, ep.key.addr)
+		s.cl.addrs.Store(int64(len(s.byAddr)))
+	}
+	if ep.tcp != nil {
+		s.tcp.drop(ep.tcp, errors.New("endpoint closed"))
+	}
+}
+
+// callEnded counts one call fewer in flight to ep, and lets go of ep
+// when that was the last call to a forgotten endpoint.
+func (s *clientSource) callEnded(ep *endpoint) {
+	if ep.inflight.Add(-1) == 0 && ep.forgotten && !s.cleaning {
+		s.letGo(ep)
+	}
+}
+
+// knowAddr puts ep in the table by address, through which replies and
+// ICMP errors find it.
+func (s *clientSource) knowAddr(ep *endpoint) {
+	s.byAddr[ep.key.addr] = ep
+	s.cl.addrs.Store(int64(len(s.byAddr)))
 }
 
 // start registers a new call and sends its first copy.
@@ -561,7 +597,7 @@ func (s *clientSource) start(call *Call, now int64) {
 		s.tcp.send(call, now)
 		return
 	}
-	s.byAddr[ep.key.addr] = ep
+	s.knowAddr(ep)
 	if call.direct.Load() != directNone {
 		// The caller sent the first copy itself (the loop was asleep).
 		call.attempts = 1
@@ -788,9 +824,9 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 		return false
 	}
 	old := call.ep
-	old.inflight.Add(-1)
 	call.prevEp, call.ep, call.sc = old, sc.ep, sc
 	sc.ep.inflight.Add(1)
+	s.callEnded(old)
 	svc.failovers.Add(1)
 	if sc.ep.noExt.Load() && call.frame.HasExt() && !call.stripped {
 		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
@@ -807,7 +843,7 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 		s.tcp.send(call, now)
 		return true
 	}
-	s.byAddr[sc.ep.key.addr] = sc.ep
+	s.knowAddr(sc.ep)
 	if s.transmit(call, now) && call.heapIndex >= 0 {
 		s.timers.fix(call)
 	}
@@ -833,8 +869,7 @@ func (s *clientSource) release(call *Call) {
 		}
 		call.waitingSlot = false
 	}
-	ep := call.ep
-	ep.inflight.Add(-1)
+	s.callEnded(call.ep)
 	if call.stop != nil {
 		call.stop()
 		call.stop = nil
@@ -1157,6 +1192,7 @@ func (s *clientSource) Cleanup() {
 	ops := cl.ops
 	cl.ops = nil
 	cl.mu.Unlock()
+	s.cleaning = true
 	for _, op := range ops {
 		switch op.kind {
 		case opCall:
