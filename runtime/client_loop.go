@@ -1087,6 +1087,11 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 		ep.malformed.Add(1)
 		return
 	}
+	if ep.lastSocketErr.Load() != nil {
+		// The endpoint answers: whatever its socket reported before is
+		// over, and must not be blamed for a later call's failure.
+		ep.lastSocketErr.Store(nil)
+	}
 	if f.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped && call.sending == 0 {
 		// A server without EXT support: send it again without the block,
 		// and to this endpoint never with one again.

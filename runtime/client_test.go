@@ -637,3 +637,40 @@ func TestClientCallAllocs(t *testing.T) {
 		t.Errorf("Go allocates %.2f times per round trip, want 0", n)
 	}
 }
+
+// TestLastSocketErrClears: a reply from an endpoint clears the socket
+// error it reported before, so that a later failure of a call to it
+// does not carry a stale LastSocketErr.
+func TestLastSocketErrClears(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua := conn.LocalAddr().(*net.UDPAddr)
+	conn.Close()
+	c := dialTest(t, ua.String(), WithRetransmission(time.Second, time.Minute, 20))
+	ctx := testContext(t)
+	if _, err := c.Call(ctx, methodEcho, nil, nil); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("call to a closed port: %v, want ECONNREFUSED", err)
+	}
+	// Now someone serves on that port.
+	conn, err = net.ListenUDP("udp4", ua)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	serveGWIR(t, conn, serverConfig{})
+	if _, err := c.Call(ctx, methodEcho, nil, nil); err != nil {
+		t.Fatalf("call once the server is up: %v", err)
+	}
+	// A call that times out: no socket error happened since the reply.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = c.Call(short, methodSilent, nil, nil)
+	var ce *CallError
+	if !errors.As(err, &ce) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("silent call: %v, want a CallError with context.DeadlineExceeded", err)
+	}
+	if ce.LastSocketErr != nil {
+		t.Errorf("silent call after a reply: LastSocketErr %v, want none (stale, from before the reply): %v", ce.LastSocketErr, err)
+	}
+}
