@@ -642,3 +642,17 @@ func testForgetWithCallsInFlight(t *testing.T, tcp bool) {
 		t.Errorf("engine holds %d endpoints, want 0", st.Endpoints)
 	}
 }
+
+// TestPollClearsAsleep: a loop that passes through Poll is awake, and
+// says so itself: callers then queue their calls instead of sending
+// their first copies themselves (and waking a loop that is not asleep).
+// The loop busy-polls, so it never goes through Idle again; asleep is
+// set as Idle leaves it when a completion, not a caller, ends the sleep.
+func TestPollClearsAsleep(t *testing.T) {
+	e := testEngine(t, WithClientBusyPoll(time.Hour))
+	cl := e.loops[0]
+	cl.asleep.Store(true)
+	if !waitFor(func() bool { return !cl.asleep.Load() }) {
+		t.Fatal("the loop kept polling with asleep set: callers keep sending directly to an awake loop")
+	}
+}

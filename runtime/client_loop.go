@@ -425,6 +425,12 @@ func (s *clientSource) Setup(l *engine.Loop, tag engine.Tag) error {
 // Poll implements engine.Source: take queued operations, retransmit what
 // is due, retry full sends and deliveries, re-arm the receives.
 func (s *clientSource) Poll() bool {
+	if s.cl.asleep.Load() {
+		// Awake again, whether a caller woke the loop (and cleared it
+		// already) or a completion or timer ended the sleep: callers must
+		// not go on sending first copies themselves to an awake loop.
+		s.cl.asleep.Store(false)
+	}
 	worked := s.takeOps()
 	now := s.now()
 	if len(s.timers) > 0 && s.timers[0].dueNs <= now {
