@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -672,5 +673,22 @@ func TestLastSocketErrClears(t *testing.T) {
 	}
 	if ce.LastSocketErr != nil {
 		t.Errorf("silent call after a reply: LastSocketErr %v, want none (stale, from before the reply): %v", ce.LastSocketErr, err)
+	}
+}
+
+// TestCallErrorText: a CallError counts its copies in the right number.
+func TestCallErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		attempts int
+		want     string
+	}{
+		{0, "runtime: call m to 127.0.0.1:9: no reply"},
+		{1, "runtime: call m to 127.0.0.1:9 (1 attempt): no reply"},
+		{3, "runtime: call m to 127.0.0.1:9 (3 attempts): no reply"},
+	} {
+		e := &CallError{Endpoint: netip.MustParseAddrPort("127.0.0.1:9"), Method: "m", Attempts: tc.attempts, Err: ErrNoReply}
+		if got := e.Error(); got != tc.want {
+			t.Errorf("%d attempts: %q, want %q", tc.attempts, got, tc.want)
+		}
 	}
 }
