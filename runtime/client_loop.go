@@ -717,7 +717,7 @@ func (s *clientSource) expire(now int64) {
 			s.giveUp(call, errDeadline)
 			continue
 		}
-		if max := c.cfg.maxAttempts; max > 0 && call.attempts >= max {
+		if limit := c.cfg.maxAttempts; limit > 0 && call.attempts >= limit {
 			call.ep.timeouts.Add(1)
 			s.giveUp(call, ErrNoReply)
 			continue
