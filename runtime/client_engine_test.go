@@ -3,8 +3,10 @@ package runtime
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +15,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -654,5 +657,81 @@ func TestPollClearsAsleep(t *testing.T) {
 	cl.asleep.Store(true)
 	if !waitFor(func() bool { return !cl.asleep.Load() }) {
 		t.Fatal("the loop kept polling with asleep set: callers keep sending directly to an awake loop")
+	}
+}
+
+// TestGoDirectSendRelease: Go calls made while the loop sleeps, whose
+// callers send the first copies themselves, and whose replies (received
+// and released by another goroutine) race those sends: the loop must not
+// hand a call back, nor let it be reused, while its caller is still
+// sending it. Run it under -race; every reply must carry its own
+// request's payload.
+func TestGoDirectSendRelease(t *testing.T) {
+	srv := startGWIRServer(t, serverConfig{untracked: true})
+	e, err := NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c, err := Dial("udp", srv.addr.String(), WithEngine(e), WithRetransmission(time.Second, time.Second, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testContext(t)
+	const senders, perSender, closeAfter = 4, 1000, 2000
+	done := make(chan *Call, senders*perSender)
+	got := make(chan error, 1)
+	var closed atomic.Bool
+	go func() {
+		seen := make(map[int]bool, senders*perSender)
+		var first error
+		for k := range senders * perSender {
+			if k == closeAfter {
+				// The engine closes while callers still send: it must wait
+				// for their own sends (from its sockets) to be over.
+				closed.Store(true)
+				go e.Close()
+			}
+			call := <-done
+			switch {
+			case errors.Is(call.Err, ErrClientClosed) && closed.Load():
+			case call.Err != nil:
+				first = cmp.Or(first, fmt.Errorf("call: %w", call.Err))
+			default:
+				p := call.Reply.Payload
+				num, typ, n := protowire.ConsumeTag(p)
+				i, m := uint64(0), -1
+				if n > 0 {
+					i, m = protowire.ConsumeVarint(p[n:])
+				}
+				switch {
+				case n < 0 || m < 0 || num != 1 || typ != protowire.VarintType:
+					first = cmp.Or(first, fmt.Errorf("reply payload %x is not a request's", p))
+				case !bytes.Equal(p, payloadFor(int(i))):
+					first = cmp.Or(first, fmt.Errorf("reply payload %x, want %x", p, payloadFor(int(i))))
+				case seen[int(i)]:
+					first = cmp.Or(first, fmt.Errorf("two replies for request %d", i))
+				}
+				seen[int(i)] = true
+			}
+			call.Release()
+		}
+		got <- first
+	}()
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range perSender {
+				c.Go(ctx, methodEcho, payloadFor(g*perSender+k), nil, done)
+				time.Sleep(500 * time.Microsecond) // let the loop fall asleep
+			}
+		}()
+	}
+	wg.Wait()
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -130,8 +130,7 @@ const (
 	opCancel                    // end call id (with err), or forget it (the caller left)
 	opCloseClient               // fail every call of client, then signal done
 	opForget                    // the endpoint has no Client any more
-	opResend                    // the caller's own first copy of call id failed: send it now
-	opDirectSent                // the caller's own copy of oneway call id left: it is done
+	opDirectDone                // the caller's own first copy of call is over (err: it failed)
 )
 
 type loopOp struct {
@@ -156,6 +155,11 @@ type clientLoop struct {
 	ops    []loopOp
 	closed bool
 	asleep atomic.Bool // set by the loop before it sleeps
+	// directs counts the callers sending a first copy themselves (from
+	// the loop's sockets, from a call the loop owns): added under mu with
+	// the call's opCall while the loop is open, done once the caller no
+	// longer touches the call or the socket. Cleanup waits for it.
+	directs sync.WaitGroup
 
 	delayed, undelivered atomic.Uint64
 	local4, local6       netip.AddrPort
@@ -193,20 +197,18 @@ func (cl *clientLoop) local(ep *endpoint) *netip.AddrPort {
 	return &cl.local6
 }
 
-// States of a call's first copy sent by its caller (Call.direct).
-const (
-	directNone    int32 = iota // the loop sends every copy
-	directPending              // the caller is sending the first copy
-	directSent                 // ... and it left
-	directFailed               // ... and the kernel refused it: the loop resends
-)
-
 // startCall hands call to the loop. When the loop is asleep the caller
 // sends the first copy itself from the loop's socket, so the request
 // leaves at once while the loop wakes: the wakeup then overlaps the round
 // trip instead of preceding it. The loop keeps the timers, the
 // retransmissions and the reply either way; a UDP sendto is atomic, so
 // the caller's copy and the loop's never interleave.
+//
+// The loop owns the call from its opCall on, but while the caller's copy
+// is being sent (call.directPending) it neither hands the call back nor
+// recycles it, resends it or rewrites its frame: the caller still reads
+// them. The caller tells it when it is done, whatever the outcome, with
+// opDirectDone, and touches the call no more.
 func (cl *clientLoop) startCall(call *Call) bool {
 	ep := call.ep
 	direct := !ep.key.tcp && len(ep.name) > 0 && cl.asleep.Load()
@@ -215,14 +217,20 @@ func (cl *clientLoop) startCall(call *Call) bool {
 			call.frame.SetDeadline(time.Until(call.deadline))
 		}
 		call.directNs = max(cl.src.now(), 1)
-		call.direct.Store(directPending)
+		call.directPending = true
 	}
-	id, oneway := call.id, call.oneway // read before the loop owns the call
-	if !cl.enqueue(loopOp{kind: opCall, call: call}) {
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		call.directPending = false // the caller's again
 		return false
 	}
+	cl.ops = append(cl.ops, loopOp{kind: opCall, call: call})
 	if direct {
-		// From here on only call.direct may change: the loop owns the call.
+		cl.directs.Add(1)
+	}
+	cl.mu.Unlock()
+	if direct {
 		fd := cl.src.fd4
 		if !ep.key.addr.Addr().Is4() {
 			fd = cl.src.fd6
@@ -231,23 +239,16 @@ func (cl *clientLoop) startCall(call *Call) bool {
 		if call.seal != nil {
 			// The loop's own half is the loop's: the caller seals with the
 			// engine's callers' half, under its lock. The loop does not
-			// touch sealBuf while the copy is directPending.
+			// touch sealBuf while the copy is pending.
 			data, err = call.client.seal.sealDirect(call.sealBuf[:0], call.frame, ep.key.addr)
 		}
 		if err == nil {
 			err = sendto(fd, data, ep.name)
 		}
-		if err != nil {
-			call.direct.Store(directFailed)
-			cl.enqueue(loopOp{kind: opResend, id: id})
-		} else {
-			call.direct.Store(directSent)
-			if oneway {
-				// Sent is all a oneway call waits for; the loop, which
-				// owns it, completes it (queued after its opCall).
-				cl.enqueue(loopOp{kind: opDirectSent, id: id})
-			}
-		}
+		// Queued after the call's opCall. It fails only once the loop is
+		// closing, and Cleanup then waits for directs instead.
+		cl.enqueue(loopOp{kind: opDirectDone, call: call, err: err})
+		cl.directs.Done()
 	}
 	cl.wakeIfAsleep()
 	return true
@@ -529,17 +530,8 @@ func (s *clientSource) takeOps() bool {
 		case opCloseClient:
 			s.closeClient(op.client)
 			close(op.done)
-		case opResend:
-			if call := s.calls[op.id]; call != nil && !call.finished && call.attempts == 1 && call.sending == 0 {
-				call.attempts = 0
-				if s.transmit(call, now) {
-					s.timers.fix(call)
-				}
-			}
-		case opDirectSent:
-			if call := s.calls[op.id]; call != nil && !call.finished && call.oneway {
-				s.complete(call, nil, 0)
-			}
+		case opDirectDone:
+			s.directDone(op.call, op.err, now)
 		case opForget:
 			op.ep.forgotten = true
 			if op.ep.inflight.Load() == 0 {
@@ -578,9 +570,38 @@ func (s *clientSource) knowAddr(ep *endpoint) {
 	s.cl.addrs.Store(int64(len(s.byAddr)))
 }
 
+// directDone takes the end of the caller's own first copy of call (err:
+// it failed): only now may the loop hand the call back or recycle it,
+// resend it, or rewrite its frame.
+func (s *clientSource) directDone(call *Call, err error, now int64) {
+	call.directPending = false
+	switch {
+	case s.calls[call.id] != call:
+		// Abandoned before the loop took it: start left it to us.
+		call.endTrace(0, context.Canceled)
+		call.client.putCall(call)
+	case call.finished:
+		s.release(call) // it ended meanwhile; release waited for this
+	case err != nil:
+		// The kernel refused the caller's copy: the loop sends it, unless
+		// a retransmission went (or waits to go) already.
+		if call.attempts == 1 && call.sending == 0 && !call.waitingSlot {
+			call.attempts = 0
+			if s.transmit(call, now) {
+				s.timers.fix(call)
+			}
+		}
+	case call.oneway:
+		s.complete(call, nil, 0) // sent is all a oneway call waits for
+	}
+}
+
 // start registers a new call and sends its first copy.
 func (s *clientSource) start(call *Call, now int64) {
 	if call.state.Load() == callAbandoned {
+		if call.directPending {
+			return // its caller still sends it: directDone recycles it
+		}
 		call.endTrace(0, context.Canceled)
 		call.client.putCall(call) // the caller gave up before it was ever sent
 		return
@@ -604,8 +625,8 @@ func (s *clientSource) start(call *Call, now int64) {
 		return
 	}
 	s.knowAddr(ep)
-	if call.direct.Load() != directNone {
-		// The caller sent the first copy itself (the loop was asleep).
+	if call.directPending {
+		// The caller sends the first copy itself (the loop was asleep).
 		call.attempts = 1
 		call.sentNs = call.directNs
 		call.dueNs = call.sentNs + call.rtoNs
@@ -638,7 +659,7 @@ func (s *clientSource) transmit(call *Call, now int64) bool {
 	if !call.deadline.IsZero() {
 		call.dueNs = min(call.dueNs, now+int64(left)+1)
 	}
-	if call.direct.Load() == directPending || (call.seal != nil && call.sending > 0) {
+	if call.directPending || (call.seal != nil && call.sending > 0) {
 		// The last copy is still being sent from the bytes this one would
 		// be written into (the caller's own first copy, or a sealed copy
 		// whose SENDMSG has not completed): wait for it, as for a slot.
@@ -859,8 +880,8 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 // release hands a finished call over once no send of it is in flight: to
 // its caller through Done, or back to the pool when the caller left.
 func (s *clientSource) release(call *Call) {
-	if call.sending > 0 {
-		return // the last send's completion releases it
+	if call.sending > 0 || call.directPending {
+		return // the last send's completion (or directDone) releases it
 	}
 	if _, ok := s.calls[call.id]; !ok {
 		return // already released
@@ -1204,9 +1225,33 @@ func (s *clientSource) Cleanup() {
 	cl.ops = nil
 	cl.mu.Unlock()
 	s.cleaning = true
+	// Callers still sending first copies of their own from our sockets:
+	// once they are done (their opDirectDone, queued or refused, is then
+	// moot) the calls are ours alone and the sockets may close.
+	cl.directs.Wait()
+	var queued map[*Call]bool
+	for _, op := range ops {
+		if op.kind == opCall {
+			if queued == nil {
+				queued = map[*Call]bool{}
+			}
+			queued[op.call] = true
+		}
+	}
+	for _, op := range ops {
+		if op.kind == opDirectDone {
+			call := op.call
+			call.directPending = false
+			if !queued[call] && s.calls[call.id] != call {
+				call.endTrace(0, ErrClientClosed)
+				call.client.putCall(call) // abandoned before the loop took it
+			}
+		}
+	}
 	for _, op := range ops {
 		switch op.kind {
 		case opCall:
+			op.call.directPending = false
 			op.call.endTrace(0, ErrClientClosed)
 			if op.call.state.CompareAndSwap(callPending, callCompleting) {
 				op.call.Err = ErrClientClosed
@@ -1220,6 +1265,7 @@ func (s *clientSource) Cleanup() {
 	}
 	for _, call := range s.calls {
 		call.sending = 0
+		call.directPending = false // its caller is done with it (directs)
 		s.timers.remove(call)
 		if !call.finished {
 			call.finished = true
