@@ -105,6 +105,7 @@ type Call struct {
 	heapIndex     int  // position in the loop's timer heap, -1 when not in it
 	finished      bool // the result is decided; waiting only for sends
 	stripped      bool // resent without its extension block (an old server)
+	stripWanted   bool // to be stripped once no send of the frame is in flight
 }
 
 const (
@@ -536,6 +537,7 @@ func (c *Client) putCall(call *Call) {
 	call.Method, call.Reply, call.Err, call.Done = "", Reply{}, nil, nil
 	call.buf, call.ctx, call.stop, call.deadline = nil, nil, nil, time.Time{}
 	call.sending, call.attempts, call.finished, call.heapIndex, call.stripped = 0, 0, false, -1, false
+	call.stripWanted = false
 	call.directNs, call.directPending = 0, false
 	call.ep, call.sc, call.prevEp, call.pick = nil, nil, nil, PickInfo{}
 	call.traceCtx = nil

@@ -735,3 +735,64 @@ func TestGoDirectSendRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestExtStripWaitsForSends: a BAD_FRAME answer to the extension block
+// that comes while a copy of the request is still being sent (a SENDMSG
+// not completed, or the caller's own first copy) does not rewrite the
+// frame under that send, nor fail the call: the block is cut, and the
+// call sent again, once no send of it is in flight. On a bare
+// clientSource (no loop): the state the loop would be in.
+func TestExtStripWaitsForSends(t *testing.T) {
+	for _, inFlight := range []string{"sendmsg", "direct"} {
+		t.Run(inFlight, func(t *testing.T) {
+			c := &Client{cfg: defaultClientConfig()}
+			ep := newEndpoint(endpointKey{addr: netip.MustParseAddrPort("127.0.0.1:9")}, nil)
+			s := &clientSource{calls: map[uint64]*Call{}, byAddr: map[netip.AddrPort]*endpoint{}, clock: time.Now()}
+			call := &Call{client: c, ep: ep, id: 7, kind: proto.KindRequest, Method: methodEcho, heapIndex: -1, ownCh: make(chan *Call, 1)}
+			call.Done = call.ownCh
+			var xb proto.ExtBuilder
+			xb.SetAttempt(0)
+			f, err := proto.EncodeRequestExt(make([]byte, 512), call.id, proto.MethodID(methodEcho), 0, &xb, payloadFor(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			call.frame, call.attempts = f, 1
+			s.calls[call.id] = call
+			ep.inflight.Add(1)
+			if inFlight == "sendmsg" {
+				call.sending = 1
+			} else {
+				call.directPending = true
+			}
+			sent := bytes.Clone(call.frame)
+			r, err := proto.EncodeError(make([]byte, 512), call.id, proto.MethodID(methodEcho), proto.StatusBadFrame, "reserved flags set")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.onReply(ep, r, false)
+			if call.finished {
+				t.Fatalf("the call ended with %v on BAD_FRAME while a copy was in flight, want it sent again without EXT", call.Err)
+			}
+			if !bytes.Equal(call.frame, sent) {
+				t.Fatalf("the frame was rewritten while a copy of it was in flight:\n got %x\nwant %x", []byte(call.frame), sent)
+			}
+			if !ep.noExt.Load() {
+				t.Error("the endpoint is not marked as refusing EXT")
+			}
+			// Another copy's BAD_FRAME meanwhile changes nothing.
+			s.onReply(ep, r, false)
+			if call.finished || !bytes.Equal(call.frame, sent) {
+				t.Fatalf("a second BAD_FRAME while the cut waits: finished %v (%v), frame %x", call.finished, call.Err, []byte(call.frame))
+			}
+			// The send ends; the loop's next pass sends the call again.
+			call.sending, call.directPending = 0, false
+			s.retrySends(s.now())
+			if call.frame.HasExt() || !call.stripped {
+				t.Fatalf("once no send was in flight the frame still has its extension block (stripped %v)", call.stripped)
+			}
+			if !call.waitingSlot || call.finished {
+				t.Fatalf("the stripped call is not waiting to be sent (waiting %v, finished %v)", call.waitingSlot, call.finished)
+			}
+		})
+	}
+}

@@ -659,13 +659,17 @@ func (s *clientSource) transmit(call *Call, now int64) bool {
 	if !call.deadline.IsZero() {
 		call.dueNs = min(call.dueNs, now+int64(left)+1)
 	}
-	if call.directPending || (call.seal != nil && call.sending > 0) {
+	if call.directPending || (call.sending > 0 && (call.seal != nil || call.stripWanted)) {
 		// The last copy is still being sent from the bytes this one would
-		// be written into (the caller's own first copy, or a sealed copy
-		// whose SENDMSG has not completed): wait for it, as for a slot.
+		// be written into (the caller's own first copy, a sealed copy
+		// whose SENDMSG has not completed, or a frame whose extension
+		// block is to be cut): wait for it, as for a slot.
 		s.waitSend = append(s.waitSend, call)
 		call.waitingSlot = true
 		return true
+	}
+	if call.stripWanted {
+		s.strip(call) // no send of the frame is in flight any more
 	}
 	slot, ok := s.send.Get()
 	if !ok {
@@ -701,6 +705,25 @@ func (s *clientSource) transmit(call *Call, now int64) bool {
 	}
 	s.slotCall[slot] = call
 	call.sending++
+	return true
+}
+
+// strip cuts the extension block out of call's frame (its server does
+// not speak EXT) and reports whether the frame is, or will be, without
+// it: while a send of the frame is in flight (a SENDMSG reading it, or
+// its caller's own first copy) the bytes must not change, so the cut is
+// only marked (stripWanted) and transmit makes it before the next copy.
+func (s *clientSource) strip(call *Call) bool {
+	if call.sending > 0 || call.directPending {
+		call.stripWanted = true
+		return true
+	}
+	call.stripWanted = false
+	stripped, err := proto.StripExt(call.frame, call.frame)
+	if err != nil {
+		return false
+	}
+	call.frame, call.stripped = stripped, true
 	return true
 }
 
@@ -856,9 +879,7 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 	s.callEnded(old)
 	svc.failovers.Add(1)
 	if sc.ep.noExt.Load() && call.frame.HasExt() && !call.stripped {
-		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
-			call.frame, call.stripped = stripped, true
-		}
+		s.strip(call)
 	}
 	call.rtoNs = sc.ep.rto(&c.cfg)
 	if err := c.before(call); err != nil {
@@ -1119,12 +1140,17 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 		// over, and must not be blamed for a later call's failure.
 		ep.lastSocketErr.Store(nil)
 	}
-	if f.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped && call.sending == 0 {
+	if f.Status() == proto.StatusBadFrame && call.stripWanted {
+		ep.duplicates.Add(1) // another copy's refusal of the block: the resend without it is on its way
+		return
+	}
+	if f.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped {
 		// A server without EXT support: send it again without the block,
-		// and to this endpoint never with one again.
+		// and to this endpoint never with one again. While a copy is
+		// still being sent the cut waits for it, and so does the resend
+		// (transmit).
 		ep.noExt.Store(true)
-		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
-			call.frame, call.stripped = stripped, true
+		if s.strip(call) {
 			call.ep.retransmits.Add(1)
 			if call.ep.key.tcp {
 				// On the endpoint's connection, as the first copy went.
