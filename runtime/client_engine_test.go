@@ -683,6 +683,7 @@ func TestGoDirectSendRelease(t *testing.T) {
 	done := make(chan *Call, senders*perSender)
 	got := make(chan error, 1)
 	var closed atomic.Bool
+	engineClosed := make(chan struct{})
 	go func() {
 		seen := make(map[int]bool, senders*perSender)
 		var first error
@@ -691,7 +692,10 @@ func TestGoDirectSendRelease(t *testing.T) {
 				// The engine closes while callers still send: it must wait
 				// for their own sends (from its sockets) to be over.
 				closed.Store(true)
-				go e.Close()
+				go func() {
+					e.Close()
+					close(engineClosed)
+				}()
 			}
 			call := <-done
 			switch {
@@ -734,6 +738,7 @@ func TestGoDirectSendRelease(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
+	<-engineClosed
 }
 
 // TestExtStripWaitsForSends: a BAD_FRAME answer to the extension block
