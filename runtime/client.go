@@ -91,17 +91,21 @@ type Call struct {
 	sealBuf   []byte           // where each copy is sealed (kept across reuses)
 
 	// Owned by the loop while the call is in flight.
-	sending     int          // SEND operations not completed yet
-	attempts    int          // copies sent
-	rtoNs       int64        // current retransmission timeout
-	dueNs       int64        // when to retransmit (or give up), on the loop's clock
-	sentNs      int64        // when the last copy went out
-	directNs    int64        // when the caller sent the first copy itself
-	direct      atomic.Int32 // directNone, or how the caller's own first copy went
-	waitingSlot bool         // in the loop's waitSend list
-	heapIndex   int          // position in the loop's timer heap, -1 when not in it
-	finished    bool         // the result is decided; waiting only for sends
-	stripped    bool         // resent without its extension block (an old server)
+	sending  int   // SEND operations not completed yet
+	attempts int   // copies sent
+	rtoNs    int64 // current retransmission timeout
+	dueNs    int64 // when to retransmit (or give up), on the loop's clock
+	sentNs   int64 // when the last copy went out
+	directNs int64 // when the caller sent the first copy itself
+	// directPending: the caller sends the first copy itself and has not
+	// said it is done (opDirectDone); set by the caller before the loop
+	// owns the call, cleared by the loop.
+	directPending bool
+	waitingSlot   bool // in the loop's waitSend list
+	heapIndex     int  // position in the loop's timer heap, -1 when not in it
+	finished      bool // the result is decided; waiting only for sends
+	stripped      bool // resent without its extension block (an old server)
+	stripWanted   bool // to be stripped once no send of the frame is in flight
 }
 
 const (
@@ -533,8 +537,8 @@ func (c *Client) putCall(call *Call) {
 	call.Method, call.Reply, call.Err, call.Done = "", Reply{}, nil, nil
 	call.buf, call.ctx, call.stop, call.deadline = nil, nil, nil, time.Time{}
 	call.sending, call.attempts, call.finished, call.heapIndex, call.stripped = 0, 0, false, -1, false
-	call.directNs = 0
-	call.direct.Store(directNone)
+	call.stripWanted = false
+	call.directNs, call.directPending = 0, false
 	call.ep, call.sc, call.prevEp, call.pick = nil, nil, nil, PickInfo{}
 	call.traceCtx = nil
 	call.seal = nil

@@ -3,15 +3,19 @@ package runtime
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -541,5 +545,259 @@ func TestExtFallbackTCP(t *testing.T) {
 	}
 	if st := c.Stats(); st.Replies != 3 {
 		t.Errorf("stats %+v: want 3 replies", st)
+	}
+}
+
+// silentTCPServer accepts GWIR connections on 127.0.0.1 and reads them
+// without ever answering, until the test ends.
+func silentTCPServer(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// waitFor polls cond (bounded: 10 s) and reports whether it came true.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestForgetWithCallsInFlight: an endpoint whose last user lets go of it
+// while calls to it are still in flight (here a DialService endpoint the
+// resolver removed) leaves the loop's table once those calls have ended,
+// and over TCP its connection is closed; it used to stay for good.
+func TestForgetWithCallsInFlight(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		name := "udp"
+		if tcp {
+			name = "tcp"
+		}
+		t.Run(name, func(t *testing.T) { testForgetWithCallsInFlight(t, tcp) })
+	}
+}
+
+func testForgetWithCallsInFlight(t *testing.T, tcp bool) {
+	e := testEngine(t)
+	opts := []ClientOption{WithEngine(e), WithRetransmission(time.Second, time.Second, 0)}
+	var addr netip.AddrPort
+	if tcp {
+		addr = silentTCPServer(t)
+		opts = append(opts, WithStreamTransport())
+	} else {
+		addr = startGWIRServer(t, serverConfig{}).addr
+	}
+	r := &fixedResolver{eps: endpointsOf(addr)}
+	c, err := DialService("test.Echo", append(opts, WithResolver(r))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	const n = 16
+	done := make(chan *Call, n)
+	for i := range n {
+		c.Go(ctx, methodSilent, payloadFor(i), nil, done) // never answered
+	}
+	scs := c.Endpoints()
+	if len(scs) != 1 {
+		t.Fatalf("%d SubConns, want 1", len(scs))
+	}
+	ep := scs[0].ep
+	if !waitFor(func() bool { return ep.inflight.Load() == n }) {
+		t.Fatalf("%d calls in flight, want %d", ep.inflight.Load(), n)
+	}
+	cl := ep.loop
+	r.Set() // the endpoint leaves the service, its calls still in flight
+	cancel()
+	for range n {
+		call := <-done
+		if !errors.Is(call.Err, context.Canceled) {
+			t.Errorf("call ended with %v, want context.Canceled", call.Err)
+		}
+		call.Release()
+	}
+	if !waitFor(func() bool { return cl.addrs.Load() == 0 && cl.tcpConns.Load() == 0 }) {
+		t.Fatalf("after its calls ended, the forgotten endpoint is still known: %d addresses in the loop's table, %d TCP connections open",
+			cl.addrs.Load(), cl.tcpConns.Load())
+	}
+	if st := e.Stats(); st.Endpoints != 0 {
+		t.Errorf("engine holds %d endpoints, want 0", st.Endpoints)
+	}
+}
+
+// TestPollClearsAsleep: a loop that passes through Poll is awake, and
+// says so itself: callers then queue their calls instead of sending
+// their first copies themselves (and waking a loop that is not asleep).
+// The loop busy-polls, so it never goes through Idle again; asleep is
+// set as Idle leaves it when a completion, not a caller, ends the sleep.
+func TestPollClearsAsleep(t *testing.T) {
+	e := testEngine(t, WithClientBusyPoll(time.Hour))
+	cl := e.loops[0]
+	cl.asleep.Store(true)
+	if !waitFor(func() bool { return !cl.asleep.Load() }) {
+		t.Fatal("the loop kept polling with asleep set: callers keep sending directly to an awake loop")
+	}
+}
+
+// TestGoDirectSendRelease: Go calls made while the loop sleeps, whose
+// callers send the first copies themselves, and whose replies (received
+// and released by another goroutine) race those sends: the loop must not
+// hand a call back, nor let it be reused, while its caller is still
+// sending it. Run it under -race; every reply must carry its own
+// request's payload.
+func TestGoDirectSendRelease(t *testing.T) {
+	srv := startGWIRServer(t, serverConfig{untracked: true})
+	e, err := NewEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c, err := Dial("udp", srv.addr.String(), WithEngine(e), WithRetransmission(time.Second, time.Second, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testContext(t)
+	const senders, perSender, closeAfter = 4, 1000, 2000
+	done := make(chan *Call, senders*perSender)
+	got := make(chan error, 1)
+	var closed atomic.Bool
+	engineClosed := make(chan struct{})
+	go func() {
+		seen := make(map[int]bool, senders*perSender)
+		var first error
+		for k := range senders * perSender {
+			if k == closeAfter {
+				// The engine closes while callers still send: it must wait
+				// for their own sends (from its sockets) to be over.
+				closed.Store(true)
+				go func() {
+					e.Close()
+					close(engineClosed)
+				}()
+			}
+			call := <-done
+			switch {
+			case errors.Is(call.Err, ErrClientClosed) && closed.Load():
+			case call.Err != nil:
+				first = cmp.Or(first, fmt.Errorf("call: %w", call.Err))
+			default:
+				p := call.Reply.Payload
+				num, typ, n := protowire.ConsumeTag(p)
+				i, m := uint64(0), -1
+				if n > 0 {
+					i, m = protowire.ConsumeVarint(p[n:])
+				}
+				switch {
+				case n < 0 || m < 0 || num != 1 || typ != protowire.VarintType:
+					first = cmp.Or(first, fmt.Errorf("reply payload %x is not a request's", p))
+				case !bytes.Equal(p, payloadFor(int(i))):
+					first = cmp.Or(first, fmt.Errorf("reply payload %x, want %x", p, payloadFor(int(i))))
+				case seen[int(i)]:
+					first = cmp.Or(first, fmt.Errorf("two replies for request %d", i))
+				}
+				seen[int(i)] = true
+			}
+			call.Release()
+		}
+		got <- first
+	}()
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range perSender {
+				c.Go(ctx, methodEcho, payloadFor(g*perSender+k), nil, done)
+				time.Sleep(500 * time.Microsecond) // let the loop fall asleep
+			}
+		}()
+	}
+	wg.Wait()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	<-engineClosed
+}
+
+// TestExtStripWaitsForSends: a BAD_FRAME answer to the extension block
+// that comes while a copy of the request is still being sent (a SENDMSG
+// not completed, or the caller's own first copy) does not rewrite the
+// frame under that send, nor fail the call: the block is cut, and the
+// call sent again, once no send of it is in flight. On a bare
+// clientSource (no loop): the state the loop would be in.
+func TestExtStripWaitsForSends(t *testing.T) {
+	for _, inFlight := range []string{"sendmsg", "direct"} {
+		t.Run(inFlight, func(t *testing.T) {
+			c := &Client{cfg: defaultClientConfig()}
+			ep := newEndpoint(endpointKey{addr: netip.MustParseAddrPort("127.0.0.1:9")}, nil)
+			s := &clientSource{calls: map[uint64]*Call{}, byAddr: map[netip.AddrPort]*endpoint{}, clock: time.Now()}
+			call := &Call{client: c, ep: ep, id: 7, kind: proto.KindRequest, Method: methodEcho, heapIndex: -1, ownCh: make(chan *Call, 1)}
+			call.Done = call.ownCh
+			var xb proto.ExtBuilder
+			xb.SetAttempt(0)
+			f, err := proto.EncodeRequestExt(make([]byte, 512), call.id, proto.MethodID(methodEcho), 0, &xb, payloadFor(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			call.frame, call.attempts = f, 1
+			s.calls[call.id] = call
+			ep.inflight.Add(1)
+			if inFlight == "sendmsg" {
+				call.sending = 1
+			} else {
+				call.directPending = true
+			}
+			sent := bytes.Clone(call.frame)
+			r, err := proto.EncodeError(make([]byte, 512), call.id, proto.MethodID(methodEcho), proto.StatusBadFrame, "reserved flags set")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.onReply(ep, r, false)
+			if call.finished {
+				t.Fatalf("the call ended with %v on BAD_FRAME while a copy was in flight, want it sent again without EXT", call.Err)
+			}
+			if !bytes.Equal(call.frame, sent) {
+				t.Fatalf("the frame was rewritten while a copy of it was in flight:\n got %x\nwant %x", []byte(call.frame), sent)
+			}
+			if !ep.noExt.Load() {
+				t.Error("the endpoint is not marked as refusing EXT")
+			}
+			// Another copy's BAD_FRAME meanwhile changes nothing.
+			s.onReply(ep, r, false)
+			if call.finished || !bytes.Equal(call.frame, sent) {
+				t.Fatalf("a second BAD_FRAME while the cut waits: finished %v (%v), frame %x", call.finished, call.Err, []byte(call.frame))
+			}
+			// The send ends; the loop's next pass sends the call again.
+			call.sending, call.directPending = 0, false
+			s.retrySends(s.now())
+			if call.frame.HasExt() || !call.stripped {
+				t.Fatalf("once no send was in flight the frame still has its extension block (stripped %v)", call.stripped)
+			}
+			if !call.waitingSlot || call.finished {
+				t.Fatalf("the stripped call is not waiting to be sent (waiting %v, finished %v)", call.waitingSlot, call.finished)
+			}
+		})
 	}
 }

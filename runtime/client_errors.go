@@ -43,7 +43,10 @@ func (e *CallError) Error() string {
 	if e.Service != "" {
 		s = fmt.Sprintf("runtime: call %s of service %s (last endpoint %v)", e.Method, e.Service, e.Endpoint)
 	}
-	if e.Attempts > 0 {
+	switch {
+	case e.Attempts == 1:
+		s += " (1 attempt)"
+	case e.Attempts > 1:
 		s += fmt.Sprintf(" (%d attempts)", e.Attempts)
 	}
 	s += ": " + e.Err.Error()

@@ -44,6 +44,10 @@ type endpoint struct {
 	unopened      atomic.Uint64
 
 	tcp *tcpClientConn // the stream transport's connection, loop-owned
+	// forgotten: no Client uses the endpoint any more (opForget), but
+	// calls to it were still in flight; the loop lets go of it when the
+	// last of them ends. Loop-owned.
+	forgotten bool
 
 	name []byte // the address as a struct sockaddr, for direct sends
 }
@@ -126,8 +130,7 @@ const (
 	opCancel                    // end call id (with err), or forget it (the caller left)
 	opCloseClient               // fail every call of client, then signal done
 	opForget                    // the endpoint has no Client any more
-	opResend                    // the caller's own first copy of call id failed: send it now
-	opDirectSent                // the caller's own copy of oneway call id left: it is done
+	opDirectDone                // the caller's own first copy of call is over (err: it failed)
 )
 
 type loopOp struct {
@@ -152,9 +155,18 @@ type clientLoop struct {
 	ops    []loopOp
 	closed bool
 	asleep atomic.Bool // set by the loop before it sleeps
+	// directs counts the callers sending a first copy themselves (from
+	// the loop's sockets, from a call the loop owns): added under mu with
+	// the call's opCall while the loop is open, done once the caller no
+	// longer touches the call or the socket. Cleanup waits for it.
+	directs sync.WaitGroup
 
 	delayed, undelivered atomic.Uint64
 	local4, local6       netip.AddrPort
+	// addrs is how many UDP endpoints the loop's table (byAddr) holds,
+	// tcpConns how many TCP connections it has open; the loop writes
+	// them, tests read them.
+	addrs, tcpConns atomic.Int64
 }
 
 func newClientLoop(e *Engine, idx, core int, warn *engine.Warnings) (*clientLoop, error) {
@@ -185,20 +197,18 @@ func (cl *clientLoop) local(ep *endpoint) *netip.AddrPort {
 	return &cl.local6
 }
 
-// States of a call's first copy sent by its caller (Call.direct).
-const (
-	directNone    int32 = iota // the loop sends every copy
-	directPending              // the caller is sending the first copy
-	directSent                 // ... and it left
-	directFailed               // ... and the kernel refused it: the loop resends
-)
-
 // startCall hands call to the loop. When the loop is asleep the caller
 // sends the first copy itself from the loop's socket, so the request
 // leaves at once while the loop wakes: the wakeup then overlaps the round
 // trip instead of preceding it. The loop keeps the timers, the
 // retransmissions and the reply either way; a UDP sendto is atomic, so
 // the caller's copy and the loop's never interleave.
+//
+// The loop owns the call from its opCall on, but while the caller's copy
+// is being sent (call.directPending) it neither hands the call back nor
+// recycles it, resends it or rewrites its frame: the caller still reads
+// them. The caller tells it when it is done, whatever the outcome, with
+// opDirectDone, and touches the call no more.
 func (cl *clientLoop) startCall(call *Call) bool {
 	ep := call.ep
 	direct := !ep.key.tcp && len(ep.name) > 0 && cl.asleep.Load()
@@ -207,14 +217,20 @@ func (cl *clientLoop) startCall(call *Call) bool {
 			call.frame.SetDeadline(time.Until(call.deadline))
 		}
 		call.directNs = max(cl.src.now(), 1)
-		call.direct.Store(directPending)
+		call.directPending = true
 	}
-	id, oneway := call.id, call.oneway // read before the loop owns the call
-	if !cl.enqueue(loopOp{kind: opCall, call: call}) {
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		call.directPending = false // the caller's again
 		return false
 	}
+	cl.ops = append(cl.ops, loopOp{kind: opCall, call: call})
 	if direct {
-		// From here on only call.direct may change: the loop owns the call.
+		cl.directs.Add(1)
+	}
+	cl.mu.Unlock()
+	if direct {
 		fd := cl.src.fd4
 		if !ep.key.addr.Addr().Is4() {
 			fd = cl.src.fd6
@@ -223,23 +239,16 @@ func (cl *clientLoop) startCall(call *Call) bool {
 		if call.seal != nil {
 			// The loop's own half is the loop's: the caller seals with the
 			// engine's callers' half, under its lock. The loop does not
-			// touch sealBuf while the copy is directPending.
+			// touch sealBuf while the copy is pending.
 			data, err = call.client.seal.sealDirect(call.sealBuf[:0], call.frame, ep.key.addr)
 		}
 		if err == nil {
 			err = sendto(fd, data, ep.name)
 		}
-		if err != nil {
-			call.direct.Store(directFailed)
-			cl.enqueue(loopOp{kind: opResend, id: id})
-		} else {
-			call.direct.Store(directSent)
-			if oneway {
-				// Sent is all a oneway call waits for; the loop, which
-				// owns it, completes it (queued after its opCall).
-				cl.enqueue(loopOp{kind: opDirectSent, id: id})
-			}
-		}
+		// Queued after the call's opCall. It fails only once the loop is
+		// closing, and Cleanup then waits for directs instead.
+		cl.enqueue(loopOp{kind: opDirectDone, call: call, err: err})
+		cl.directs.Done()
 	}
 	cl.wakeIfAsleep()
 	return true
@@ -332,6 +341,7 @@ type clientSource struct {
 	tcp          tcpClients
 	clock        time.Time // the loop's time origin
 	closing      bool
+	cleaning     bool // in Cleanup: the ring is gone, tcp.cleanup closes the connections
 	closedClient []*Client
 	delivered    bool
 	taking       bool
@@ -416,6 +426,12 @@ func (s *clientSource) Setup(l *engine.Loop, tag engine.Tag) error {
 // Poll implements engine.Source: take queued operations, retransmit what
 // is due, retry full sends and deliveries, re-arm the receives.
 func (s *clientSource) Poll() bool {
+	if s.cl.asleep.Load() {
+		// Awake again, whether a caller woke the loop (and cleared it
+		// already) or a completion or timer ended the sleep: callers must
+		// not go on sending first copies themselves to an awake loop.
+		s.cl.asleep.Store(false)
+	}
 	worked := s.takeOps()
 	now := s.now()
 	if len(s.timers) > 0 && s.timers[0].dueNs <= now {
@@ -514,31 +530,78 @@ func (s *clientSource) takeOps() bool {
 		case opCloseClient:
 			s.closeClient(op.client)
 			close(op.done)
-		case opResend:
-			if call := s.calls[op.id]; call != nil && !call.finished && call.attempts == 1 && call.sending == 0 {
-				call.attempts = 0
-				if s.transmit(call, now) {
-					s.timers.fix(call)
-				}
-			}
-		case opDirectSent:
-			if call := s.calls[op.id]; call != nil && !call.finished && call.oneway {
-				s.complete(call, nil, 0)
-			}
+		case opDirectDone:
+			s.directDone(op.call, op.err, now)
 		case opForget:
-			if op.ep.inflight.Load() == 0 && s.byAddr[op.ep.key.addr] == op.ep {
-				delete(s.byAddr, op.ep.key.addr)
-			}
-			s.tcp.forget(op.ep)
+			op.ep.forgotten = true
+			if op.ep.inflight.Load() == 0 {
+				s.letGo(op.ep)
+			} // else the end of its last call lets go of it (callEnded)
 		}
 		*op = loopOp{}
 	}
 	return true
 }
 
+// letGo removes a forgotten endpoint without calls from the loop: from
+// the table by address, and over TCP its connection closes.
+func (s *clientSource) letGo(ep *endpoint) {
+	if s.byAddr[ep.key.addr] == ep {
+		delete(s.byAddr, ep.key.addr)
+		s.cl.addrs.Store(int64(len(s.byAddr)))
+	}
+	if ep.tcp != nil {
+		s.tcp.drop(ep.tcp, errors.New("endpoint closed"))
+	}
+}
+
+// callEnded counts one call fewer in flight to ep, and lets go of ep
+// when that was the last call to a forgotten endpoint.
+func (s *clientSource) callEnded(ep *endpoint) {
+	if ep.inflight.Add(-1) == 0 && ep.forgotten && !s.cleaning {
+		s.letGo(ep)
+	}
+}
+
+// knowAddr puts ep in the table by address, through which replies and
+// ICMP errors find it.
+func (s *clientSource) knowAddr(ep *endpoint) {
+	s.byAddr[ep.key.addr] = ep
+	s.cl.addrs.Store(int64(len(s.byAddr)))
+}
+
+// directDone takes the end of the caller's own first copy of call (err:
+// it failed): only now may the loop hand the call back or recycle it,
+// resend it, or rewrite its frame.
+func (s *clientSource) directDone(call *Call, err error, now int64) {
+	call.directPending = false
+	switch {
+	case s.calls[call.id] != call:
+		// Abandoned before the loop took it: start left it to us.
+		call.endTrace(0, context.Canceled)
+		call.client.putCall(call)
+	case call.finished:
+		s.release(call) // it ended meanwhile; release waited for this
+	case err != nil:
+		// The kernel refused the caller's copy: the loop sends it, unless
+		// a retransmission went (or waits to go) already.
+		if call.attempts == 1 && call.sending == 0 && !call.waitingSlot {
+			call.attempts = 0
+			if s.transmit(call, now) {
+				s.timers.fix(call)
+			}
+		}
+	case call.oneway:
+		s.complete(call, nil, 0) // sent is all a oneway call waits for
+	}
+}
+
 // start registers a new call and sends its first copy.
 func (s *clientSource) start(call *Call, now int64) {
 	if call.state.Load() == callAbandoned {
+		if call.directPending {
+			return // its caller still sends it: directDone recycles it
+		}
 		call.endTrace(0, context.Canceled)
 		call.client.putCall(call) // the caller gave up before it was ever sent
 		return
@@ -561,9 +624,9 @@ func (s *clientSource) start(call *Call, now int64) {
 		s.tcp.send(call, now)
 		return
 	}
-	s.byAddr[ep.key.addr] = ep
-	if call.direct.Load() != directNone {
-		// The caller sent the first copy itself (the loop was asleep).
+	s.knowAddr(ep)
+	if call.directPending {
+		// The caller sends the first copy itself (the loop was asleep).
 		call.attempts = 1
 		call.sentNs = call.directNs
 		call.dueNs = call.sentNs + call.rtoNs
@@ -596,13 +659,17 @@ func (s *clientSource) transmit(call *Call, now int64) bool {
 	if !call.deadline.IsZero() {
 		call.dueNs = min(call.dueNs, now+int64(left)+1)
 	}
-	if call.direct.Load() == directPending || (call.seal != nil && call.sending > 0) {
+	if call.directPending || (call.sending > 0 && (call.seal != nil || call.stripWanted)) {
 		// The last copy is still being sent from the bytes this one would
-		// be written into (the caller's own first copy, or a sealed copy
-		// whose SENDMSG has not completed): wait for it, as for a slot.
+		// be written into (the caller's own first copy, a sealed copy
+		// whose SENDMSG has not completed, or a frame whose extension
+		// block is to be cut): wait for it, as for a slot.
 		s.waitSend = append(s.waitSend, call)
 		call.waitingSlot = true
 		return true
+	}
+	if call.stripWanted {
+		s.strip(call) // no send of the frame is in flight any more
 	}
 	slot, ok := s.send.Get()
 	if !ok {
@@ -641,6 +708,25 @@ func (s *clientSource) transmit(call *Call, now int64) bool {
 	return true
 }
 
+// strip cuts the extension block out of call's frame (its server does
+// not speak EXT) and reports whether the frame is, or will be, without
+// it: while a send of the frame is in flight (a SENDMSG reading it, or
+// its caller's own first copy) the bytes must not change, so the cut is
+// only marked (stripWanted) and transmit makes it before the next copy.
+func (s *clientSource) strip(call *Call) bool {
+	if call.sending > 0 || call.directPending {
+		call.stripWanted = true
+		return true
+	}
+	call.stripWanted = false
+	stripped, err := proto.StripExt(call.frame, call.frame)
+	if err != nil {
+		return false
+	}
+	call.frame, call.stripped = stripped, true
+	return true
+}
+
 // retrySends sends the copies that found no free slot.
 func (s *clientSource) retrySends(now int64) {
 	waiting := s.waitSend
@@ -675,7 +761,7 @@ func (s *clientSource) expire(now int64) {
 			s.giveUp(call, errDeadline)
 			continue
 		}
-		if max := c.cfg.maxAttempts; max > 0 && call.attempts >= max {
+		if limit := c.cfg.maxAttempts; limit > 0 && call.attempts >= limit {
 			call.ep.timeouts.Add(1)
 			s.giveUp(call, ErrNoReply)
 			continue
@@ -788,14 +874,12 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 		return false
 	}
 	old := call.ep
-	old.inflight.Add(-1)
 	call.prevEp, call.ep, call.sc = old, sc.ep, sc
 	sc.ep.inflight.Add(1)
+	s.callEnded(old)
 	svc.failovers.Add(1)
 	if sc.ep.noExt.Load() && call.frame.HasExt() && !call.stripped {
-		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
-			call.frame, call.stripped = stripped, true
-		}
+		s.strip(call)
 	}
 	call.rtoNs = sc.ep.rto(&c.cfg)
 	if err := c.before(call); err != nil {
@@ -807,7 +891,7 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 		s.tcp.send(call, now)
 		return true
 	}
-	s.byAddr[sc.ep.key.addr] = sc.ep
+	s.knowAddr(sc.ep)
 	if s.transmit(call, now) && call.heapIndex >= 0 {
 		s.timers.fix(call)
 	}
@@ -817,8 +901,8 @@ func (s *clientSource) failover(call *Call, now int64) bool {
 // release hands a finished call over once no send of it is in flight: to
 // its caller through Done, or back to the pool when the caller left.
 func (s *clientSource) release(call *Call) {
-	if call.sending > 0 {
-		return // the last send's completion releases it
+	if call.sending > 0 || call.directPending {
+		return // the last send's completion (or directDone) releases it
 	}
 	if _, ok := s.calls[call.id]; !ok {
 		return // already released
@@ -833,8 +917,7 @@ func (s *clientSource) release(call *Call) {
 		}
 		call.waitingSlot = false
 	}
-	ep := call.ep
-	ep.inflight.Add(-1)
+	s.callEnded(call.ep)
 	if call.stop != nil {
 		call.stop()
 		call.stop = nil
@@ -1052,12 +1135,22 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 		ep.malformed.Add(1)
 		return
 	}
-	if f.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped && call.sending == 0 {
+	if ep.lastSocketErr.Load() != nil {
+		// The endpoint answers: whatever its socket reported before is
+		// over, and must not be blamed for a later call's failure.
+		ep.lastSocketErr.Store(nil)
+	}
+	if f.Status() == proto.StatusBadFrame && call.stripWanted {
+		ep.duplicates.Add(1) // another copy's refusal of the block: the resend without it is on its way
+		return
+	}
+	if f.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped {
 		// A server without EXT support: send it again without the block,
-		// and to this endpoint never with one again.
+		// and to this endpoint never with one again. While a copy is
+		// still being sent the cut waits for it, and so does the resend
+		// (transmit).
 		ep.noExt.Store(true)
-		if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
-			call.frame, call.stripped = stripped, true
+		if s.strip(call) {
 			call.ep.retransmits.Add(1)
 			if call.ep.key.tcp {
 				// On the endpoint's connection, as the first copy went.
@@ -1157,9 +1250,34 @@ func (s *clientSource) Cleanup() {
 	ops := cl.ops
 	cl.ops = nil
 	cl.mu.Unlock()
+	s.cleaning = true
+	// Callers still sending first copies of their own from our sockets:
+	// once they are done (their opDirectDone, queued or refused, is then
+	// moot) the calls are ours alone and the sockets may close.
+	cl.directs.Wait()
+	var queued map[*Call]bool
+	for _, op := range ops {
+		if op.kind == opCall {
+			if queued == nil {
+				queued = map[*Call]bool{}
+			}
+			queued[op.call] = true
+		}
+	}
+	for _, op := range ops {
+		if op.kind == opDirectDone {
+			call := op.call
+			call.directPending = false
+			if !queued[call] && s.calls[call.id] != call {
+				call.endTrace(0, ErrClientClosed)
+				call.client.putCall(call) // abandoned before the loop took it
+			}
+		}
+	}
 	for _, op := range ops {
 		switch op.kind {
 		case opCall:
+			op.call.directPending = false
 			op.call.endTrace(0, ErrClientClosed)
 			if op.call.state.CompareAndSwap(callPending, callCompleting) {
 				op.call.Err = ErrClientClosed
@@ -1173,6 +1291,7 @@ func (s *clientSource) Cleanup() {
 	}
 	for _, call := range s.calls {
 		call.sending = 0
+		call.directPending = false // its caller is done with it (directs)
 		s.timers.remove(call)
 		if !call.finished {
 			call.finished = true

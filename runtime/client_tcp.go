@@ -141,9 +141,11 @@ func (t *tcpClients) conn(ep *endpoint) (*tcpClientConn, error) {
 		return nil, fmt.Errorf("tcp socket: %w", err)
 	}
 	leak.Track(fd)
+	t.s.cl.tcpConns.Add(1)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if err := unix.Connect(fd, sockpath.Sockaddr(ep.key.addr)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		sockpath.CloseFd(&fd)
+		t.s.cl.tcpConns.Add(-1)
 		return nil, fmt.Errorf("tcp connect: %w", err)
 	}
 	slot := t.free[len(t.free)-1]
@@ -336,15 +338,9 @@ func (t *tcpClients) retire(conn *tcpClientConn, c *uring.CQE, op uint64) {
 // frees its slot.
 func (t *tcpClients) freeSlot(conn *tcpClientConn) {
 	sockpath.CloseFd(&conn.fd)
+	t.s.cl.tcpConns.Add(-1)
 	t.conns[conn.slot] = nil
 	t.free = append(t.free, conn.slot)
-}
-
-// forget closes ep's connection when its last Client is gone.
-func (t *tcpClients) forget(ep *endpoint) {
-	if ep.tcp != nil && ep.inflight.Load() == 0 {
-		t.drop(ep.tcp, errors.New("endpoint closed"))
-	}
 }
 
 // cleanup closes every connection, after the ring is gone.
@@ -352,6 +348,7 @@ func (t *tcpClients) cleanup() {
 	for _, conn := range t.conns {
 		if conn != nil {
 			sockpath.CloseFd(&conn.fd)
+			t.s.cl.tcpConns.Add(-1)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -635,5 +636,59 @@ func TestClientCallAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, goCall); n > 0 {
 		t.Errorf("Go allocates %.2f times per round trip, want 0", n)
+	}
+}
+
+// TestLastSocketErrClears: a reply from an endpoint clears the socket
+// error it reported before, so that a later failure of a call to it
+// does not carry a stale LastSocketErr.
+func TestLastSocketErrClears(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua := conn.LocalAddr().(*net.UDPAddr)
+	conn.Close()
+	c := dialTest(t, ua.String(), WithRetransmission(time.Second, time.Minute, 20))
+	ctx := testContext(t)
+	if _, err := c.Call(ctx, methodEcho, nil, nil); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("call to a closed port: %v, want ECONNREFUSED", err)
+	}
+	// Now someone serves on that port.
+	conn, err = net.ListenUDP("udp4", ua)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	serveGWIR(t, conn, serverConfig{})
+	if _, err := c.Call(ctx, methodEcho, nil, nil); err != nil {
+		t.Fatalf("call once the server is up: %v", err)
+	}
+	// A call that times out: no socket error happened since the reply.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = c.Call(short, methodSilent, nil, nil)
+	var ce *CallError
+	if !errors.As(err, &ce) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("silent call: %v, want a CallError with context.DeadlineExceeded", err)
+	}
+	if ce.LastSocketErr != nil {
+		t.Errorf("silent call after a reply: LastSocketErr %v, want none (stale, from before the reply): %v", ce.LastSocketErr, err)
+	}
+}
+
+// TestCallErrorText: a CallError counts its copies in the right number.
+func TestCallErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		attempts int
+		want     string
+	}{
+		{0, "runtime: call m to 127.0.0.1:9: no reply"},
+		{1, "runtime: call m to 127.0.0.1:9 (1 attempt): no reply"},
+		{3, "runtime: call m to 127.0.0.1:9 (3 attempts): no reply"},
+	} {
+		e := &CallError{Endpoint: netip.MustParseAddrPort("127.0.0.1:9"), Method: "m", Attempts: tc.attempts, Err: ErrNoReply}
+		if got := e.Error(); got != tc.want {
+			t.Errorf("%d attempts: %q, want %q", tc.attempts, got, tc.want)
+		}
 	}
 }
