@@ -50,7 +50,8 @@ func payload64() []byte {
 }
 
 // BenchmarkDispatch is the shared request path: parse a 64-byte-payload
-// request, run the handler, seal the reply.
+// request, run the handler, seal the reply. Each request is a loop pass
+// of its own (NewPass), as at light load: its arrival costs a clock read.
 func BenchmarkDispatch(b *testing.B) {
 	for _, method := range []string{"zerohop.Echo/Echo", "zerohop.Echo/Sum"} {
 		b.Run(method[len("zerohop.Echo/"):], func(b *testing.B) {
@@ -61,11 +62,31 @@ func BenchmarkDispatch(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				d.NewPass()
 				if r, f := d.Dispatch(req, peer, engine.PathUDP, out, nil); r != engine.Ready || len(f) == 0 {
 					b.Fatalf("dispatch: %v %d", r, len(f))
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDispatchBatch is BenchmarkDispatch/Echo with 64 requests per
+// loop pass, as under load, where one clock read stamps a whole batch.
+func BenchmarkDispatchBatch(b *testing.B) {
+	d := benchDispatcher(benchServer(b))
+	req, _ := proto.EncodeRequest(make([]byte, 128), 1, proto.MethodID("zerohop.Echo/Echo"), 0, payload64())
+	out := make([]byte, 2048)
+	peer := netip.MustParseAddrPort("10.0.0.2:5000")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%64 == 0 {
+			d.NewPass()
+		}
+		if r, f := d.Dispatch(req, peer, engine.PathUDP, out, nil); r != engine.Ready || len(f) == 0 {
+			b.Fatalf("dispatch: %v %d", r, len(f))
+		}
 	}
 }
 
@@ -99,6 +120,7 @@ func BenchmarkDispatchExtAndMiddleware(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				d.NewPass()
 				if r, f := d.Dispatch(c.req, peer, engine.PathUDP, out, nil); r != engine.Ready || len(f) == 0 {
 					b.Fatalf("dispatch: %v %d", r, len(f))
 				}
@@ -129,6 +151,7 @@ func BenchmarkXSKFramePath(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		d.NewPass()
 		copy(frameBuf, request) // a fresh request in the frame each time
 		if err := parser.Parse(frameBuf[:n], &pkt); err != nil {
 			b.Fatal(err)
@@ -169,4 +192,52 @@ func benchDispatcher(s *Server) *engine.Dispatcher {
 	d := new(engine.Dispatcher)
 	d.Init(s.core, 0, 0, &c)
 	return d
+}
+
+// TestArrivalIsPerPass: requests dispatched in one loop pass share their
+// arrival time, the next pass stamps a later one, and a DEADLINE budget
+// counts from the arrival.
+func TestArrivalIsPerPass(t *testing.T) {
+	s := benchServer(t)
+	var arrivals []time.Time
+	var deadlines []time.Duration
+	s.Handle("zerohop.Echo/When", func(req *Request, resp *Response) {
+		arrivals = append(arrivals, req.Arrival())
+		if d, ok := req.Deadline(); ok {
+			deadlines = append(deadlines, d.Sub(req.Arrival()))
+		}
+	})
+	d := benchDispatcher(s)
+	var x proto.ExtBuilder
+	x.SetDeadline(250 * time.Millisecond)
+	req, _ := proto.EncodeRequestExt(make([]byte, 256), 1, proto.MethodID("zerohop.Echo/When"), 0, &x, nil)
+	out := make([]byte, 2048)
+	peer := netip.MustParseAddrPort("10.0.0.2:5000")
+	before := time.Now()
+	d.NewPass()
+	d.Dispatch(req, peer, engine.PathUDP, out, nil)
+	time.Sleep(2 * time.Millisecond) // the clock must move between passes
+	d.Dispatch(req, peer, engine.PathUDP, out, nil)
+	d.NewPass()
+	d.Dispatch(req, peer, engine.PathUDP, out, nil)
+	if len(arrivals) != 3 {
+		t.Fatalf("handler ran %d times, want 3", len(arrivals))
+	}
+	if arrivals[0].Before(before) {
+		t.Errorf("arrival %v is before the pass began (%v)", arrivals[0], before)
+	}
+	if !arrivals[1].Equal(arrivals[0]) {
+		t.Errorf("two requests of one pass arrived at %v and %v, want one time", arrivals[0], arrivals[1])
+	}
+	if !arrivals[2].After(arrivals[1]) {
+		t.Errorf("the next pass's request arrived at %v, not after %v", arrivals[2], arrivals[1])
+	}
+	for i, dl := range deadlines {
+		if dl != 250*time.Millisecond {
+			t.Errorf("request %d: deadline is %v after arrival, want 250ms", i, dl)
+		}
+	}
+	if len(deadlines) != 3 {
+		t.Errorf("%d deadlines seen, want 3", len(deadlines))
+	}
 }

@@ -18,7 +18,12 @@ import (
 // then fails with that error (wrapped with the endpoint and method), or,
 // on a DialService client, may fail over to another endpoint within its
 // retry budget. After runs on the client loop once the attempt has ended:
-// answered (with any status), timed out, or failed on the socket.
+// answered (with any status), timed out (also when the call's deadline
+// ends it: Err is ErrNoReply), or failed on the socket. An attempt has no
+// After when the call ends without a word from the endpoint for another
+// reason: the caller's context was cancelled, or the Client or engine
+// closed. Neither says anything about the endpoint; a policy that counts
+// attempts in Before and outcomes in After sees those as neither.
 //
 // Both run on the request path: they must not block and should not
 // allocate. Attempt and AttemptResult are only valid during the call.

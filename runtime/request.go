@@ -69,7 +69,10 @@ func (r *Request) AppendPayload(dst []byte) []byte { return r.e().AppendPayload(
 // Fields iterates the payload's fields in place without allocating.
 func (r *Request) Fields() proto.Fields { return r.e().Fields() }
 
-// Arrival is when the request's loop received it.
+// Arrival is when the request's loop received it: the start of the loop
+// pass that took it from the kernel. A batch taken in one pass shares one
+// arrival time, so the time a request waits behind the others of its
+// batch counts in its latency, queueing delay and SERVICE_TIME.
 func (r *Request) Arrival() time.Time { return r.e().Arrival() }
 
 // Deadline is when the caller stops waiting: the arrival time plus the

@@ -76,8 +76,9 @@ func (c *breakerInterceptor) Before(a *runtime.Attempt) error {
 // After marks the attempt's end: OVERLOADED, RATE_LIMITED,
 // DEADLINE_EXCEEDED and no answer count against the endpoint, any other
 // answer for it. An attempt that ended because the caller gave up
-// (its context cancelled) says nothing about the endpoint and is not
-// marked.
+// (its context cancelled) says nothing about the endpoint: the runtime
+// calls no After for it, and an error wrapping context.Canceled is not
+// marked either.
 func (c *breakerInterceptor) After(a *runtime.Attempt, r *runtime.AttemptResult) {
 	if !r.Answered && errors.Is(r.Err, context.Canceled) {
 		return

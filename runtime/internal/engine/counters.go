@@ -143,7 +143,7 @@ func (p Path) String() string {
 // blocking requests) and read by snapshots.
 type LoopCounters struct {
 	RX, TX                  atomic.Uint64
-	Requests, Pings, Oneway atomic.Uint64
+	Pings, Oneway           atomic.Uint64
 	BadFrame, UnknownMethod atomic.Uint64
 	Panics, Overloaded      atomic.Uint64
 	TooLarge, Blocking      atomic.Uint64
@@ -154,10 +154,12 @@ type LoopCounters struct {
 	// permissive sealer let through; UnsealedDenied those a strict one
 	// answered DENIED.
 	Sealed, Unsealed, UnsealedDenied atomic.Uint64
-	Served                           [NumPaths]atomic.Uint64
-	Dropped                          [NumPaths][NumDropReasons]atomic.Uint64
-	CQEErrors                        [NumCQEClasses]atomic.Uint64
-	Latency                          Histogram
+	// Served counts requests by the path that received them; their sum
+	// is the loop's requests (one counter per request, not two).
+	Served    [NumPaths]atomic.Uint64
+	Dropped   [NumPaths][NumDropReasons]atomic.Uint64
+	CQEErrors [NumCQEClasses]atomic.Uint64
+	Latency   Histogram
 }
 
 // CQEClass groups the operations whose failures a loop counts rather
@@ -250,7 +252,7 @@ type LoopSnapshot struct {
 func (c *LoopCounters) Snapshot() LoopSnapshot {
 	s := LoopSnapshot{
 		RX: c.RX.Load(), TX: c.TX.Load(),
-		Requests: c.Requests.Load(), Pings: c.Pings.Load(), Oneway: c.Oneway.Load(),
+		Pings: c.Pings.Load(), Oneway: c.Oneway.Load(),
 		BadFrame: c.BadFrame.Load(), UnknownMethod: c.UnknownMethod.Load(),
 		Panics: c.Panics.Load(), Overloaded: c.Overloaded.Load(),
 		TooLarge: c.TooLarge.Load(), Blocking: c.Blocking.Load(), Expired: c.Expired.Load(),
@@ -260,6 +262,7 @@ func (c *LoopCounters) Snapshot() LoopSnapshot {
 	}
 	for i := range c.Served {
 		s.Served[i] = c.Served[i].Load()
+		s.Requests += s.Served[i]
 	}
 	for p := range c.Dropped {
 		for r := range c.Dropped[p] {

@@ -38,6 +38,8 @@ type Dispatcher struct {
 	// ident is the identity of the request being dispatched.
 	seal  sealing
 	ident Identity
+	// arrival stamps the requests of one loop pass (NewPass).
+	arrival passClock
 	// inflight holds the blocking requests a worker owns, so a client's
 	// retransmission of one is dropped instead of running the handler
 	// again (or, while draining, being refused while its reply is on the
@@ -55,6 +57,11 @@ func (d *Dispatcher) Init(srv *Server, loop, queue int, c *LoopCounters) {
 	*d = Dispatcher{srv: srv, loop: loop, queue: queue, c: c}
 	d.req.base = srv.ctx
 }
+
+// NewPass tells d that its loop starts a pass: requests it dispatches
+// from now on arrived in this pass. Without it every request of the
+// dispatcher's life would share one arrival time.
+func (d *Dispatcher) NewPass() { d.arrival.fresh = false }
 
 // Counters are the loop's counters.
 func (d *Dispatcher) Counters() *LoopCounters { return d.c }
@@ -78,7 +85,10 @@ type Submitter interface {
 // Blocking requests go to sub.
 func (d *Dispatcher) Dispatch(in []byte, peer netip.AddrPort, path Path, out []byte, sub Submitter) (Outcome, []byte) {
 	frame, err := proto.Parse(in)
-	return d.DispatchParsed(in, frame, err, peer, path, out, sub)
+	if d.seal.s != nil {
+		return d.dispatchSealing(in, frame, err, peer, path, out, sub)
+	}
+	return d.dispatch(in, frame, err, peer, path, out, sub)
 }
 
 // DispatchParsed is Dispatch for input already parsed (by proto.Parse or a
@@ -127,9 +137,8 @@ func (d *Dispatcher) dispatch(in []byte, frame proto.Frame, err error, peer neti
 		return None, nil
 	}
 
-	c.Requests.Add(1)
 	c.Served[path].Add(1)
-	arrival := time.Now()
+	arrival := d.arrival.now()
 	oneway := frame.Oneway()
 	if oneway {
 		c.Oneway.Add(1)
@@ -192,11 +201,11 @@ func (d *Dispatcher) dispatch(in []byte, frame proto.Frame, err error, peer neti
 
 // begin fills req for a request of m; false when its deadline has already
 // passed (DEADLINE 0 on the wire).
-func (d *Dispatcher) begin(req *Request, frame proto.Frame, peer netip.AddrPort, path Path, m *Method, arrival time.Time) bool {
+func (d *Dispatcher) begin(req *Request, frame proto.Frame, peer netip.AddrPort, path Path, m *Method, arrival int64) bool {
 	req.frame, req.peer, req.queue, req.path, req.method = frame, peer, d.queue, path, m
 	req.ident = d.ident
 	req.arrival = arrival
-	req.deadline = time.Time{}
+	req.deadline = 0
 	return beginExt(req)
 }
 
@@ -220,11 +229,11 @@ func runStage(s *Server, c *LoopCounters, m *Method, stage ServeFunc, req *Reque
 
 // finish seals the reply of a request handled on the loop and counts it.
 func (d *Dispatcher) finish(m *Method, mc *MethodCounters, req *Request, resp *Response, oneway bool) (Outcome, []byte) {
-	f := sealReply(req, resp, d.c, &d.x)
+	now := Mono()
+	f := sealReply(req, resp, d.c, &d.x, now)
 	mc.Statuses[StatusSlot(replyStatus(f, resp))].Add(1)
-	lat := time.Since(req.arrival)
-	mc.Latency.Record(lat)
-	d.c.Latency.Record(lat)
+	lat := time.Duration(now - req.arrival)
+	recordBoth(&mc.Latency, &d.c.Latency, lat)
 	if d.srv.Poison {
 		poison(req.frame)
 	}
@@ -263,7 +272,7 @@ func (d *Dispatcher) TooLarge(head []byte, path Path, out []byte) (Outcome, []by
 	}
 	d.c.TooLarge.Add(1)
 	// Only the header arrived: no extension block to answer in kind.
-	return d.reply(frame[:proto.HeaderLen:proto.HeaderLen], path, out, proto.StatusTooLarge, "request larger than the receive buffer", time.Now(), 0)
+	return d.reply(frame[:proto.HeaderLen:proto.HeaderLen], path, out, proto.StatusTooLarge, "request larger than the receive buffer", d.arrival.now(), 0)
 }
 
 // Retry hints of the runtime's own OVERLOADED answers: a draining server
@@ -275,7 +284,7 @@ const (
 
 // reply answers frame with status and msg (nothing for oneway), with
 // SERVICE_TIME and RETRY_AFTER when the request spoke EXT.
-func (d *Dispatcher) reply(frame proto.Frame, path Path, out []byte, status proto.Status, msg string, arrival time.Time, retryAfter time.Duration) (Outcome, []byte) {
+func (d *Dispatcher) reply(frame proto.Frame, path Path, out []byte, status proto.Status, msg string, arrival int64, retryAfter time.Duration) (Outcome, []byte) {
 	if frame.Oneway() {
 		return None, nil
 	}

@@ -34,15 +34,16 @@ func beginExt(req *Request) bool {
 	if budget <= 0 {
 		return false
 	}
-	req.deadline = req.arrival.Add(budget)
+	req.deadline = req.arrival + int64(budget)
 	return true
 }
 
 // replyExt fills x with what a reply to a request that spoke EXT carries:
-// how long the server took since the request arrived, and RETRY_AFTER.
-func replyExt(x *proto.ExtBuilder, arrival time.Time, retryAfter time.Duration) {
+// how long the server took from the request's arrival to now (Mono
+// readings), and RETRY_AFTER.
+func replyExt(x *proto.ExtBuilder, arrival, now int64, retryAfter time.Duration) {
 	x.Reset()
-	x.SetServiceTime(time.Since(arrival))
+	x.SetServiceTime(time.Duration(now - arrival))
 	if retryAfter > 0 {
 		x.SetRetryAfter(retryAfter)
 	}
@@ -51,8 +52,9 @@ func replyExt(x *proto.ExtBuilder, arrival time.Time, retryAfter time.Duration) 
 // sealReply writes the header (and the extension block, for a request
 // that had one) in front of the response payload and returns the reply
 // frame (nil when none can be built): TOO_LARGE when the handler wrote
-// more than fits.
-func sealReply(req *Request, resp *Response, c *LoopCounters, x *proto.ExtBuilder) proto.Frame {
+// more than fits. now is the Mono reading that ends the request's service
+// time.
+func sealReply(req *Request, resp *Response, c *LoopCounters, x *proto.ExtBuilder, now int64) proto.Frame {
 	frame := req.frame
 	if resp.tooLarge {
 		c.TooLarge.Add(1)
@@ -67,7 +69,7 @@ func sealReply(req *Request, resp *Response, c *LoopCounters, x *proto.ExtBuilde
 		}
 		return f
 	}
-	replyExt(x, req.arrival, resp.retryAfter)
+	replyExt(x, req.arrival, now, resp.retryAfter)
 	f, err := proto.SealExt(resp.buf, resp.off, h, x)
 	if err != nil {
 		return nil
@@ -77,11 +79,11 @@ func sealReply(req *Request, resp *Response, c *LoopCounters, x *proto.ExtBuilde
 
 // encodeError writes an error reply to frame into dst, with an extension
 // block when the request had one.
-func encodeError(dst []byte, frame proto.Frame, status proto.Status, msg string, arrival time.Time, retryAfter time.Duration, x *proto.ExtBuilder) proto.Frame {
+func encodeError(dst []byte, frame proto.Frame, status proto.Status, msg string, arrival int64, retryAfter time.Duration, x *proto.ExtBuilder) proto.Frame {
 	var f proto.Frame
 	var err error
 	if frame.HasExt() {
-		replyExt(x, arrival, retryAfter)
+		replyExt(x, arrival, Mono(), retryAfter)
 		f, err = proto.EncodeErrorExt(dst, frame.RequestID(), frame.MethodID(), status, x, msg)
 	} else {
 		f, err = proto.EncodeError(dst, frame.RequestID(), frame.MethodID(), status, msg)

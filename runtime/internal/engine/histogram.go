@@ -51,6 +51,19 @@ func (h *Histogram) Record(d time.Duration) {
 	h.sumNs.Add(uint64(d))
 }
 
+// recordBoth adds one value to a and b: a request's latency goes to its
+// method's histogram and its loop's, and the bucket is found once.
+func recordBoth(a, b *Histogram, d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	i := histBucket(uint64(d))
+	a.counts[i].Add(1)
+	a.sumNs.Add(uint64(d))
+	b.counts[i].Add(1)
+	b.sumNs.Add(uint64(d))
+}
+
 // Snapshot copies the counts.
 func (h *Histogram) Snapshot() HistogramSnapshot {
 	var s HistogramSnapshot

@@ -321,6 +321,7 @@ func (l *Loop) serve() error {
 	var idle IdleClock
 	spins := 0
 	for !l.stop.Load() {
+		l.Dispatcher.NewPass()
 		worked, err := l.reap()
 		if err != nil {
 			return err

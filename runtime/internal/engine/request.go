@@ -18,8 +18,8 @@ type Request struct {
 	queue    int
 	path     Path
 	method   *Method
-	arrival  time.Time
-	deadline time.Time // zero: the caller set none
+	arrival  int64 // Mono
+	deadline int64 // Mono; 0: the caller set none
 	admitted bool
 	ident    Identity // who sealed it; zero when it came unsealed
 
@@ -77,11 +77,20 @@ func (r *Request) Fields() proto.Fields { return r.frame.Fields() }
 // Frame is the whole request frame, aliasing the receive buffer.
 func (r *Request) Frame() proto.Frame { return r.frame }
 
-// Arrival is when the request's loop received it.
-func (r *Request) Arrival() time.Time { return r.arrival }
+// Arrival is when the request's loop received it: the start of the loop
+// pass that took it (a batch shares one arrival time).
+func (r *Request) Arrival() time.Time { return MonoTime(r.arrival) }
+
+// ArrivalMono is Arrival as a Mono reading.
+func (r *Request) ArrivalMono() int64 { return r.arrival }
 
 // Deadline is when the caller stops waiting, and whether it said.
-func (r *Request) Deadline() (time.Time, bool) { return r.deadline, !r.deadline.IsZero() }
+func (r *Request) Deadline() (time.Time, bool) {
+	if r.deadline == 0 {
+		return time.Time{}, false
+	}
+	return MonoTime(r.deadline), true
+}
 
 // Trace is the caller's W3C trace context (zero and false when absent).
 func (r *Request) Trace() (proto.TraceContext, bool) { return r.frame.Trace() }
@@ -118,10 +127,10 @@ func (r *Request) Context() context.Context {
 	if r.method == nil || !r.method.Blocking {
 		return base
 	}
-	if r.deadline.IsZero() {
+	if r.deadline == 0 {
 		r.ctx, r.cancel = context.WithCancel(base)
 	} else {
-		r.ctx, r.cancel = context.WithDeadline(base, r.deadline)
+		r.ctx, r.cancel = context.WithDeadline(base, MonoTime(r.deadline))
 	}
 	return r.ctx
 }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"net/netip"
-	"time"
 
 	"github.com/zerohop/zerohop/proto"
 )
@@ -71,7 +70,7 @@ func (d *Dispatcher) dispatchSealing(in []byte, frame proto.Frame, err error, pe
 		if err == nil && frame.Kind() == proto.KindRequest {
 			if d.seal.strict {
 				c.UnsealedDenied.Add(1)
-				return d.reply(frame, path, out, proto.StatusDenied, unsealedDenied, time.Now(), 0)
+				return d.reply(frame, path, out, proto.StatusDenied, unsealedDenied, d.arrival.now(), 0)
 			}
 			c.Unsealed.Add(1)
 		}

@@ -50,8 +50,8 @@ type Job struct {
 	tail     int      // and after it
 	queue    int
 	loop     int
-	arrival  time.Time
-	deadline time.Time
+	arrival  int64 // Mono, as Request's
+	deadline int64
 	owner    JobOwner
 	c        *LoopCounters
 	req      Request
@@ -158,7 +158,7 @@ func (j *Job) run(s *Server) {
 	// it (none for an unsealed request); the loop seals it (JobFinished).
 	resp.reset(j.out[j.head:j.head:len(j.out)-j.tail], replyPayloadOffset(frame))
 	mc := &m.Counters[j.loop]
-	if !j.deadline.IsZero() && time.Now().After(j.deadline) {
+	if j.deadline != 0 && Mono() > j.deadline {
 		if m.Release != nil {
 			m.Release(req)
 		}
@@ -167,11 +167,11 @@ func (j *Job) run(s *Server) {
 	} else {
 		runStage(s, j.c, m, m.Serve, req, resp)
 	}
-	j.Reply = sealReply(req, resp, j.c, &j.x)
+	now := Mono()
+	j.Reply = sealReply(req, resp, j.c, &j.x, now)
 	mc.Statuses[StatusSlot(replyStatus(j.Reply, resp))].Add(1)
-	lat := time.Since(j.arrival)
-	mc.Latency.Record(lat)
-	j.c.Latency.Record(lat)
+	lat := time.Duration(now - j.arrival)
+	recordBoth(&mc.Latency, &j.c.Latency, lat)
 	oneway := frame.Oneway()
 	req.done()
 	if s.Poison {
