@@ -385,13 +385,21 @@ func (m *Maps) AddACLRule(r ACLRule) error {
 		if err != nil {
 			return err
 		}
+		var old steerAclRule
+		existed := m.acl.Lookup(&key, &old) == nil
 		// The counter first: a packet matching the rule finds it.
 		zeros := make([]uint64, ebpf.MustPossibleCPU())
 		if err := m.aclHits.Update(&key, zeros, ebpf.UpdateAny); err != nil {
 			return mapError(err)
 		}
 		value := steerAclRule{Action: uint32(r.Action), Prefixlen: key.Prefixlen}
-		return mapError(m.acl.Update(&key, &value, ebpf.UpdateAny))
+		if err := m.acl.Update(&key, &value, ebpf.UpdateAny); err != nil {
+			if !existed {
+				_ = m.aclHits.Delete(&key) // no counter without its rule
+			}
+			return mapError(err)
+		}
+		return nil
 	})
 }
 

@@ -41,6 +41,9 @@ type Client struct {
 	mu        sync.Mutex
 	closed    bool
 	closeOnce sync.Once
+	// closing is set before Close queues its opCloseClient, so the loop
+	// fails a call that a racing Go or Call queued after it.
+	closing atomic.Bool
 }
 
 // Reply is the answer to a call.
@@ -317,8 +320,9 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 		case <-ctx.Done():
 			if call.state.CompareAndSwap(callPending, callAbandoned) {
 				// The loop recycles the call once it sees this (and any send
-				// of it completed); call must not be touched any more.
-				loop.push(loopOp{kind: opCancel, id: id})
+				// of it completed); call must not be touched any more. The
+				// error tells it a deadline from a cancellation.
+				loop.push(loopOp{kind: opCancel, id: id, err: ctx.Err()})
 				return Reply{}, c.callError(method, 0, ctx.Err())
 			}
 			<-call.Done // the loop is completing it right now
@@ -440,6 +444,7 @@ func (c *Client) Close() error {
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
+		c.closing.Store(true)
 		if c.svc != nil {
 			c.svc.loop.pushWait(loopOp{kind: opCloseClient, client: c})
 			c.svc.close()

@@ -801,3 +801,102 @@ func TestExtStripWaitsForSends(t *testing.T) {
 		})
 	}
 }
+
+// afterRecorder is an Interceptor that keeps every After it sees.
+type afterRecorder struct {
+	mu     sync.Mutex
+	afters []AttemptResult
+}
+
+func (r *afterRecorder) Before(*Attempt) error { return nil }
+func (r *afterRecorder) After(_ *Attempt, res *AttemptResult) {
+	r.mu.Lock()
+	r.afters = append(r.afters, *res)
+	r.mu.Unlock()
+}
+
+// TestAfterAtDeadline: a call to a server that never answers, ended by
+// its deadline before any retransmission, gives its attempt an After
+// (unanswered, ErrNoReply), whether the caller's context or the loop's
+// timer sees the deadline first: a breaker counts it as the timeout it
+// is. A cancelled call's attempt gets none.
+func TestAfterAtDeadline(t *testing.T) {
+	silent := startGWIRServer(t, serverConfig{})
+	rec := &afterRecorder{}
+	c := dialOn(t, testEngine(t), silent.addr.String(), WithRetransmission(10*time.Second, 10*time.Second, 0), WithInterceptors(rec))
+	const calls = 20
+	for i := range calls {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err := c.Call(ctx, methodSilent, nil, nil)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call %d: %v, want the deadline", i, err)
+		}
+	}
+	// A context that ends with DeadlineExceeded but has no Deadline: only
+	// the caller sees it end, the loop has no timer of its own for it.
+	const callerSeen = 5
+	for i := range callerSeen {
+		ctx := &endedContext{done: make(chan struct{})}
+		sent := c.Stats().Requests
+		call := c.Go(ctx, methodSilent, nil, nil, nil)
+		for deadline := time.Now().Add(10 * time.Second); c.Stats().Requests == sent; {
+			if time.Now().After(deadline) {
+				t.Fatalf("call %d was never sent", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		close(ctx.done)
+		<-call.Done
+		if !errors.Is(call.Err, context.DeadlineExceeded) {
+			t.Fatalf("caller-seen deadline %d: %v", i, call.Err)
+		}
+		call.Release()
+	}
+	// Each copy sent is an attempt, and each got its After (a deadline
+	// the loop saw just before it passed sends one more copy first).
+	st := c.Stats()
+	sent := int(st.Requests + st.Retransmits)
+	rec.mu.Lock()
+	got := len(rec.afters)
+	rec.mu.Unlock()
+	if sent < calls+callerSeen || got != sent {
+		t.Fatalf("%d Afters for %d copies sent by %d calls ended by their deadline (%d of them seen by the caller only), want one per copy",
+			got, sent, calls+callerSeen, callerSeen)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	call := c.Go(ctx, methodSilent, nil, nil, nil)
+	cancel()
+	<-call.Done
+	call.Release()
+	c.Close() // the loop has handled every op queued before Close's
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.afters) != got {
+		t.Errorf("a cancelled call's attempt got an After: %d Afters, was %d", len(rec.afters), got)
+	}
+	for i, r := range rec.afters {
+		if r.Answered || !errors.Is(r.Err, ErrNoReply) {
+			t.Errorf("After %d: answered %v, err %v; want unanswered, ErrNoReply", i, r.Answered, r.Err)
+		}
+	}
+}
+
+// endedContext is a context without a deadline that ends, when done is
+// closed, with context.DeadlineExceeded.
+type endedContext struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c *endedContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *endedContext) Done() <-chan struct{}       { return c.done }
+func (c *endedContext) Value(any) any               { return nil }
+func (c *endedContext) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}

@@ -522,6 +522,12 @@ func (s *clientSource) takeOps() bool {
 		case opCancel:
 			if call := s.calls[op.id]; call != nil {
 				if op.err != nil {
+					if errors.Is(op.err, context.DeadlineExceeded) && call.attempts > 0 && !call.finished &&
+						(len(call.client.cfg.interceptors) > 0 || call.sc != nil) {
+						// The deadline, seen by the caller first: for the
+						// interceptors and the balancer it is a timeout.
+						s.report(call, AttemptResult{Err: ErrNoReply})
+					}
 					s.fail(call, op.err)
 				} else if call.state.Load() == callAbandoned {
 					s.fail(call, nil) // the caller left: recycle it
@@ -609,6 +615,11 @@ func (s *clientSource) start(call *Call, now int64) {
 	ep := call.ep
 	s.calls[call.id] = call
 	ep.inflight.Add(1)
+	if call.client.closing.Load() {
+		// Queued by a Go or Call racing Close, after Close's opCloseClient.
+		s.fail(call, ErrClientClosed)
+		return
+	}
 	if call.ctx != nil {
 		if err := call.ctx.Err(); err != nil {
 			s.fail(call, call.client.callErrorOn(call, err))

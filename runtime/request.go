@@ -69,10 +69,14 @@ func (r *Request) AppendPayload(dst []byte) []byte { return r.e().AppendPayload(
 // Fields iterates the payload's fields in place without allocating.
 func (r *Request) Fields() proto.Fields { return r.e().Fields() }
 
-// Arrival is when the request's loop received it: the start of the loop
-// pass that took it from the kernel. A batch taken in one pass shares one
-// arrival time, so the time a request waits behind the others of its
-// batch counts in its latency, queueing delay and SERVICE_TIME.
+// Arrival is when the request's loop received it: the loop reads the
+// clock once per batch it takes from the kernel, after taking it, and the
+// requests of the batch share that time, so the time a request waits
+// behind the others of its batch counts in its latency, queueing delay
+// and SERVICE_TIME. Use it with time.Since or Sub (monotonic); its wall
+// clock is the process start's plus the monotonic time since, off by any
+// step of the system clock since then (time.Now().Add(-time.Since(a))
+// gives a wall time on today's clock).
 func (r *Request) Arrival() time.Time { return r.e().Arrival() }
 
 // Deadline is when the caller stops waiting: the arrival time plus the

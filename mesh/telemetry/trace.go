@@ -239,7 +239,7 @@ func (h *loopTrace) serveSampled(req *runtime.Request, resp *runtime.Response, t
 	rec.oneway, rec.attempt = req.Oneway(), uint8(min(req.Attempt(), 255))
 	rec.stateLen = uint8(copy(rec.state[:], req.TraceState()))
 	rec.callerLen = uint8(copy(rec.caller[:], req.Caller()))
-	rec.start = req.Arrival()
+	rec.start = wallArrival(req)
 	rec.panicked = true // until the handler returns
 	defer func() {
 		rec.end = time.Now()
@@ -294,7 +294,7 @@ func (h *blockingTrace) serveSampled(req *runtime.Request, resp *runtime.Respons
 	}
 	attrs := spanAttributes(h.name, req.Queue(), req.Path(), req.Peer(), req.Caller(), req.Attempt(), req.Oneway())
 	ctx, span := h.t.tracer.Start(ctx, h.name, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithTimestamp(req.Arrival()), trace.WithAttributes(attrs...))
+		trace.WithTimestamp(wallArrival(req)), trace.WithAttributes(attrs...))
 	req.SetContext(ctx)
 	panicked := true
 	defer func() {
@@ -385,3 +385,11 @@ func randUint64() uint64 { return rand.Uint64() }
 // runtime.Listen(network, addr, tr.Option(), ...). Give it before other
 // WithMiddleware options so its span covers theirs.
 func (t *Tracer) Option() runtime.Option { return runtime.WithMiddleware(t.Middleware()) }
+
+// wallArrival is the request's arrival on the current wall clock, which
+// spans are exported in: Request.Arrival's own wall clock is the process
+// start's plus the monotonic time since, off by any clock step since.
+func wallArrival(req *runtime.Request) time.Time {
+	now := time.Now()
+	return now.Add(-now.Sub(req.Arrival()))
+}

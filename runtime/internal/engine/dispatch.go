@@ -58,8 +58,9 @@ func (d *Dispatcher) Init(srv *Server, loop, queue int, c *LoopCounters) {
 	d.req.base = srv.ctx
 }
 
-// NewPass tells d that its loop starts a pass: requests it dispatches
-// from now on arrived in this pass. Without it every request of the
+// NewPass tells d that its loop takes a new batch from the kernel: the
+// next request it dispatches reads the clock, and the rest of the batch
+// shares that arrival time. Without it every request of the
 // dispatcher's life would share one arrival time.
 func (d *Dispatcher) NewPass() { d.arrival.fresh = false }
 

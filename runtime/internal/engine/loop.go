@@ -321,7 +321,6 @@ func (l *Loop) serve() error {
 	var idle IdleClock
 	spins := 0
 	for !l.stop.Load() {
-		l.Dispatcher.NewPass()
 		worked, err := l.reap()
 		if err != nil {
 			return err
@@ -331,6 +330,7 @@ func (l *Loop) serve() error {
 			worked = true
 		}
 		for _, s := range l.sources {
+			l.Dispatcher.NewPass() // what Poll takes arrived after the last batch's stamp
 			if s.Poll() {
 				worked = true
 			}
@@ -377,6 +377,9 @@ func (l *Loop) serve() error {
 func (l *Loop) reap() (bool, error) {
 	worked := false
 	for {
+		// Every request of one batch of completions was received before
+		// the batch was reaped, so it can share the stamp read after that.
+		l.Dispatcher.NewPass()
 		n := l.ring.Reap(l.cqes)
 		for i := 0; i < n; i++ {
 			c := &l.cqes[i]
