@@ -478,9 +478,14 @@ func TestMeshEtcdUnreachable(t *testing.T) {
 	addr := func(i int) netip.AddrPort {
 		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ports[i]))
 	}
+	// A lease longer than etcd takes to stop: the embedded server still
+	// expires leases while it shuts down (seen taking 7 s on a loaded
+	// machine), and one whose keepalive stream it already closed would go
+	// with the default 3 s TTL, deleting that registration before the
+	// watch ends — which is etcd working, not the client losing it.
 	serveLocal := func(i int) *serveProc {
 		return startServeHere(t, fmt.Sprintf("server %d", i), "--addr", addr(i).String(), "--backend", "uring", "--busy-poll", "0",
-			"--service", meshService, "--etcd", e.Endpoint, "--stats", "50ms")
+			"--service", meshService, "--etcd", e.Endpoint, "--etcd-ttl", "60s", "--stats", "50ms")
 	}
 	serveLocal(0)
 	serveLocal(1)
