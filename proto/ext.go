@@ -251,6 +251,13 @@ func (f Frame) extU32(tag ExtTag) (uint32, bool) {
 // it sent the frame (0 means it had expired), to the microsecond. The
 // receiver adds it to the frame's arrival time.
 func (f Frame) Deadline() (time.Duration, bool) {
+	// ExtBuilder writes DEADLINE first: look there before scanning (the
+	// server reads it for every request that spoke EXT).
+	const first = HeaderLen + extLenSize
+	if f.HasExt() && len(f) >= first+extEntryHdr+4 && binary.BigEndian.Uint16(f[HeaderLen:]) >= extEntryHdr+4 &&
+		f[first] == byte(ExtDeadline) && f[first+1] == 4 {
+		return time.Duration(binary.BigEndian.Uint32(f[first+extEntryHdr:])) * time.Microsecond, true
+	}
 	v, ok := f.extU32(ExtDeadline)
 	return time.Duration(v) * time.Microsecond, ok
 }

@@ -319,15 +319,9 @@ func SealExt(buf []byte, payloadOffset int, h Header, x *ExtBuilder) (Frame, err
 	if err != nil {
 		return nil, err
 	}
-	if payloadOffset > len(buf) || payloadOffset < 0 {
-		return nil, ErrBufferTooSmall
-	}
-	start := payloadOffset - n - HeaderLen
-	if start < 0 {
-		return nil, ErrHeadroom
-	}
-	if len(buf)-payloadOffset+n > MaxPayload {
-		return nil, ErrPayloadTooLarge
+	start, err := sealRoom(buf, payloadOffset, n)
+	if err != nil {
+		return nil, err
 	}
 	h.Flags &^= FlagExt
 	if n > 0 {
@@ -335,6 +329,42 @@ func SealExt(buf []byte, payloadOffset int, h Header, x *ExtBuilder) (Frame, err
 		h.Flags |= FlagExt
 	}
 	return Seal(buf[start:], h)
+}
+
+// serviceTimeBlock is the size of a block holding SERVICE_TIME alone.
+const serviceTimeBlock = extLenSize + extEntryHdr + 4
+
+// SealServiceTime is SealExt with a block holding SERVICE_TIME = d alone,
+// byte for byte, written without an ExtBuilder: it is the block a server
+// puts in front of nearly every reply to a request that spoke EXT, so it
+// is on the request path.
+func SealServiceTime(buf []byte, payloadOffset int, h Header, d time.Duration) (Frame, error) {
+	start, err := sealRoom(buf, payloadOffset, serviceTimeBlock)
+	if err != nil {
+		return nil, err
+	}
+	p := buf[start+HeaderLen : payloadOffset]
+	binary.BigEndian.PutUint16(p, serviceTimeBlock-extLenSize)
+	p[2], p[3] = byte(ExtServiceTime), 4
+	binary.BigEndian.PutUint32(p[4:], durationU32(d, time.Nanosecond))
+	h.Flags |= FlagExt
+	return Seal(buf[start:], h)
+}
+
+// sealRoom checks that a block of n bytes and the header fit in front of
+// the payload at buf[payloadOffset:], and returns where the frame starts.
+func sealRoom(buf []byte, payloadOffset, n int) (int, error) {
+	if payloadOffset > len(buf) || payloadOffset < 0 {
+		return 0, ErrBufferTooSmall
+	}
+	start := payloadOffset - n - HeaderLen
+	if start < 0 {
+		return 0, ErrHeadroom
+	}
+	if len(buf)-payloadOffset+n > MaxPayload {
+		return 0, ErrPayloadTooLarge
+	}
+	return start, nil
 }
 
 // StripExt writes f again without its extension block and without FlagExt

@@ -888,3 +888,40 @@ func TestExtTagNames(t *testing.T) {
 		}
 	}
 }
+
+// TestSealServiceTime: SealServiceTime writes what SealExt writes with a
+// builder holding SERVICE_TIME alone, and fails where it fails.
+func TestSealServiceTime(t *testing.T) {
+	h := proto.Header{Kind: proto.KindResponse, RequestID: 7, MethodID: 9, Status: proto.StatusOK}
+	for _, c := range []struct {
+		d       time.Duration
+		room    int // bytes in front of the payload
+		payload int
+	}{
+		{0, proto.ResponseHeadroom, 0}, {1500 * time.Nanosecond, proto.ResponseHeadroom, 64},
+		{-time.Second, proto.ResponseHeadroom, 3}, {10 * time.Second, proto.ResponseHeadroom, 1}, // saturates
+		{time.Millisecond, proto.HeaderLen + 8, 5},                   // exactly the room
+		{time.Millisecond, proto.HeaderLen + 7, 5},                   // too little room
+		{time.Millisecond, proto.ResponseHeadroom, proto.MaxPayload}, // too large with the block
+	} {
+		fill := func() []byte {
+			buf := make([]byte, c.room+c.payload)
+			for i := range buf[c.room:] {
+				buf[c.room+i] = byte(i)
+			}
+			return buf
+		}
+		var x proto.ExtBuilder
+		x.SetServiceTime(c.d)
+		want, werr := proto.SealExt(fill(), c.room, h, &x)
+		got, err := proto.SealServiceTime(fill(), c.room, h, c.d)
+		if !errors.Is(err, werr) || !bytes.Equal(got, want) {
+			t.Errorf("d %v room %d payload %d: %x (%v), SealExt %x (%v)", c.d, c.room, c.payload, []byte(got), err, []byte(want), werr)
+		}
+		if err == nil {
+			if st, ok := got.ServiceTime(); !ok || st != min(max(c.d, 0), time.Duration(1<<32-1)) {
+				t.Errorf("d %v: the frame says SERVICE_TIME %v %v", c.d, st, ok)
+			}
+		}
+	}
+}

@@ -69,8 +69,14 @@ func sealReply(req *Request, resp *Response, c *LoopCounters, x *proto.ExtBuilde
 		}
 		return f
 	}
-	replyExt(x, req.arrival, now, resp.retryAfter)
-	f, err := proto.SealExt(resp.buf, resp.off, h, x)
+	var f proto.Frame
+	var err error
+	if resp.retryAfter <= 0 {
+		f, err = proto.SealServiceTime(resp.buf, resp.off, h, time.Duration(now-req.arrival))
+	} else {
+		replyExt(x, req.arrival, now, resp.retryAfter)
+		f, err = proto.SealExt(resp.buf, resp.off, h, x)
+	}
 	if err != nil {
 		return nil
 	}
