@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/zerohop/zerohop/runtime"
 )
 
@@ -78,8 +79,18 @@ func TestClientsExportRuntimeCounters(t *testing.T) {
 
 	srvEP := map[string]string{"service": "test.Svc", "endpoint": ts.srv.Addr().String()}
 	silentEP := map[string]string{"service": "test.Silent", "endpoint": silent.LocalAddr().String()}
-	_, body := get(t, ep, "/metrics")
-	fams := parseMetrics(t, body)
+	// The caller may send the first copy itself (the client loop asleep),
+	// so the handler can run before the loop has taken the call and
+	// counted it in flight: scrape until it has (bounded).
+	var fams map[string]*dto.MetricFamily
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, body = get(t, ep, "/metrics")
+		fams = parseMetrics(t, body)
+		if s := sample(fams["zerohop_endpoint_inflight"], srvEP); s != nil && s.Gauge.GetValue() == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if fam := fams["zerohop_endpoint_requests_total"]; fam == nil || len(fam.Metric) != 2 {
 		t.Fatalf("zerohop_endpoint_requests_total: want one series per endpoint (2), got %v", fam)
 	}
