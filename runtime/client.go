@@ -38,12 +38,11 @@ type Client struct {
 
 	calls sync.Pool // *Call, reset
 
-	mu        sync.Mutex
-	closed    bool
 	closeOnce sync.Once
-	// closing is set before Close queues its opCloseClient, so the loop
-	// fails a call that a racing Go or Call queued after it.
-	closing atomic.Bool
+	// closed is set before Close queues its opCloseClient: calls made
+	// after it fail at once, and the loop fails one that a racing Go or
+	// Call queued after the opCloseClient.
+	closed atomic.Bool
 }
 
 // Reply is the answer to a call.
@@ -441,10 +440,7 @@ func (c *Client) Close() error {
 	first := false
 	c.closeOnce.Do(func() {
 		first = true
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
-		c.closing.Store(true)
+		c.closed.Store(true)
 		if c.svc != nil {
 			c.svc.loop.pushWait(loopOp{kind: opCloseClient, client: c})
 			c.svc.close()
@@ -461,10 +457,7 @@ func (c *Client) Close() error {
 
 // start hands call to its endpoint's loop, after the interceptors agreed.
 func (c *Client) start(call *Call) error {
-	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
+	if c.closed.Load() {
 		return ErrClientClosed
 	}
 	if err := c.before(call); err != nil {

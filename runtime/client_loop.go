@@ -615,7 +615,7 @@ func (s *clientSource) start(call *Call, now int64) {
 	ep := call.ep
 	s.calls[call.id] = call
 	ep.inflight.Add(1)
-	if call.client.closing.Load() {
+	if call.client.closed.Load() {
 		// Queued by a Go or Call racing Close, after Close's opCloseClient.
 		s.fail(call, ErrClientClosed)
 		return
