@@ -38,7 +38,8 @@ type Dispatcher struct {
 	// ident is the identity of the request being dispatched.
 	seal  sealing
 	ident Identity
-	// arrival stamps the requests of one loop pass (NewPass).
+	// arrival stamps the requests of one batch taken from the kernel
+	// (NewPass).
 	arrival passClock
 	// inflight holds the blocking requests a worker owns, so a client's
 	// retransmission of one is dropped instead of running the handler

@@ -44,24 +44,27 @@ func histBucketLow(b int) uint64 {
 
 // Record adds one value.
 func (h *Histogram) Record(d time.Duration) {
-	if d < 0 {
-		d = 0
-	}
-	h.counts[histBucket(uint64(d))].Add(1)
-	h.sumNs.Add(uint64(d))
+	ns, i := histValue(d)
+	h.add(i, ns)
 }
 
 // recordBoth adds one value to a and b: a request's latency goes to its
 // method's histogram and its loop's, and the bucket is found once.
 func recordBoth(a, b *Histogram, d time.Duration) {
-	if d < 0 {
-		d = 0
-	}
-	i := histBucket(uint64(d))
-	a.counts[i].Add(1)
-	a.sumNs.Add(uint64(d))
-	b.counts[i].Add(1)
-	b.sumNs.Add(uint64(d))
+	ns, i := histValue(d)
+	a.add(i, ns)
+	b.add(i, ns)
+}
+
+// histValue is d as recorded (a negative one as 0) and its bucket.
+func histValue(d time.Duration) (uint64, int) {
+	ns := uint64(max(d, 0))
+	return ns, histBucket(ns)
+}
+
+func (h *Histogram) add(bucket int, ns uint64) {
+	h.counts[bucket].Add(1)
+	h.sumNs.Add(ns)
 }
 
 // Snapshot copies the counts.

@@ -77,12 +77,10 @@ func (r *Request) Fields() proto.Fields { return r.frame.Fields() }
 // Frame is the whole request frame, aliasing the receive buffer.
 func (r *Request) Frame() proto.Frame { return r.frame }
 
-// Arrival is when the request's loop received it: the start of the loop
-// pass that took it (a batch shares one arrival time).
+// Arrival is when the request's loop received it: read once per batch
+// the loop takes from the kernel, after taking it (a batch shares one
+// arrival time).
 func (r *Request) Arrival() time.Time { return MonoTime(r.arrival) }
-
-// ArrivalMono is Arrival as a Mono reading.
-func (r *Request) ArrivalMono() int64 { return r.arrival }
 
 // Deadline is when the caller stops waiting, and whether it said.
 func (r *Request) Deadline() (time.Time, bool) {
