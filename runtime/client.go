@@ -228,6 +228,7 @@ func (c *Client) LocalAddr() netip.AddrPort {
 // are then the largest).
 func (c *Client) Stats() ClientStats {
 	if c.svc == nil {
+		c.eng.lanes.drainIdle(c.ep)
 		return c.ep.stats()
 	}
 	var st ClientStats
@@ -305,6 +306,14 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 		c.putCall(call)
 		return Reply{}, err
 	}
+	if c.laneEligible() {
+		if ln := c.eng.lanes.take(call.ep); ln != nil {
+			reply, err := c.laneCall(ctx, call, ln)
+			call.endTrace(reply.Status, err)
+			c.putCall(call)
+			return reply, err
+		}
+	}
 	// Read before start: from then on the loop owns the call (and may move
 	// a DialService call to another endpoint of the same loop).
 	id, loop := call.id, call.ep.loop
@@ -336,7 +345,7 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 // channel for up to the engine's caller-spin window (WithCallerSpin), and
 // reports whether it came.
 func (c *Client) spinWait(call *Call) bool {
-	window := c.eng.cfg.callerSpin
+	window := c.eng.cfg.callerSpin // < 0: the default, none through the loop
 	if window <= 0 {
 		return false
 	}

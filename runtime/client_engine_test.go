@@ -123,7 +123,9 @@ func tcpGWIRServerV1(t testing.TB, v1 bool) (addr string, conns *atomic.Int64) {
 // TestEngineThousandEndpoints: 1,000 servers called round-robin from one
 // engine, over UDP and over TCP, cost no thread beyond the engine's loop
 // (+2 of the Go runtime's own), and an idle endpoint costs under 2 KiB.
-func TestEngineThousandEndpoints(t *testing.T) {
+func TestEngineThousandEndpoints(t *testing.T) { onBothPaths(t, testEngineThousandEndpoints) }
+
+func testEngineThousandEndpoints(t *testing.T) {
 	const n = 1000
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
@@ -243,7 +245,9 @@ func TestUndrainedDoneDoesNotStall(t *testing.T) {
 // DEADLINE tag; a call whose deadline has passed is never sent; a call to a
 // server that never answers ends at its deadline, not after the full
 // retransmission schedule.
-func TestDeadlinePropagation(t *testing.T) {
+func TestDeadlinePropagation(t *testing.T) { onBothPaths(t, testDeadlinePropagation) }
+
+func testDeadlinePropagation(t *testing.T) {
 	srv, err := Listen("udp", "127.0.0.1:0", WithBackend(BackendUring), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +301,9 @@ func TestDeadlinePropagation(t *testing.T) {
 
 // TestOneway: a oneway call reaches its handler, gets no reply and is
 // never retransmitted.
-func TestOneway(t *testing.T) {
+func TestOneway(t *testing.T) { onBothPaths(t, testOneway) }
+
+func testOneway(t *testing.T) {
 	srv, err := Listen("udp", "127.0.0.1:0", WithBackend(BackendUring), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +345,9 @@ func TestOneway(t *testing.T) {
 // TestExtFallback: a server built before the extension block answers
 // BAD_FRAME to it; the client resends the call without the block, it
 // succeeds, and later calls to that server go without the block at once.
-func TestExtFallback(t *testing.T) {
+func TestExtFallback(t *testing.T) { onBothPaths(t, testExtFallback) }
+
+func testExtFallback(t *testing.T) {
 	old := startGWIRServer(t, serverConfig{v1: true})
 	c := dialTest(t, old.addr.String(), WithCaller("svc"))
 	ctx := testContext(t)

@@ -823,14 +823,7 @@ func (s *clientSource) complete(call *Call, f proto.Frame, rttNs int64) {
 	if call.state.CompareAndSwap(callPending, callCompleting) && f != nil {
 		// Only now may the loop write into the caller's buf: an abandoning
 		// caller's CompareAndSwap has failed and it waits on Done.
-		status := f.Status()
-		call.Reply.Status = status
-		call.Reply.Payload = append(call.buf[:0], f.Payload()...)
-		call.Reply.ServiceTime, _ = f.ServiceTime()
-		call.Reply.RetryAfter, _ = f.RetryAfter()
-		if f.Kind() == proto.KindResponse && status != proto.StatusOK {
-			call.Err = &StatusError{Status: status, Message: string(f.ErrorMessage())}
-		}
+		call.Reply, call.Err = replyOf(f, call.buf)
 	}
 	if f != nil && rttNs >= 0 && (len(call.client.cfg.interceptors) > 0 || call.sc != nil) {
 		s.report(call, AttemptResult{Answered: true, Status: f.Status(), RTT: time.Duration(rttNs),
@@ -1067,9 +1060,8 @@ func (s *clientSource) onDatagram(d *sockpath.Datagram) {
 	}
 	if d.Truncated {
 		ep.tooLarge.Add(1)
-		p := d.Payload
-		if len(p) >= proto.HeaderLen && binary.BigEndian.Uint32(p) == proto.Magic && p[4] == proto.Version {
-			if call := s.calls[binary.BigEndian.Uint64(p[8:16])]; call != nil && !call.finished && call.ep == ep {
+		if id, ok := replyID(d.Payload); ok {
+			if call := s.calls[id]; call != nil && !call.finished && call.ep == ep {
 				s.fail(call, call.client.callErrorOn(call, fmt.Errorf("%w: room for %d bytes (see WithReceiveBuffers)",
 					ErrReplyTooLarge, s.cl.e.cfg.maxReply)))
 			}
@@ -1086,6 +1078,27 @@ func (s *clientSource) onDatagram(d *sockpath.Datagram) {
 		return
 	}
 	s.onReply(ep, f, false)
+}
+
+// replyID reads the request id of what may be the start of a GWIR frame
+// (a truncated reply: Parse would refuse it).
+func replyID(p []byte) (uint64, bool) {
+	if len(p) >= proto.HeaderLen && binary.BigEndian.Uint32(p) == proto.Magic && p[4] == proto.Version {
+		return binary.BigEndian.Uint64(p[8:16]), true
+	}
+	return 0, false
+}
+
+// replyOf is the Reply (and its error) of reply frame f, its payload
+// copied into buf.
+func replyOf(f proto.Frame, buf []byte) (Reply, error) {
+	r := Reply{Status: f.Status(), Payload: append(buf[:0], f.Payload()...)}
+	r.ServiceTime, _ = f.ServiceTime()
+	r.RetryAfter, _ = f.RetryAfter()
+	if f.Kind() == proto.KindResponse && r.Status != proto.StatusOK {
+		return r, &StatusError{Status: r.Status, Message: string(f.ErrorMessage())}
+	}
+	return r, nil
 }
 
 // isSealed reports whether err is Parse's verdict on a sealed frame.

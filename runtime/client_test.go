@@ -35,12 +35,25 @@ func runningLoops(want int) int {
 // testEngine starts an engine closed at cleanup.
 func testEngine(t testing.TB, opts ...EngineOption) *Engine {
 	t.Helper()
+	if strings.Contains(t.Name()+"/", "/"+loopPath+"/") {
+		opts = append([]EngineOption{WithCallerLanes(0)}, opts...)
+	}
 	e, err := NewEngine(opts...)
 	if err != nil {
 		t.Fatalf("NewEngine: %v", err)
 	}
 	t.Cleanup(func() { e.Close() })
 	return e
+}
+
+// Synchronous UDP calls take a caller lane when one is free, and go
+// through the loop otherwise: onBothPaths runs a test once each way, the
+// second as subtest "loop", where testEngine makes engines without lanes.
+const lanePath, loopPath = "lanes", "loop"
+
+func onBothPaths(t *testing.T, test func(t *testing.T)) {
+	t.Run(lanePath, test)
+	t.Run(loopPath, test)
 }
 
 // dialTest dials addr on an engine of the test's own.
@@ -73,7 +86,9 @@ func payloadFor(i int) []byte {
 	return protowire.AppendString(p, fmt.Sprintf("call %d", i))
 }
 
-func TestClientCall(t *testing.T) {
+func TestClientCall(t *testing.T) { onBothPaths(t, testClientCall) }
+
+func testClientCall(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
 	// A timeout far above any round trip: a retransmission below would be
 	// a bug, not a slow machine.
@@ -216,7 +231,9 @@ func pipeline(t *testing.T, c *Client, total, outstanding int) {
 	}
 }
 
-func TestClientDeadline(t *testing.T) {
+func TestClientDeadline(t *testing.T) { onBothPaths(t, testClientDeadline) }
+
+func testClientDeadline(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
 	c := dialTest(t, srv.addr.String(), WithRetransmission(5*time.Millisecond, 10*time.Millisecond, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -254,7 +271,9 @@ func TestClientDeadline(t *testing.T) {
 // TestClientRetransmit: the server drops the first two copies of every
 // request; calls still complete and the server saw three copies of each
 // request id.
-func TestClientRetransmit(t *testing.T) {
+func TestClientRetransmit(t *testing.T) { onBothPaths(t, testClientRetransmit) }
+
+func testClientRetransmit(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{dropFirst: 2})
 	c := dialTest(t, srv.addr.String(), WithRetransmission(2*time.Millisecond, 8*time.Millisecond, 0))
 	ctx := testContext(t)
@@ -286,7 +305,9 @@ func TestClientRetransmit(t *testing.T) {
 
 // TestClientNoReply: after maxAttempts copies the call fails with
 // ErrNoReply, and the server saw exactly that many copies.
-func TestClientNoReply(t *testing.T) {
+func TestClientNoReply(t *testing.T) { onBothPaths(t, testClientNoReply) }
+
+func testClientNoReply(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
 	c := dialTest(t, srv.addr.String(), WithRetransmission(time.Millisecond, 4*time.Millisecond, 3))
 	_, err := c.Call(testContext(t), methodSilent, nil, nil)
@@ -305,7 +326,9 @@ func TestClientNoReply(t *testing.T) {
 
 // TestClientDuplicateReplies: every reply arrives three times; each call
 // completes once and the extra copies are counted, not delivered.
-func TestClientDuplicateReplies(t *testing.T) {
+func TestClientDuplicateReplies(t *testing.T) { onBothPaths(t, testClientDuplicateReplies) }
+
+func testClientDuplicateReplies(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{duplicates: 2})
 	// A long timeout keeps retransmissions (which get three replies each
 	// too) rare; the count below allows for them anyway.
@@ -334,7 +357,9 @@ func TestClientDuplicateReplies(t *testing.T) {
 // methodBigLen is the payload methodBig answers with.
 const methodBigLen = 5000
 
-func TestClientReplyTooLarge(t *testing.T) {
+func TestClientReplyTooLarge(t *testing.T) { onBothPaths(t, testClientReplyTooLarge) }
+
+func testClientReplyTooLarge(t *testing.T) {
 	srv := startGWIRServer(t, serverConfig{})
 	small := testEngine(t, WithReceiveBuffers(16, 4096))
 	if _, err := dialOn(t, small, srv.addr.String()).Call(testContext(t), methodBig, nil, nil); !errors.Is(err, ErrReplyTooLarge) {
@@ -350,7 +375,9 @@ func TestClientReplyTooLarge(t *testing.T) {
 // TestClientConnRefused: nobody listens; the ICMP port unreachable that
 // the kernel answers ends the call at once with ECONNREFUSED, instead of
 // retransmitting until the last copy, and names the endpoint.
-func TestClientConnRefused(t *testing.T) {
+func TestClientConnRefused(t *testing.T) { onBothPaths(t, testClientConnRefused) }
+
+func testClientConnRefused(t *testing.T) {
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -544,7 +571,9 @@ func TestDialErrors(t *testing.T) {
 }
 
 // TestClientIPv6 calls over ::1.
-func TestClientIPv6(t *testing.T) {
+func TestClientIPv6(t *testing.T) { onBothPaths(t, testClientIPv6) }
+
+func testClientIPv6(t *testing.T) {
 	conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
 		t.Fatal(err)
@@ -606,7 +635,9 @@ func TestClientNamespaces(t *testing.T) {
 }
 
 // TestClientCallAllocs pins the steady-state allocations of a round trip.
-func TestClientCallAllocs(t *testing.T) {
+func TestClientCallAllocs(t *testing.T) { onBothPaths(t, testClientCallAllocs) }
+
+func testClientCallAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts do not hold under the race detector")
 	}
@@ -642,7 +673,9 @@ func TestClientCallAllocs(t *testing.T) {
 // TestLastSocketErrClears: a reply from an endpoint clears the socket
 // error it reported before, so that a later failure of a call to it
 // does not carry a stale LastSocketErr.
-func TestLastSocketErrClears(t *testing.T) {
+func TestLastSocketErrClears(t *testing.T) { onBothPaths(t, testLastSocketErrClears) }
+
+func testLastSocketErrClears(t *testing.T) {
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -677,7 +710,9 @@ func TestLastSocketErrClears(t *testing.T) {
 }
 
 // TestCallErrorText: a CallError counts its copies in the right number.
-func TestCallErrorText(t *testing.T) {
+func TestCallErrorText(t *testing.T) { onBothPaths(t, testCallErrorText) }
+
+func testCallErrorText(t *testing.T) {
 	for _, tc := range []struct {
 		attempts int
 		want     string

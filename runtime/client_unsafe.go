@@ -17,3 +17,18 @@ func sendto(fd int, p, name []byte) error {
 	}
 	return nil
 }
+
+// recvFrom reads one datagram into p (flags: MSG_DONTWAIT or 0) without
+// allocating: the peer's address is not asked for.
+func recvFrom(fd int, p []byte, flags int) (int, unix.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		uintptr(flags|unix.MSG_TRUNC), 0, 0)
+	return int(n), errno
+}
+
+// connectTo connects fd to the socket address name (struct sockaddr
+// bytes) without allocating.
+func connectTo(fd int, name []byte) unix.Errno {
+	_, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&name[0])), uintptr(len(name)))
+	return errno
+}

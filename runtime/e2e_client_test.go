@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -159,6 +160,66 @@ func TestXSKBackendLossWithClient(t *testing.T) {
 		c := clientIn(t, link.B.Host, srv, zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0))
 		callsSurviveLoss(t, c, maps)
 	})
+}
+
+// TestXSKBackendLossOnCallerLanes: 10,000 synchronous Calls from 4
+// goroutines through the lossy path, more callers than lanes: the calls on
+// the lanes retransmit on their callers' threads, the rest on the loop,
+// and every one completes with its sum.
+func TestXSKBackendLossOnCallerLanes(t *testing.T) {
+	link, srv, _ := xskPair(t, false, 1, zr.WithPinnedMaps())
+	maps := lossyMaps(t, link.A.Iface)
+	e := engineIn(t, link.B.Host, zr.WithCallerLanes(2))
+	var c *zr.Client
+	if err := link.B.Host.Do(func() (err error) {
+		c, err = zr.Dial("udp", srv.Addr().String(), zr.WithEngine(e),
+			zr.WithRetransmission(5*time.Millisecond, 100*time.Millisecond, 0), zr.WithMinRTO(time.Millisecond))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const callers, each = 4, 2500
+	errs := make(chan error, callers)
+	for g := range callers {
+		go func() {
+			for i := range each {
+				n := uint64(g*each + i)
+				r, err := c.Call(ctx, echo.SumMethod, sumPayload(n, 1), nil)
+				if err != nil {
+					errs <- fmt.Errorf("call %d failed under loss: %w", n, err)
+					return
+				}
+				if v, k := protowire.ConsumeVarint(r.Payload[1:]); k < 0 || v != n+1 {
+					errs <- fmt.Errorf("sum reply % x, want %d", r.Payload, n+1)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	cnt, err := maps.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cnt.LossDropped < callers*each/20 {
+		t.Fatalf("only %d requests dropped; the knob did not bite", cnt.LossDropped)
+	}
+	lanes := e.Stats().LaneCalls
+	if lanes == 0 {
+		t.Fatal("no call took a caller lane")
+	}
+	if st := c.Stats(); st.Retransmits == 0 || st.Replies != callers*each {
+		t.Errorf("stats %+v, want retransmissions and %d replies", st, callers*each)
+	}
+	t.Logf("%d calls (%d on lanes) completed through %d injected drops", callers*each, lanes, cnt.LossDropped)
 }
 
 // lossyMaps opens the pinned maps of the server on iface and turns the

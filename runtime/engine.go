@@ -36,6 +36,8 @@ type Engine struct {
 	endpoints map[tableKey]*endpoint
 	sealers   map[ClientSealer]*clientSealing // WithClientSealer's halves on this engine's loops
 	closed    bool
+
+	lanes callerLanes // synchronous calls on their callers' threads (client_lane.go)
 }
 
 // EngineOption configures NewEngine.
@@ -46,6 +48,7 @@ type engineConfig struct {
 	cores       []int
 	busyPoll    time.Duration
 	callerSpin  time.Duration
+	callerLanes int
 	idleTimeout time.Duration
 	recvBuffers int
 	maxReply    int
@@ -60,10 +63,11 @@ const (
 	defaultClientBusyPoll = 0
 	defaultRecvBuffers    = 1024
 	defaultMaxReply       = 8192
+	defaultCallerLanes    = 2
 )
 
 func defaultEngineConfig() engineConfig {
-	return engineConfig{loops: 1, busyPoll: defaultClientBusyPoll, idleTimeout: 100 * time.Millisecond,
+	return engineConfig{loops: 1, busyPoll: defaultClientBusyPoll, callerLanes: defaultCallerLanes, callerSpin: -1, idleTimeout: 100 * time.Millisecond,
 		recvBuffers: defaultRecvBuffers, maxReply: defaultMaxReply, logger: slog.Default()}
 }
 
@@ -110,13 +114,38 @@ func WithClientBusyPoll(window time.Duration) EngineOption {
 	}
 }
 
+// WithCallerLanes sets how many synchronous UDP calls per address family
+// may run at once on their callers' own threads (default 2; 0: none, every
+// call goes through a loop). Such a call — Call or Ping of a Client from
+// Dial, without interceptors or a sealer — takes a free caller lane (a
+// socket of the engine), writes its request and blocks in read(2) until
+// the reply, with the same retransmission, DEADLINE and ATTEMPT as on the
+// loop: the kernel wakes the caller directly, with no handoff to the
+// loop's thread and back. A caller blocked there holds an OS thread,
+// hence the small bound; a call that finds no lane free goes through the
+// loop. A lane's caller notices a cancelled context or a closed Client
+// within 2 ms.
+func WithCallerLanes(n int) EngineOption {
+	return func(c *engineConfig) error {
+		if n < 0 || n > 64 {
+			return fmt.Errorf("runtime: WithCallerLanes(%d): want 0..64", n)
+		}
+		c.callerLanes = n
+		return nil
+	}
+}
+
 // WithCallerSpin makes a synchronous Call poll for its completion for up
-// to window before it blocks (default 0: block at once). A goroutine the
-// loop wakes through a channel must wait for the Go scheduler to give it a
+// to window before it blocks (0: block at once): through the loop it
+// polls its channel, on a caller lane the socket. By default a call
+// through the loop blocks at once, and one on a caller lane spins for
+// twice the endpoint's smoothed RTT, at most 50 µs (autoSpin). A goroutine the loop
+// wakes through a channel must wait for the Go scheduler to give it a
 // processor, which on an idle core of a VM means waking that core
-// (measured here at tens of µs, more than a round trip); a caller still
-// running sees its reply at once, at the cost of spinning a core — worth
-// it only where a core is free for it.
+// (measured here at tens of µs, more than a round trip), and a thread
+// blocked in read(2) must be woken by the kernel; a caller still running
+// sees its reply at once, at the cost of spinning a core — worth it only
+// where a core is free for it.
 func WithCallerSpin(window time.Duration) EngineOption {
 	return func(c *engineConfig) error {
 		if window < 0 {
@@ -216,6 +245,9 @@ func NewEngine(opts ...EngineOption) (*Engine, error) {
 		return nil, fmt.Errorf("runtime: WithClientCores gives %d cores for %d loops", len(cfg.cores), cfg.loops)
 	}
 	e := &Engine{cfg: cfg, endpoints: map[tableKey]*endpoint{}}
+	if err := e.lanes.open(cfg.callerLanes, cfg.maxReply); err != nil {
+		return nil, err
+	}
 	e.pool = engine.NewPool(nil, 0, 1)
 	warn := engine.NewWarnings(cfg.logger)
 	for i := 0; i < cfg.loops; i++ {
@@ -249,6 +281,7 @@ func (e *Engine) Close() error {
 	}
 	e.closed = true
 	e.mu.Unlock()
+	e.lanes.close()
 	for _, cl := range e.loops {
 		cl.close()
 	}
@@ -271,12 +304,15 @@ type EngineStats struct {
 	// waiting. Undelivered counts those still undelivered when the engine
 	// (or the Client) closed: they were dropped, never blocking the loop.
 	Delayed, Undelivered uint64
+	// LaneCalls counts the calls that ran on their callers' threads (see
+	// WithCallerLanes) rather than through a loop.
+	LaneCalls uint64
 }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() EngineStats {
 	e.mu.Lock()
-	st := EngineStats{Endpoints: len(e.endpoints)}
+	st := EngineStats{Endpoints: len(e.endpoints), LaneCalls: e.lanes.calls.Load()}
 	e.mu.Unlock()
 	for _, cl := range e.loops {
 		st.Delayed += cl.delayed.Load()

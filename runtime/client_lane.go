@@ -1,0 +1,387 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zerohop/zerohop/internal/leak"
+	"github.com/zerohop/zerohop/proto"
+	"github.com/zerohop/zerohop/runtime/internal/engine"
+	"github.com/zerohop/zerohop/runtime/internal/sockpath"
+	"golang.org/x/sys/unix"
+)
+
+// A caller lane is a UDP socket of the engine on which a synchronous Call
+// runs from start to end on its caller's own thread: the caller writes the
+// request and blocks in read(2) until the reply (or its retransmission
+// timeout) comes. The loop is not involved, so a lone caller pays no
+// handoff to the loop's locked thread and none back — the two goroutine
+// wakeups that made one outstanding call through the loop about twice as
+// slow as a plain net.UDPConn (whose reply wakes the reader through the
+// netpoller). The kernel wakes the blocked thread directly.
+//
+// Lanes are few (WithCallerLanes, default 2 per address family) because a
+// caller blocked in read holds an OS thread: a Call that finds none free
+// goes through the loop as before, so the thread count stays bounded
+// whatever the number of callers. A lane is connected to the endpoint of
+// its last call (connect(2) again only when the next call is for another
+// one), so the kernel delivers it only that server's datagrams and
+// reports an ICMP port unreachable as ECONNREFUSED on the read.
+type callerLane struct {
+	fd   int
+	peer *endpoint // whom fd is connected to (nil: nobody yet)
+	buf  []byte    // one datagram, a byte more than the largest reply
+	// timeout is the SO_RCVTIMEO set on fd now, so that it is set again
+	// only when a wait wants another.
+	timeout time.Duration
+}
+
+// laneSlice bounds one blocking read: a lane's caller looks at its
+// context, its Client and its engine at least this often, which is how
+// soon Call returns once its context is cancelled or the Client closed,
+// and how long Engine.Close may wait for a lane to come back.
+const laneSlice = 2 * time.Millisecond
+
+// laneTimeoutStep rounds a read's timeout up so that consecutive waits
+// mostly want the same SO_RCVTIMEO and the setsockopt is skipped.
+const laneTimeoutStep = 250 * time.Microsecond
+
+// callerLanes are an engine's lanes: a free list per address family.
+type callerLanes struct {
+	mu     sync.Mutex
+	free4  []*callerLane
+	free6  []*callerLane
+	all    []*callerLane
+	closed atomic.Bool
+	busy   sync.WaitGroup
+	calls  atomic.Uint64 // calls that ran on a lane
+}
+
+// open makes n lanes per family. It runs in NewEngine, on the thread that
+// makes the engine: a socket lives in the network namespace it was made
+// in. A family the host does not have gets no lanes.
+func (ls *callerLanes) open(n, maxReply int) error {
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		for i := 0; i < n; i++ {
+			fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+			if err != nil {
+				if family == unix.AF_INET6 && errors.Is(err, unix.EAFNOSUPPORT) {
+					break
+				}
+				ls.close()
+				return fmt.Errorf("runtime: caller lane socket: %w", err)
+			}
+			leak.Track(fd)
+			ln := &callerLane{fd: fd, buf: make([]byte, maxReply+1)}
+			ls.all = append(ls.all, ln)
+			if family == unix.AF_INET {
+				ls.free4 = append(ls.free4, ln)
+			} else {
+				ls.free6 = append(ls.free6, ln)
+			}
+		}
+	}
+	return nil
+}
+
+// take returns a free lane for ep, preferably one connected to it already,
+// or nil when none is free.
+func (ls *callerLanes) take(ep *endpoint) *callerLane {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	free := &ls.free4
+	if !ep.key.addr.Addr().Is4() {
+		free = &ls.free6
+	}
+	n := len(*free)
+	if ls.closed.Load() || n == 0 {
+		return nil
+	}
+	pick := n - 1
+	for i, ln := range *free {
+		if ln.peer == ep {
+			pick = i
+			break
+		}
+	}
+	ln := (*free)[pick]
+	(*free)[pick] = (*free)[n-1]
+	*free = (*free)[:n-1]
+	ls.busy.Add(1)
+	return ln
+}
+
+func (ls *callerLanes) put(ln *callerLane, ep *endpoint) {
+	ls.mu.Lock()
+	if ep.key.addr.Addr().Is4() {
+		ls.free4 = append(ls.free4, ln)
+	} else {
+		ls.free6 = append(ls.free6, ln)
+	}
+	ls.mu.Unlock()
+	ls.busy.Done()
+}
+
+// close waits for the lanes in use to come back (each within laneSlice of
+// the engine's closing) and closes every socket.
+func (ls *callerLanes) close() {
+	ls.mu.Lock()
+	ls.closed.Store(true)
+	ls.mu.Unlock()
+	ls.busy.Wait()
+	for _, ln := range ls.all {
+		sockpath.CloseFd(&ln.fd)
+	}
+	ls.all, ls.free4, ls.free6 = nil, nil, nil
+}
+
+// connect points the lane at ep. Datagrams still queued from the previous
+// endpoint are late replies of its calls: they are read off and counted
+// as its duplicates, so that they are not taken for ep's.
+func (ln *callerLane) connect(ep *endpoint) error {
+	if ln.peer == ep {
+		return nil
+	}
+	if errno := connectTo(ln.fd, ep.name); errno != 0 {
+		ln.peer = nil
+		return errno
+	}
+	if old := ln.peer; old != nil {
+		ln.drain(old)
+	}
+	ln.peer = ep
+	return nil
+}
+
+// drain reads the datagrams queued on the lane, late copies of replies
+// from ep, and counts them as ep's duplicates.
+func (ln *callerLane) drain(ep *endpoint) {
+	for {
+		if _, errno := recvFrom(ln.fd, ln.buf, unix.MSG_DONTWAIT); errno == unix.EAGAIN || errno == unix.EINTR {
+			return
+		} else if errno == 0 {
+			ep.duplicates.Add(1)
+		}
+	}
+}
+
+// drainIdle drains the free lanes connected to ep: a lane reads only
+// while a call runs on it, so the late copies of its last call's reply
+// wait there, uncounted, until its next call — or until Stats asks.
+func (ls *callerLanes) drainIdle(ep *endpoint) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, free := range [][]*callerLane{ls.free4, ls.free6} {
+		for _, ln := range free {
+			if ln.peer == ep {
+				ln.drain(ep)
+			}
+		}
+	}
+}
+
+// setTimeout makes the next blocking read on the lane wait at most d
+// (rounded up to laneTimeoutStep, at most laneSlice).
+func (ln *callerLane) setTimeout(d time.Duration) error {
+	d = min((d+laneTimeoutStep-1)/laneTimeoutStep*laneTimeoutStep, laneSlice)
+	d = max(d, laneTimeoutStep)
+	if d == ln.timeout {
+		return nil
+	}
+	tv := unix.NsecToTimeval(int64(d))
+	if err := unix.SetsockoptTimeval(ln.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	ln.timeout = d
+	return nil
+}
+
+// autoSpin is how long a lane's caller polls for its reply before it
+// blocks when WithCallerSpin did not say: twice the endpoint's smoothed
+// RTT, at most maxAutoSpin, none before the first sample. A reply that
+// comes within it costs no sleep and no wakeup of an idle core — on a VM
+// the larger part of a short round trip: measured here, one call's p50
+// went from about 0.9× a net.UDPConn client's to about 0.6× (see
+// BenchmarkClientEngine) — and a caller waiting on a slower server spins
+// for at most a couple of its own round trips, never more than 50 µs.
+func autoSpin(ep *endpoint) time.Duration {
+	return min(time.Duration(2*ep.srttNs.Load()), maxAutoSpin)
+}
+
+const maxAutoSpin = 50 * time.Microsecond
+
+// laneEligible reports whether a synchronous call can run on a caller
+// lane: a UDP call of a Client from Dial, in the clear, without
+// interceptors (their per-attempt hooks and a DialService's failover live
+// on the loop).
+func (c *Client) laneEligible() bool {
+	return c.svc == nil && c.seal == nil && len(c.cfg.interceptors) == 0 && !c.ep.key.tcp && c.eng.cfg.callerLanes > 0
+}
+
+// laneCall runs a prepared call on lane ln from start to end: it sends
+// the copies (the retransmission timeouts and ATTEMPT/DEADLINE as on the
+// loop), reads the reply, keeps the endpoint's counters and RTT estimate,
+// and returns the result as Call does. The call is the caller's
+// throughout.
+func (c *Client) laneCall(ctx context.Context, call *Call, ln *callerLane) (Reply, error) {
+	ep := call.ep
+	defer c.eng.lanes.put(ln, ep)
+	if c.closed.Load() {
+		return Reply{}, ErrClientClosed
+	}
+	c.eng.lanes.calls.Add(1)
+	if err := ln.connect(ep); err != nil {
+		ep.noteSocketError(err)
+		return Reply{}, c.callError(call.Method, 0, fmt.Errorf("connect: %w", err))
+	}
+	ep.requests.Add(1)
+	ep.inflight.Add(1)
+	defer ep.inflight.Add(-1)
+	cancellable := ctx.Done() != nil
+	rto := ep.rto(&c.cfg)
+	spin := c.eng.cfg.callerSpin
+	if spin < 0 {
+		spin = autoSpin(ep)
+	}
+	for {
+		var left time.Duration
+		if !call.deadline.IsZero() {
+			if left = time.Until(call.deadline); left <= 0 {
+				return Reply{}, c.callErrorOn(call, errDeadline)
+			}
+			call.frame.SetDeadline(left)
+		}
+		call.attempts++
+		if call.attempts > 1 {
+			call.frame.SetAttempt(uint8(min(call.attempts-1, 255)))
+		}
+		sent := engine.Mono()
+		if _, err := unix.Write(ln.fd, call.frame); err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EAGAIN) {
+			// A refusal the socket holds from an earlier copy (ICMP), or
+			// one of the send itself; ENOBUFS/EAGAIN lose just this copy.
+			ep.noteSocketError(err)
+			return Reply{}, c.callErrorOn(call, err)
+		}
+		if call.oneway {
+			return Reply{}, nil
+		}
+		due := sent + rto
+		if left > 0 {
+			due = min(due, sent+int64(left)+1)
+		}
+		f, err, resend := c.laneWait(ctx, call, ln, due, sent, cancellable, &spin)
+		switch {
+		case err != nil:
+			return Reply{}, err
+		case resend:
+			ep.retransmits.Add(1)
+			continue
+		case f != nil:
+			return replyOf(f, call.buf)
+		}
+		// The retransmission timeout passed without a reply.
+		if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
+			return Reply{}, c.callErrorOn(call, errDeadline)
+		}
+		if limit := c.cfg.maxAttempts; limit > 0 && call.attempts >= limit {
+			ep.timeouts.Add(1)
+			return Reply{}, c.callErrorOn(call, ErrNoReply)
+		}
+		rto = min(rto*2, int64(c.cfg.maxRTO))
+		ep.retransmits.Add(1)
+	}
+}
+
+// laneWait reads the lane until the reply to call comes (f), until due
+// (all nil: retransmit, or give up), or until the call must end (err). A
+// BAD_FRAME to the extension block strips the block and asks for a resend
+// at once. It spins on non-blocking reads for the first *spin of the call
+// (WithCallerSpin), then blocks in slices of at most laneSlice.
+func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, sent int64, cancellable bool, spin *time.Duration) (f proto.Frame, err error, resend bool) {
+	ep := call.ep
+	spinUntil := int64(0)
+	if *spin > 0 {
+		spinUntil = sent + int64(*spin)
+	}
+	for {
+		now := engine.Mono()
+		if c.closed.Load() || c.eng.lanes.closed.Load() {
+			return nil, ErrClientClosed, false
+		}
+		if cancellable {
+			if err := ctx.Err(); err != nil {
+				return nil, c.callErrorOn(call, err), false
+			}
+		}
+		if now >= due {
+			return nil, nil, false
+		}
+		flags := 0
+		if now < spinUntil {
+			flags = unix.MSG_DONTWAIT
+		} else {
+			*spin = 0 // spun once for this call: block from now on
+			if err := ln.setTimeout(time.Duration(due - now)); err != nil {
+				return nil, c.callErrorOn(call, fmt.Errorf("SO_RCVTIMEO: %w", err)), false
+			}
+		}
+		n, errno := recvFrom(ln.fd, ln.buf, flags)
+		switch errno {
+		case 0:
+		case unix.EAGAIN, unix.EINTR:
+			continue // the slice (or a spin's poll) ended empty
+		default:
+			ep.noteSocketError(errno)
+			if errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH {
+				// The server's port (or host) is not there: end the call
+				// now rather than retransmitting for seconds.
+				return nil, c.callErrorOn(call, errno), false
+			}
+			continue
+		}
+		if n > len(ln.buf)-1 {
+			ep.tooLarge.Add(1)
+			if id, ok := replyID(ln.buf); ok && id == call.id {
+				return nil, c.callErrorOn(call, fmt.Errorf("%w: room for %d bytes (see WithReceiveBuffers)",
+					ErrReplyTooLarge, len(ln.buf)-1)), false
+			}
+			continue
+		}
+		r, perr := proto.Parse(ln.buf[:n])
+		if perr != nil {
+			ep.malformed.Add(1)
+			continue
+		}
+		if r.RequestID() != call.id {
+			ep.duplicates.Add(1) // a late copy's reply of an earlier call
+			continue
+		}
+		want := proto.KindResponse
+		if call.kind == proto.KindPing {
+			want = proto.KindPong
+		}
+		if r.Kind() != want {
+			ep.malformed.Add(1)
+			continue
+		}
+		if ep.lastSocketErr.Load() != nil {
+			ep.lastSocketErr.Store(nil) // it answers: see onReply
+		}
+		if r.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped {
+			ep.noExt.Store(true) // an old server: see onReply
+			if stripped, err := proto.StripExt(call.frame, call.frame); err == nil {
+				call.frame, call.stripped = stripped, true
+				return nil, nil, true
+			}
+		}
+		ep.replies.Add(1)
+		if call.attempts == 1 && !call.stripped {
+			ep.sample(engine.Mono() - sent) // Karn: only copies that were never resent
+		}
+		return r, nil, false
+	}
+}
