@@ -214,8 +214,10 @@ func (c *Client) RemoteAddr() netip.AddrPort {
 	return c.ep.key.addr
 }
 
-// LocalAddr returns the address of the engine's socket that calls the
-// server (the zero value for a Client from DialService).
+// LocalAddr returns the address of the engine loop's socket that calls
+// the server (the zero value for a Client from DialService). A
+// synchronous call on a caller lane (WithCallerLanes) goes from that
+// lane's own port instead.
 func (c *Client) LocalAddr() netip.AddrPort {
 	if c.ep == nil {
 		return netip.AddrPort{}
@@ -223,7 +225,9 @@ func (c *Client) LocalAddr() netip.AddrPort {
 	return *c.ep.loop.local(c.ep)
 }
 
-// Stats returns the counters of the Client's endpoint; for a Client from
+// Stats returns the counters of the Client's endpoint (first reading the
+// late reply copies queued on idle caller lanes, so that they count as
+// Duplicates); for a Client from
 // DialService, the sums over the service's endpoints now (SRTT and RTTVar
 // are then the largest).
 func (c *Client) Stats() ClientStats {

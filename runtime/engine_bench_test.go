@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	goruntime "runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +23,8 @@ import (
 // to core 0, busy polling) between two namespaces, in one run:
 //
 //   - seq: one call outstanding; net.UDPConn does write+read per call,
-//     the engine Call (and Call with WithCallerSpin);
+//     the engine Call (on a caller lane, by default, and through the loop
+//     with WithCallerLanes(0)), and both with a fixed WithCallerSpin;
 //
 //   - 64: 64 calls outstanding; net.UDPConn from 64 goroutines each with
 //     its own socket, the engine from one goroutine with Go.
@@ -58,7 +60,10 @@ func BenchmarkClientEngine(b *testing.B) {
 		{"engine-nolanes+spin", []zr.EngineOption{zr.WithCallerLanes(0), zr.WithCallerSpin(200 * time.Microsecond)}},
 	} {
 		b.Run("seq/"+mode.name, func(b *testing.B) {
-			pinCaller(b)
+			if !strings.Contains(mode.name, "nolanes") {
+				// Through the loop, the caller would share the loop's core.
+				pinCaller(b)
+			}
 			c, err := zr.Dial("udp", addr.String(), zr.WithEngine(engineIn(b, link.B.Host, mode.opts...)))
 			if err != nil {
 				b.Fatal(err)
