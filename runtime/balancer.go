@@ -42,7 +42,7 @@ func (sc *SubConn) Endpoint() Endpoint {
 }
 
 // InFlight is the number of calls waiting for the endpoint's reply now.
-func (sc *SubConn) InFlight() int64 { return sc.ep.inflight.Load() }
+func (sc *SubConn) InFlight() int64 { return sc.ep.inflight.Load() + sc.ep.laneInflight.Load() }
 
 // SRTT is the endpoint's smoothed round-trip time (0 before the first
 // sample).

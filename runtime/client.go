@@ -274,7 +274,8 @@ func (c *Client) Endpoints() []*SubConn {
 // why no reply came: the context's error (Call returns as soon as ctx is
 // done), ErrNoReply after the last copy, ErrReplyTooLarge, the socket
 // error that ended it (ECONNREFUSED: the server's port is closed), or an
-// interceptor's refusal.
+// interceptor's refusal. (A call on a caller lane, see WithCallerLanes,
+// notices its context within 2 ms.)
 func (c *Client) Call(ctx context.Context, method string, payload, buf []byte) (Reply, error) {
 	return c.roundTrip(ctx, proto.KindRequest, method, payload, buf)
 }
@@ -312,10 +313,11 @@ func (c *Client) roundTripFlags(ctx context.Context, kind proto.Kind, oneway boo
 	}
 	if c.laneEligible() {
 		if ln := c.eng.lanes.take(call.ep); ln != nil {
-			reply, err := c.laneCall(ctx, call, ln)
-			call.endTrace(reply.Status, err)
-			c.putCall(call)
-			return reply, err
+			if reply, err, taken := c.laneCall(ctx, call, ln); taken {
+				call.endTrace(reply.Status, err)
+				c.putCall(call)
+				return reply, err
+			}
 		}
 	}
 	// Read before start: from then on the loop owns the call (and may move

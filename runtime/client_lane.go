@@ -76,6 +76,17 @@ func (ls *callerLanes) open(n, maxReply int) error {
 				return fmt.Errorf("runtime: caller lane socket: %w", err)
 			}
 			leak.Track(fd)
+			// Host and network unreachable ICMPs reach a connected socket
+			// only with IP_RECVERR, as on the loop's sockets.
+			level, opt := unix.IPPROTO_IP, unix.IP_RECVERR
+			if family == unix.AF_INET6 {
+				level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVERR
+			}
+			if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+				sockpath.CloseFd(&fd)
+				ls.close()
+				return fmt.Errorf("runtime: caller lane socket: RECVERR: %w", err)
+			}
 			ln := &callerLane{fd: fd, buf: make([]byte, maxReply+1)}
 			ls.all = append(ls.all, ln)
 			if family == unix.AF_INET {
@@ -133,6 +144,8 @@ func (ls *callerLanes) close() {
 	ls.closed.Store(true)
 	ls.mu.Unlock()
 	ls.busy.Wait()
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	for _, ln := range ls.all {
 		sockpath.CloseFd(&ln.fd)
 	}
@@ -147,8 +160,7 @@ func (ln *callerLane) connect(ep *endpoint) error {
 		return nil
 	}
 	if errno := connectTo(ln.fd, ep.name); errno != 0 {
-		ln.peer = nil
-		return errno
+		return errno // still connected to ln.peer, if anyone
 	}
 	if old := ln.peer; old != nil {
 		ln.drain(old)
@@ -158,15 +170,36 @@ func (ln *callerLane) connect(ep *endpoint) error {
 }
 
 // drain reads the datagrams queued on the lane, late copies of replies
-// from ep, and counts them as ep's duplicates.
+// from ep, and counts them as ep's duplicates; an error the socket held
+// (an ICMP for an earlier copy) is read with them and dropped.
 func (ln *callerLane) drain(ep *endpoint) {
-	for {
-		if _, errno := recvFrom(ln.fd, ln.buf, unix.MSG_DONTWAIT); errno == unix.EAGAIN || errno == unix.EINTR {
-			return
-		} else if errno == 0 {
+	for range 1024 {
+		_, errno := recvFrom(ln.fd, ln.buf, unix.MSG_DONTWAIT)
+		switch {
+		case errno == 0:
 			ep.duplicates.Add(1)
+		case isUnreachable(errno):
+			ln.dropErrors()
+		case errno != unix.EINTR:
+			return // EAGAIN: empty
 		}
 	}
+}
+
+// dropErrors empties the lane's error queue (IP_RECVERR keeps each ICMP
+// there, beside the error it reports once on the socket).
+func (ln *callerLane) dropErrors() {
+	for range 64 {
+		if _, errno := recvFrom(ln.fd, ln.buf, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT); errno != 0 && errno != unix.EINTR {
+			return
+		}
+	}
+}
+
+// isUnreachable reports whether errno is what an ICMP error makes of a
+// socket operation: the server's port or host is not there.
+func isUnreachable(errno unix.Errno) bool {
+	return errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH
 }
 
 // drainIdle drains the free lanes connected to ep: a lane reads only
@@ -175,12 +208,32 @@ func (ln *callerLane) drain(ep *endpoint) {
 func (ls *callerLanes) drainIdle(ep *endpoint) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	if ls.closed.Load() {
+		return // the sockets are being closed, or are
+	}
 	for _, free := range [][]*callerLane{ls.free4, ls.free6} {
 		for _, ln := range free {
 			if ln.peer == ep {
 				ln.drain(ep)
 			}
 		}
+	}
+}
+
+// send writes one copy. An ICMP error for an earlier copy (of this call or
+// of an earlier one on the lane) may be pending on the socket and fail the
+// write; the write took it, so it is dropped and the copy written again.
+func (ln *callerLane) send(frame []byte) unix.Errno {
+	for try := 0; ; try++ {
+		errno := sendTo(ln.fd, frame)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case isUnreachable(errno) && try == 0:
+			ln.dropErrors()
+			continue
+		}
+		return errno
 	}
 }
 
@@ -226,21 +279,30 @@ func (c *Client) laneEligible() bool {
 // the copies (the retransmission timeouts and ATTEMPT/DEADLINE as on the
 // loop), reads the reply, keeps the endpoint's counters and RTT estimate,
 // and returns the result as Call does. The call is the caller's
-// throughout.
-func (c *Client) laneCall(ctx context.Context, call *Call, ln *callerLane) (Reply, error) {
+// throughout. taken is false when the lane could not be pointed at the
+// endpoint (connect(2) failed: no route, say): nothing was sent, and the
+// call goes through the loop, whose sockets handle that as they do.
+func (c *Client) laneCall(ctx context.Context, call *Call, ln *callerLane) (reply Reply, err error, taken bool) {
 	ep := call.ep
 	defer c.eng.lanes.put(ln, ep)
 	if c.closed.Load() {
-		return Reply{}, ErrClientClosed
+		return Reply{}, ErrClientClosed, true
+	}
+	if ln.connect(ep) != nil {
+		return Reply{}, nil, false
 	}
 	c.eng.lanes.calls.Add(1)
-	if err := ln.connect(ep); err != nil {
-		ep.noteSocketError(err)
-		return Reply{}, c.callError(call.Method, 0, fmt.Errorf("connect: %w", err))
-	}
 	ep.requests.Add(1)
-	ep.inflight.Add(1)
-	defer ep.inflight.Add(-1)
+	// Counted apart from the loop's calls: the loop lets go of a
+	// forgotten endpoint when its own last call ends.
+	ep.laneInflight.Add(1)
+	defer ep.laneInflight.Add(-1)
+	reply, err = c.laneRun(ctx, call, ln)
+	return reply, err, true
+}
+
+func (c *Client) laneRun(ctx context.Context, call *Call, ln *callerLane) (Reply, error) {
+	ep := call.ep
 	cancellable := ctx.Done() != nil
 	rto := ep.rto(&c.cfg)
 	spin := c.eng.cfg.callerSpin
@@ -260,11 +322,13 @@ func (c *Client) laneCall(ctx context.Context, call *Call, ln *callerLane) (Repl
 			call.frame.SetAttempt(uint8(min(call.attempts-1, 255)))
 		}
 		sent := engine.Mono()
-		if _, err := unix.Write(ln.fd, call.frame); err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EAGAIN) {
-			// A refusal the socket holds from an earlier copy (ICMP), or
-			// one of the send itself; ENOBUFS/EAGAIN lose just this copy.
-			ep.noteSocketError(err)
-			return Reply{}, c.callErrorOn(call, err)
+		if errno := ln.send(call.frame); errno != 0 {
+			// Lost, as a send the loop's kernel refused: noted, and the
+			// retransmission timer carries on.
+			ep.noteSocketError(errno)
+			if call.oneway {
+				return Reply{}, c.callErrorOn(call, errno)
+			}
 		}
 		if call.oneway {
 			return Reply{}, nil
@@ -336,9 +400,10 @@ func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, 
 			continue // the slice (or a spin's poll) ended empty
 		default:
 			ep.noteSocketError(errno)
-			if errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH {
+			if isUnreachable(errno) {
 				// The server's port (or host) is not there: end the call
 				// now rather than retransmitting for seconds.
+				ln.dropErrors()
 				return nil, c.callErrorOn(call, errno), false
 			}
 			continue

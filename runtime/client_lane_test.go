@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -180,4 +181,106 @@ func TestLanesAndLoopTogether(t *testing.T) {
 		t.Errorf("%d lane calls of %d", got, callers*each)
 	}
 	t.Logf("%d of %d calls on lanes", e.Stats().LaneCalls, callers*each)
+}
+
+// TestStaleRefusalDoesNotFailTheNextCall: oneway requests to a closed port
+// leave an ICMP port unreachable pending on the socket they went from; a
+// server then opens the port, and the next call to it completes.
+func TestStaleRefusalDoesNotFailTheNextCall(t *testing.T) { onBothPaths(t, testStaleRefusal) }
+
+func testStaleRefusal(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := conn.LocalAddr().(*net.UDPAddr)
+	conn.Close()
+	c := dialOn(t, testEngine(t, WithCallerLanes(1)), addr.String())
+	ctx := testContext(t)
+	for range 3 {
+		c.Oneway(ctx, methodEcho, nil) // refused or not: the ICMP is what matters
+	}
+	if conn, err = net.ListenUDP("udp4", addr); err != nil {
+		t.Fatal(err)
+	}
+	serveGWIR(t, conn, serverConfig{})
+	if _, err := c.Call(ctx, methodEcho, nil, nil); err != nil {
+		t.Errorf("call to a live server: %v", err)
+	}
+}
+
+// TestStatsDuringEngineClose: Stats of a Client whose engine is closing
+// neither hangs nor holds up the engine's calls.
+func TestStatsDuringEngineClose(t *testing.T) {
+	srv := startGWIRServer(t, serverConfig{})
+	for round := range 20 {
+		e := testEngine(t)
+		c := dialOn(t, e, srv.addr.String())
+		if _, err := c.Call(testContext(t), methodEcho, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					c.Stats()
+				}
+			}
+		}()
+		e.Close()
+		close(stop)
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Stats hangs after Engine.Close", round)
+		}
+		if _, err := c.Call(testContext(t), methodEcho, nil, nil); !errors.Is(err, ErrClientClosed) {
+			t.Fatalf("round %d: call on a closed engine: %v", round, err)
+		}
+	}
+}
+
+// TestForgetDuringLaneCall: a Client closed while its call runs on a lane
+// lets the loop forget its endpoint (which a call through the loop made
+// the loop know).
+func TestForgetDuringLaneCall(t *testing.T) {
+	srv := startGWIRServer(t, serverConfig{})
+	e := testEngine(t, WithCallerLanes(1))
+	c := dialOn(t, e, srv.addr.String())
+	ctx := testContext(t)
+	call := <-c.Go(ctx, methodEcho, nil, nil, nil).Done
+	if call.Err != nil {
+		t.Fatal(call.Err)
+	}
+	call.Release()
+	if n := e.loops[0].addrs.Load(); n != 1 {
+		t.Fatalf("the loop knows %d addresses, want 1", n)
+	}
+	copies := srv.totalCopies()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx, methodSilent, nil, nil)
+		errs <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); srv.totalCopies() == copies && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if st := c.Stats(); st.InFlight != 1 || e.Stats().LaneCalls != 1 {
+		t.Fatalf("the silent call is not in flight on a lane: %+v, %+v", st, e.Stats())
+	}
+	c.Close()
+	if err := <-errs; !errors.Is(err, ErrClientClosed) {
+		t.Errorf("lane call ended with %v, want ErrClientClosed", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); e.loops[0].addrs.Load() != 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := e.loops[0].addrs.Load(); n != 0 {
+		t.Errorf("the loop still holds %d addresses after the Client closed", n)
+	}
 }

@@ -20,17 +20,23 @@ import (
 )
 
 // endpoint is one server in an engine's table: its address, its
-// round-trip estimate and counters. The loop that owns it writes the
-// estimate and most counters; anyone may read them.
+// round-trip estimate and counters. The loop that owns it and the callers
+// on caller lanes write the estimate and the counters; anyone may read
+// them.
 type endpoint struct {
 	key  endpointKey
 	loop *clientLoop
 	refs int // Clients using it, under Engine.mu
 
-	noExt         atomic.Bool // the server answered BAD_FRAME to an extension block
-	srttNs        atomic.Int64
-	rttvarNs      atomic.Int64
-	inflight      atomic.Int64
+	noExt atomic.Bool // the server answered BAD_FRAME to an extension block
+	// rttMu orders the samples of the loop and of caller lanes (sample
+	// reads and writes both halves of the estimate).
+	rttMu    sync.Mutex
+	srttNs   atomic.Int64
+	rttvarNs atomic.Int64
+	inflight atomic.Int64 // the loop's calls
+	// laneInflight counts the calls on caller lanes (client_lane.go).
+	laneInflight  atomic.Int64
 	lastSocketErr atomic.Pointer[error]
 	requests      atomic.Uint64
 	retransmits   atomic.Uint64
@@ -81,7 +87,7 @@ func (ep *endpoint) stats() ClientStats {
 	return ClientStats{
 		Requests: ep.requests.Load(), Retransmits: ep.retransmits.Load(), Replies: ep.replies.Load(),
 		Duplicates: ep.duplicates.Load(), Malformed: ep.malformed.Load(), TooLarge: ep.tooLarge.Load(),
-		SocketErrs: ep.socketErrs.Load(), Timeouts: ep.timeouts.Load(), InFlight: ep.inflight.Load(),
+		SocketErrs: ep.socketErrs.Load(), Timeouts: ep.timeouts.Load(), InFlight: ep.inflight.Load() + ep.laneInflight.Load(),
 		Unsealed: ep.unsealed.Load(), Unopened: ep.unopened.Load(),
 		SRTT: time.Duration(ep.srttNs.Load()), RTTVar: time.Duration(ep.rttvarNs.Load()),
 	}
@@ -91,6 +97,8 @@ func (ep *endpoint) stats() ClientStats {
 // first sample sets SRTT = R, RTTVAR = R/2; then RTTVAR ← ¾·RTTVAR +
 // ¼·|SRTT − R| and SRTT ← ⅞·SRTT + ⅛·R).
 func (ep *endpoint) sample(rttNs int64) {
+	ep.rttMu.Lock()
+	defer ep.rttMu.Unlock()
 	srtt := ep.srttNs.Load()
 	if srtt == 0 {
 		ep.srttNs.Store(rttNs)

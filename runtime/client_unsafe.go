@@ -26,6 +26,13 @@ func recvFrom(fd int, p []byte, flags int) (int, unix.Errno) {
 	return int(n), errno
 }
 
+// sendTo writes p on the connected socket fd without blocking.
+func sendTo(fd int, p []byte) unix.Errno {
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		unix.MSG_DONTWAIT, 0, 0)
+	return errno
+}
+
 // connectTo connects fd to the socket address name (struct sockaddr
 // bytes) without allocating.
 func connectTo(fd int, name []byte) unix.Errno {
