@@ -16,8 +16,10 @@ import (
 // Client calls one GWIR server. It is a handle on an Engine (the
 // process's default engine unless WithEngine says otherwise): calls go
 // through the engine's loop that owns the server's endpoint, which sends
-// them from the engine's sockets and matches the replies. Creating a
-// Client costs no thread and no socket. It is safe for concurrent use.
+// them from the engine's sockets and matches the replies — or, for a
+// synchronous UDP call while one of the engine's few caller lanes is free,
+// run on the caller's own thread (see WithCallerLanes). Creating a Client
+// costs no thread and no socket. It is safe for concurrent use.
 //
 // Delivery is at least once: a request without a reply is sent again,
 // with the same request id and its ATTEMPT tag counting up, after a

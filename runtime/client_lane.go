@@ -425,16 +425,8 @@ func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, 
 			ep.duplicates.Add(1) // a late copy's reply of an earlier call
 			continue
 		}
-		want := proto.KindResponse
-		if call.kind == proto.KindPing {
-			want = proto.KindPong
-		}
-		if r.Kind() != want {
-			ep.malformed.Add(1)
+		if !ep.accept(call, r) {
 			continue
-		}
-		if ep.lastSocketErr.Load() != nil {
-			ep.lastSocketErr.Store(nil) // it answers: see onReply
 		}
 		if r.Status() == proto.StatusBadFrame && call.frame.HasExt() && !call.stripped {
 			ep.noExt.Store(true) // an old server: see onReply

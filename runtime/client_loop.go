@@ -125,6 +125,26 @@ func (ep *endpoint) rto(cfg *clientConfig) int64 {
 	return min(max(srtt+4*ep.rttvarNs.Load(), int64(cfg.minRTO)), int64(cfg.maxRTO))
 }
 
+// accept reports whether f, the reply whose id matched call, is of the
+// kind call waits for (counting it malformed when not), and then clears
+// the endpoint's last socket error: the endpoint answers, so whatever its
+// socket reported before is over and must not be blamed for a later
+// call's failure.
+func (ep *endpoint) accept(call *Call, f proto.Frame) bool {
+	want := proto.KindResponse
+	if call.kind == proto.KindPing {
+		want = proto.KindPong
+	}
+	if f.Kind() != want {
+		ep.malformed.Add(1)
+		return false
+	}
+	if ep.lastSocketErr.Load() != nil {
+		ep.lastSocketErr.Store(nil)
+	}
+	return true
+}
+
 func (ep *endpoint) noteSocketError(err error) {
 	ep.socketErrs.Add(1)
 	ep.lastSocketErr.Store(&err) // escapes only here, on the error path
@@ -1159,18 +1179,8 @@ func (s *clientSource) onReply(ep *endpoint, f proto.Frame, sealed bool) {
 		ep.unsealed.Add(1)
 		return
 	}
-	want := proto.KindResponse
-	if call.kind == proto.KindPing {
-		want = proto.KindPong
-	}
-	if f.Kind() != want {
-		ep.malformed.Add(1)
+	if !ep.accept(call, f) {
 		return
-	}
-	if ep.lastSocketErr.Load() != nil {
-		// The endpoint answers: whatever its socket reported before is
-		// over, and must not be blamed for a later call's failure.
-		ep.lastSocketErr.Store(nil)
 	}
 	if f.Status() == proto.StatusBadFrame && call.stripWanted {
 		ep.duplicates.Add(1) // another copy's refusal of the block: the resend without it is on its way
