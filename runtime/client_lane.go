@@ -179,7 +179,7 @@ func (ln *callerLane) drain(ep *endpoint) {
 		case errno == 0:
 			ep.duplicates.Add(1)
 		case isUnreachable(errno):
-			ln.dropErrors()
+			ln.dropErrors(0)
 		case errno != unix.EINTR:
 			return // EAGAIN: empty
 		}
@@ -187,13 +187,23 @@ func (ln *callerLane) drain(ep *endpoint) {
 }
 
 // dropErrors empties the lane's error queue (IP_RECVERR keeps each ICMP
-// there, beside the error it reports once on the socket).
-func (ln *callerLane) dropErrors() {
+// there, beside the error it reports once on the socket) and reports
+// whether one of them answers a datagram of request id (or one it cannot
+// tell: the datagram did not come back).
+func (ln *callerLane) dropErrors(id uint64) (concerns bool) {
 	for range 64 {
-		if _, errno := recvFrom(ln.fd, ln.buf, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT); errno != 0 && errno != unix.EINTR {
-			return
+		n, errno := recvFrom(ln.fd, ln.buf, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return concerns
+		}
+		if got, ok := replyID(ln.buf[:min(n, len(ln.buf))]); !ok || got == id {
+			concerns = true
 		}
 	}
+	return concerns
 }
 
 // isUnreachable reports whether errno is what an ICMP error makes of a
@@ -230,7 +240,7 @@ func (ln *callerLane) send(frame []byte) unix.Errno {
 		case errno == unix.EINTR:
 			continue
 		case isUnreachable(errno) && try == 0:
-			ln.dropErrors()
+			ln.dropErrors(0)
 			continue
 		}
 		return errno
@@ -400,10 +410,10 @@ func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, 
 			continue // the slice (or a spin's poll) ended empty
 		default:
 			ep.noteSocketError(errno)
-			if isUnreachable(errno) {
+			if isUnreachable(errno) && ln.dropErrors(call.id) {
 				// The server's port (or host) is not there: end the call
-				// now rather than retransmitting for seconds.
-				ln.dropErrors()
+				// now rather than retransmitting for seconds. (An ICMP
+				// for an earlier call's late copy says nothing of it.)
 				return nil, c.callErrorOn(call, errno), false
 			}
 			continue

@@ -1025,7 +1025,7 @@ func (s *clientSource) socketError(fd int, err error) {
 		s.warn.CQEError(s.c, engine.CQERecv, s.l.Config().Queue, err)
 	}
 	for i := 0; i < 64; i++ {
-		_, oobn, _, from, rerr := unix.Recvmsg(fd, s.errBuf, s.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		n, oobn, _, from, rerr := unix.Recvmsg(fd, s.errBuf, s.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
 		if rerr != nil {
 			return // EAGAIN: the queue is empty
 		}
@@ -1042,7 +1042,16 @@ func (s *clientSource) socketError(fd int, err error) {
 			continue
 		}
 		ep.noteSocketError(errno)
-		if errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH {
+		if id, ok := replyID(s.errBuf[:n]); ok {
+			// The queue gives back the datagram the ICMP answers: one of
+			// a call that ended already (a oneway request, a call that
+			// was answered or given up) tells nothing of the calls in
+			// flight, which may have gone out after the port opened.
+			if call := s.calls[id]; call == nil || call.finished || call.ep != ep {
+				continue
+			}
+		}
+		if isUnreachable(errno) {
 			// The server's port (or host) is not there: end its calls now
 			// rather than retransmitting for seconds.
 			now := s.now()
