@@ -35,6 +35,7 @@ type callerLane struct {
 	fd   int
 	peer *endpoint // whom fd is connected to (nil: nobody yet)
 	buf  []byte    // one datagram, a byte more than the largest reply
+	oob  []byte    // an error queue entry's control message, made on first use
 	// timeout is the SO_RCVTIMEO set on fd now, so that it is set again
 	// only when a wait wants another.
 	timeout time.Duration
@@ -175,35 +176,43 @@ func (ln *callerLane) connect(ep *endpoint) error {
 func (ln *callerLane) drain(ep *endpoint) {
 	for range 1024 {
 		_, errno := recvFrom(ln.fd, ln.buf, unix.MSG_DONTWAIT)
-		switch {
-		case errno == 0:
+		switch errno {
+		case 0:
 			ep.duplicates.Add(1)
-		case isUnreachable(errno):
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return
+		default:
 			ln.dropErrors(0)
-		case errno != unix.EINTR:
-			return // EAGAIN: empty
 		}
 	}
 }
 
-// dropErrors empties the lane's error queue (IP_RECVERR keeps each ICMP
-// there, beside the error it reports once on the socket) and reports
-// whether one of them answers a datagram of request id (or one it cannot
-// tell: the datagram did not come back).
-func (ln *callerLane) dropErrors(id uint64) (concerns bool) {
-	for range 64 {
-		n, errno := recvFrom(ln.fd, ln.buf, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if errno == unix.EINTR {
+// dropErrors empties the lane's error queue — IP_RECVERR keeps each ICMP
+// error there, whatever its kind, beside the error it reports once on the
+// socket, and the entries hold receive-buffer room until read — and
+// returns the error of an entry saying that a datagram of request id (or
+// one it cannot tell: the datagram did not come back) cannot reach the
+// server, 0 if none. It runs only on error paths, where Recvmsg's
+// allocation does not matter.
+func (ln *callerLane) dropErrors(id uint64) (unreachable unix.Errno) {
+	if ln.oob == nil {
+		ln.oob = make([]byte, 512)
+	}
+	for range 256 {
+		n, oobn, _, _, err := unix.Recvmsg(ln.fd, ln.buf, ln.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if errno != 0 {
-			return concerns
+		if err != nil {
+			return unreachable // EAGAIN: empty
 		}
-		if got, ok := replyID(ln.buf[:min(n, len(ln.buf))]); !ok || got == id {
-			concerns = true
+		errno := errnoOf(ln.oob[:oobn])
+		if got, ok := replyID(ln.buf[:n]); isUnreachable(errno) && (!ok || got == id) {
+			unreachable = errno
 		}
 	}
-	return concerns
+	return unreachable
 }
 
 // isUnreachable reports whether errno is what an ICMP error makes of a
@@ -230,20 +239,26 @@ func (ls *callerLanes) drainIdle(ep *endpoint) {
 	}
 }
 
-// send writes one copy. An ICMP error for an earlier copy (of this call or
-// of an earlier one on the lane) may be pending on the socket and fail the
-// write; the write took it, so it is dropped and the copy written again.
-func (ln *callerLane) send(frame []byte) unix.Errno {
+// send writes one copy of call id's frame. An ICMP error for an earlier
+// datagram may be pending on the socket and fail the write (the write
+// takes it): when it says an earlier copy of this call could not reach the
+// server, send returns it with unreachable set, and the call ends with it;
+// about anything else, the error is dropped and the copy written again.
+func (ln *callerLane) send(frame []byte, id uint64) (errno unix.Errno, unreachable bool) {
 	for try := 0; ; try++ {
-		errno := sendTo(ln.fd, frame)
+		errno = sendTo(ln.fd, frame)
 		switch {
+		case errno == 0, errno == unix.EAGAIN, errno == unix.ENOBUFS:
+			return errno, false
 		case errno == unix.EINTR:
 			continue
-		case isUnreachable(errno) && try == 0:
-			ln.dropErrors(0)
-			continue
 		}
-		return errno
+		if e := ln.dropErrors(id); e != 0 {
+			return e, true
+		}
+		if try > 0 {
+			return errno, false
+		}
 	}
 }
 
@@ -332,11 +347,12 @@ func (c *Client) laneRun(ctx context.Context, call *Call, ln *callerLane) (Reply
 			call.frame.SetAttempt(uint8(min(call.attempts-1, 255)))
 		}
 		sent := engine.Mono()
-		if errno := ln.send(call.frame); errno != 0 {
+		if errno, unreachable := ln.send(call.frame, call.id); errno != 0 {
 			// Lost, as a send the loop's kernel refused: noted, and the
-			// retransmission timer carries on.
+			// retransmission timer carries on — unless an ICMP said an
+			// earlier copy of this call could not reach the server.
 			ep.noteSocketError(errno)
-			if call.oneway {
+			if call.oneway || unreachable {
 				return Reply{}, c.callErrorOn(call, errno)
 			}
 		}
@@ -410,11 +426,11 @@ func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, 
 			continue // the slice (or a spin's poll) ended empty
 		default:
 			ep.noteSocketError(errno)
-			if isUnreachable(errno) && ln.dropErrors(call.id) {
+			if e := ln.dropErrors(call.id); e != 0 {
 				// The server's port (or host) is not there: end the call
 				// now rather than retransmitting for seconds. (An ICMP
 				// for an earlier call's late copy says nothing of it.)
-				return nil, c.callErrorOn(call, errno), false
+				return nil, c.callErrorOn(call, e), false
 			}
 			continue
 		}
