@@ -16,10 +16,12 @@ import (
 // The runtime-client load: zerohop's client engine drives the server, the
 // way a zerohop service calls another. One goroutine keeps N calls
 // outstanding with Client.Go on one Done channel; the engine's loop is
-// pinned to the client core (ClientConfig.EngineCores). The engine
-// retransmits by itself (its RTO follows the measured RTT): those copies
-// are counted in Retransmits, and a call that fails after its last copy is
-// an error and is started again.
+// pinned to the client core (ClientConfig.EngineCores). At N = 1 the
+// goroutine makes synchronous Calls instead, as a handler calling another
+// service does, which run on the engine's caller lanes (when calling by
+// address). The engine retransmits by itself (its RTO follows the measured
+// RTT): those copies are counted in Retransmits, and a call that fails
+// after its last copy is an error and is started again.
 
 func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (ClientResult, error) {
 	var res ClientResult
@@ -59,14 +61,17 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 		return res, err
 	}
 	fmt.Fprintln(out, markerReady)
-	res.LoadDetail = fmt.Sprintf("zerohop client engine, loop on core(s) %v, %d calls outstanding from one goroutine with Client.Go",
-		cfg.EngineCores, cfg.Outstanding)
+	res.LoadDetail = fmt.Sprintf("zerohop client engine, loop on core(s) %v; N = 1: synchronous Client.Call from one goroutine, "+
+		"N > 1: N calls outstanding from one goroutine with Client.Go", cfg.EngineCores)
 	if cfg.Service != "" {
 		res.LoadDetail += ", by service name (mesh.DialService: p2c, health checks)"
 	}
 
 	epoch := time.Now()
 	now := func() time.Duration { return time.Since(epoch) }
+	if cfg.Outstanding == 1 {
+		return runEngineCalls(ctx, cfg, client, payload, now, out, res)
+	}
 	// Calls carry no context that can end (that would cost an allocation
 	// per call); ctx is checked on the ticker instead.
 	callCtx := context.Background()
@@ -115,6 +120,45 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 		}
 		wasMeasuring := win.measuring
 		if win.advance(now(), &res) {
+			after := client.Stats()
+			res.Retransmits = int64(after.Retransmits - before.Retransmits)
+			res.Timeouts = int64(after.Timeouts - before.Timeouts)
+			quantiles(hist, &res)
+			return res, nil
+		}
+		if win.measuring && !wasMeasuring {
+			before = client.Stats()
+		}
+	}
+}
+
+// runEngineCalls is the runtime-client load at N = 1: synchronous Calls,
+// one after the other.
+func runEngineCalls(ctx context.Context, cfg ClientConfig, client *zr.Client, payload []byte, now func() time.Duration,
+	out io.Writer, res ClientResult) (ClientResult, error) {
+	callCtx := context.Background() // as runEngineClient's: ctx is checked every 256 calls
+	buf := make([]byte, 0, len(payload)+64)
+	hist := newHistogram()
+	win := loadWindow{out: out, start: now() + cfg.Warmup, duration: cfg.Duration, count: cfg.Count}
+	var before zr.ClientStats
+	for i := 0; ; i++ {
+		sent := now()
+		r, err := client.Call(callCtx, echo.EchoMethod, payload, buf)
+		t := now()
+		if win.measuring {
+			res.Requests++
+			hist.RecordValue(int64(t - sent))
+			if err != nil || len(r.Payload) != len(payload) {
+				res.Errors++
+			}
+		}
+		if i&255 == 255 {
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+		}
+		wasMeasuring := win.measuring
+		if win.advance(t, &res) {
 			after := client.Stats()
 			res.Retransmits = int64(after.Retransmits - before.Retransmits)
 			res.Timeouts = int64(after.Timeouts - before.Timeouts)

@@ -77,7 +77,8 @@ func TestBenchQuickHarness(t *testing.T) {
 
 // TestBenchNewLoadsAndGnet runs the harness end to end on the gnet and
 // netudp variants under the XSK and runtime-client loads (subprocesses
-// pinned like a real run), for one tiny point each: every row says which
+// pinned like a real run), for two tiny points each (N = 1 is the
+// runtime-client load's synchronous Calls, N = 4 its Go): every row says which
 // load drove it, load flowed without errors, and the client's CPU per
 // request was read from /proc. It never looks at how fast anything was.
 func TestBenchNewLoadsAndGnet(t *testing.T) {
@@ -85,7 +86,7 @@ func TestBenchNewLoadsAndGnet(t *testing.T) {
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
 	var stdout, stderr bytes.Buffer
 	code := benchMain(context.Background(), &stdout, &stderr, os.Args[0], []string{benchChildEnv + "=1"}, []string{
-		"--variants", "netudp,gnet", "--load", "xsk,engine", "--n", "4", "--warmup", "100ms", "--duration", "300ms",
+		"--variants", "netudp,gnet", "--load", "xsk,engine", "--n", "1,4", "--warmup", "100ms", "--duration", "300ms",
 		"--json", jsonPath})
 	if code != 0 {
 		t.Fatalf("bench exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
@@ -103,13 +104,14 @@ func TestBenchNewLoadsAndGnet(t *testing.T) {
 		if v.Name != want[i][0] || v.Load != want[i][1] {
 			t.Errorf("row %d is %s (%s), want %s (%s)", i, v.Name, v.Load, want[i][0], want[i][1])
 		}
-		if v.Skipped != "" || len(v.Points) != 1 {
+		if v.Skipped != "" || len(v.Points) != 2 {
 			t.Errorf("%s: skipped %q, %d points\n%s", v.Label(), v.Skipped, len(v.Points), stderr.String())
 			continue
 		}
-		p := v.Points[0]
-		if p.Error != "" || p.Requests == 0 || p.Errors != 0 || p.ClientCPUSPerMReq <= 0 || p.CPUSPerMReq <= 0 {
-			t.Errorf("%s: point %+v", v.Label(), p)
+		for _, p := range v.Points {
+			if p.Error != "" || p.Requests == 0 || p.Errors != 0 || p.ClientCPUSPerMReq <= 0 || p.CPUSPerMReq <= 0 {
+				t.Errorf("%s: point %+v", v.Label(), p)
+			}
 		}
 		if v.LoadDetail == "" {
 			t.Errorf("%s: no load detail", v.Label())
