@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/zerohop/zerohop/examples/echo"
 	"github.com/zerohop/zerohop/mesh"
 	"github.com/zerohop/zerohop/mesh/discovery/static"
@@ -85,8 +86,7 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 		issue(make([]byte, 0, bufCap), now())
 	}
 	hist := newHistogram()
-	win := loadWindow{out: out, start: now() + cfg.Warmup, duration: cfg.Duration, count: cfg.Count}
-	var before zr.ClientStats
+	win := newEngineWindow(cfg, out, now(), client, hist)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -118,16 +118,8 @@ func runEngineClient(ctx context.Context, cfg ClientConfig, out io.Writer) (Clie
 				return res, err
 			}
 		}
-		wasMeasuring := win.measuring
 		if win.advance(now(), &res) {
-			after := client.Stats()
-			res.Retransmits = int64(after.Retransmits - before.Retransmits)
-			res.Timeouts = int64(after.Timeouts - before.Timeouts)
-			quantiles(hist, &res)
 			return res, nil
-		}
-		if win.measuring && !wasMeasuring {
-			before = client.Stats()
 		}
 	}
 }
@@ -139,8 +131,7 @@ func runEngineCalls(ctx context.Context, cfg ClientConfig, client *zr.Client, pa
 	callCtx := context.Background() // as runEngineClient's: ctx is checked every 256 calls
 	buf := make([]byte, 0, len(payload)+64)
 	hist := newHistogram()
-	win := loadWindow{out: out, start: now() + cfg.Warmup, duration: cfg.Duration, count: cfg.Count}
-	var before zr.ClientStats
+	win := newEngineWindow(cfg, out, now(), client, hist)
 	for i := 0; ; i++ {
 		sent := now()
 		r, err := client.Call(callCtx, echo.EchoMethod, payload, buf)
@@ -157,18 +148,41 @@ func runEngineCalls(ctx context.Context, cfg ClientConfig, client *zr.Client, pa
 				return res, err
 			}
 		}
-		wasMeasuring := win.measuring
 		if win.advance(t, &res) {
-			after := client.Stats()
-			res.Retransmits = int64(after.Retransmits - before.Retransmits)
-			res.Timeouts = int64(after.Timeouts - before.Timeouts)
-			quantiles(hist, &res)
 			return res, nil
 		}
-		if win.measuring && !wasMeasuring {
-			before = client.Stats()
-		}
 	}
+}
+
+// engineWindow is a loadWindow that also takes the engine's retransmission
+// and timeout counts over the window, and the latency quantiles at its end.
+type engineWindow struct {
+	loadWindow
+	client *zr.Client
+	hist   *hdrhistogram.Histogram
+	before zr.ClientStats
+}
+
+func newEngineWindow(cfg ClientConfig, out io.Writer, now time.Duration, client *zr.Client, hist *hdrhistogram.Histogram) *engineWindow {
+	return &engineWindow{loadWindow: loadWindow{out: out, start: now + cfg.Warmup, duration: cfg.Duration, count: cfg.Count},
+		client: client, hist: hist}
+}
+
+// advance is loadWindow's, filling in res from the engine's counters when
+// the window is over.
+func (w *engineWindow) advance(t time.Duration, res *ClientResult) bool {
+	wasMeasuring := w.measuring
+	if w.loadWindow.advance(t, res) {
+		after := w.client.Stats()
+		res.Retransmits = int64(after.Retransmits - w.before.Retransmits)
+		res.Timeouts = int64(after.Timeouts - w.before.Timeouts)
+		quantiles(w.hist, res)
+		return true
+	}
+	if w.measuring && !wasMeasuring {
+		w.before = w.client.Stats()
+	}
+	return false
 }
 
 // waitEngineReady calls the echo method every 100 ms until one call
