@@ -79,14 +79,10 @@ func (ls *callerLanes) open(n, maxReply int) error {
 			leak.Track(fd)
 			// Host and network unreachable ICMPs reach a connected socket
 			// only with IP_RECVERR, as on the loop's sockets.
-			level, opt := unix.IPPROTO_IP, unix.IP_RECVERR
-			if family == unix.AF_INET6 {
-				level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVERR
-			}
-			if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+			if name, err := setRecvErr(fd, family); err != nil {
 				sockpath.CloseFd(&fd)
 				ls.close()
-				return fmt.Errorf("runtime: caller lane socket: RECVERR: %w", err)
+				return fmt.Errorf("runtime: caller lane socket %s: %w", name, err)
 			}
 			ln := &callerLane{fd: fd, buf: make([]byte, maxReply+1)}
 			ls.all = append(ls.all, ln)
@@ -328,8 +324,8 @@ func (c *Client) laneCall(ctx context.Context, call *Call, ln *callerLane) (repl
 
 func (c *Client) laneRun(ctx context.Context, call *Call, ln *callerLane) (Reply, error) {
 	ep := call.ep
-	cancellable := ctx.Done() != nil
-	rto := ep.rto(&c.cfg)
+	call.rtoNs = ep.rto(&c.cfg)
+	// Only the first wait of the call spins (WithCallerSpin, autoSpin).
 	spin := c.eng.cfg.callerSpin
 	if spin < 0 {
 		spin = autoSpin(ep)
@@ -359,11 +355,12 @@ func (c *Client) laneRun(ctx context.Context, call *Call, ln *callerLane) (Reply
 		if call.oneway {
 			return Reply{}, nil
 		}
-		due := sent + rto
+		due := sent + call.rtoNs
 		if left > 0 {
 			due = min(due, sent+int64(left)+1)
 		}
-		f, err, resend := c.laneWait(ctx, call, ln, due, sent, cancellable, &spin)
+		f, err, resend := c.laneWait(ctx, call, ln, due, sent, sent+int64(spin))
+		spin = 0
 		switch {
 		case err != nil:
 			return Reply{}, err
@@ -374,14 +371,9 @@ func (c *Client) laneRun(ctx context.Context, call *Call, ln *callerLane) (Reply
 			return replyOf(f, call.buf)
 		}
 		// The retransmission timeout passed without a reply.
-		if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
-			return Reply{}, c.callErrorOn(call, errDeadline)
+		if err := c.timedOut(call); err != nil {
+			return Reply{}, c.callErrorOn(call, err)
 		}
-		if limit := c.cfg.maxAttempts; limit > 0 && call.attempts >= limit {
-			ep.timeouts.Add(1)
-			return Reply{}, c.callErrorOn(call, ErrNoReply)
-		}
-		rto = min(rto*2, int64(c.cfg.maxRTO))
 		ep.retransmits.Add(1)
 	}
 }
@@ -389,23 +381,17 @@ func (c *Client) laneRun(ctx context.Context, call *Call, ln *callerLane) (Reply
 // laneWait reads the lane until the reply to call comes (f), until due
 // (all nil: retransmit, or give up), or until the call must end (err). A
 // BAD_FRAME to the extension block strips the block and asks for a resend
-// at once. It spins on non-blocking reads for the first *spin of the call
-// (WithCallerSpin), then blocks in slices of at most laneSlice.
-func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, sent int64, cancellable bool, spin *time.Duration) (f proto.Frame, err error, resend bool) {
+// at once. It spins on non-blocking reads until spinUntil, then blocks in
+// slices of at most laneSlice.
+func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, sent, spinUntil int64) (f proto.Frame, err error, resend bool) {
 	ep := call.ep
-	spinUntil := int64(0)
-	if *spin > 0 {
-		spinUntil = sent + int64(*spin)
-	}
 	for {
 		now := engine.Mono()
 		if c.closed.Load() || c.eng.lanes.closed.Load() {
 			return nil, ErrClientClosed, false
 		}
-		if cancellable {
-			if err := ctx.Err(); err != nil {
-				return nil, c.callErrorOn(call, err), false
-			}
+		if err := ctx.Err(); err != nil {
+			return nil, c.callErrorOn(call, err), false
 		}
 		if now >= due {
 			return nil, nil, false
@@ -414,7 +400,6 @@ func (c *Client) laneWait(ctx context.Context, call *Call, ln *callerLane, due, 
 		if now < spinUntil {
 			flags = unix.MSG_DONTWAIT
 		} else {
-			*spin = 0 // spun once for this call: block from now on
 			if err := ln.setTimeout(time.Duration(due - now)); err != nil {
 				return nil, c.callErrorOn(call, fmt.Errorf("SO_RCVTIMEO: %w", err)), false
 			}

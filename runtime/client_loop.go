@@ -411,11 +411,9 @@ func openClientSocket(family int) (int, netip.AddrPort, error) {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
 			return fail("IPV6_V6ONLY", err)
 		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1); err != nil {
-			return fail("IPV6_RECVERR", err)
-		}
-	} else if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1); err != nil {
-		return fail("IP_RECVERR", err)
+	}
+	if name, err := setRecvErr(fd, family); err != nil {
+		return fail(name, err)
 	}
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
@@ -796,16 +794,10 @@ func (s *clientSource) expire(now int64) {
 		if !call.ep.key.tcp && s.failover(call, now) {
 			continue
 		}
-		if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
-			s.giveUp(call, errDeadline)
+		if err := c.timedOut(call); err != nil {
+			s.giveUp(call, err)
 			continue
 		}
-		if limit := c.cfg.maxAttempts; limit > 0 && call.attempts >= limit {
-			call.ep.timeouts.Add(1)
-			s.giveUp(call, ErrNoReply)
-			continue
-		}
-		call.rtoNs = min(call.rtoNs*2, int64(c.cfg.maxRTO))
 		if call.ep.key.tcp {
 			// The stream is reliable: a timeout only counts toward giving up.
 			call.attempts++
@@ -822,6 +814,22 @@ func (s *clientSource) expire(now int64) {
 			s.timers.fix(call)
 		}
 	}
+}
+
+// timedOut is what the passing of call's retransmission timeout means,
+// on the loop and on a caller lane alike: the cause that ends the call
+// (its deadline passed, or its last copy went: counted as a timeout), or
+// nil with its next timeout doubled (up to maxRTO).
+func (c *Client) timedOut(call *Call) error {
+	if !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
+		return errDeadline
+	}
+	if limit := c.cfg.maxAttempts; limit > 0 && call.attempts >= limit {
+		call.ep.timeouts.Add(1)
+		return ErrNoReply
+	}
+	call.rtoNs = min(call.rtoNs*2, int64(c.cfg.maxRTO))
+	return nil
 }
 
 // giveUp fails call with cause, wrapped with its endpoint and attempts.
@@ -1065,6 +1073,15 @@ func (s *clientSource) socketError(fd int, err error) {
 			}
 		}
 	}
+}
+
+// setRecvErr sets IP_RECVERR (IPV6_RECVERR) on a UDP socket of family,
+// and names the option for an error.
+func setRecvErr(fd, family int) (string, error) {
+	if family == unix.AF_INET6 {
+		return "IPV6_RECVERR", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1)
+	}
+	return "IP_RECVERR", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1)
 }
 
 // errnoOf reads ee_errno from an IP_RECVERR / IPV6_RECVERR control message.

@@ -116,8 +116,8 @@ func WithClientBusyPoll(window time.Duration) EngineOption {
 
 // WithCallerLanes sets how many synchronous UDP calls per address family
 // may run at once on their callers' own threads (default 2; 0: none, every
-// call goes through a loop). Such a call — Call or Ping of a Client from
-// Dial, without interceptors or a sealer — takes a free caller lane (a
+// call goes through a loop). Such a call — Call, Ping or Oneway of a
+// Client from Dial, without interceptors or a sealer — takes a free caller lane (a
 // socket of the engine), writes its request and blocks in read(2) until
 // the reply, with the same retransmission, DEADLINE and ATTEMPT as on the
 // loop: the kernel wakes the caller directly, with no handoff to the
@@ -139,9 +139,9 @@ func WithCallerLanes(n int) EngineOption {
 // to window before it blocks (0: block at once): through the loop it
 // polls its channel, on a caller lane the socket. By default a call
 // through the loop blocks at once, and one on a caller lane spins for
-// twice the endpoint's smoothed RTT, at most 50 µs (autoSpin). A goroutine the loop
-// wakes through a channel must wait for the Go scheduler to give it a
-// processor, which on an idle core of a VM means waking that core
+// twice the endpoint's smoothed RTT, at most 50 µs (autoSpin). A
+// goroutine the loop wakes through a channel must wait for the Go
+// scheduler to give it a processor, which on an idle core of a VM means waking that core
 // (measured here at tens of µs, more than a round trip), and a thread
 // blocked in read(2) must be woken by the kernel; a caller still running
 // sees its reply at once, at the cost of spinning a core — worth it only
